@@ -1,0 +1,378 @@
+"""Real Debian nginx configured the way ingress-nginx (controller v1.15) renders Ingresses with ``auth-url``.
+
+The public API is small on purpose, so other suites (the Helm chart's, which turns rendered Ingress
+objects into :class:`IngressSpec`) can drive the same nginx::
+
+    specs = [
+        IngressSpec(host="prefect.test", path="/api", auth_url=f"{authgate}/auth/api",
+                    backend=upstream_addr, auth_response_headers=("X-Auth-Request-User",),
+                    proxy_read_timeout=3600, proxy_send_timeout=3600),
+        IngressSpec(host="prefect.test", path="/", auth_url=f"{authgate}/auth/ui", backend=upstream_addr,
+                    auth_response_headers=("X-Auth-Request-User",)),
+    ]
+    conf = render_nginx_conf(specs, listen_port=port, prefix=tmp)   # the nginx.conf text, to inspect
+    with NginxProcess(specs, tmp) as nginx:                         # renders, starts, waits, stops
+        httpx.get(nginx.base_url + "/api/flows", headers={"Host": "prefect.test"})
+
+One :class:`IngressSpec` is one path of one Ingress rule with its annotations, already resolved:
+``auth_url`` and ``backend`` must be reachable loopback addresses (use :func:`to_loopback` to turn an
+in-cluster ``http://svc.ns.svc.cluster.local:8080/auth/api`` into one).
+
+What is mirrored from ingress-nginx's ``nginx.tmpl`` (and why it matters to authgate):
+
+- per location, an internal ``location = /_external-auth-<base64url(path)>-<pathType>`` that sends a body-less
+  request with ``Host`` = the auth-url's host name, ``X-Original-URL $scheme://$http_host$request_uri``,
+  ``X-Original-Method``, ``X-Sent-From``, ``X-Real-IP``, ``X-Forwarded-For``, ``X-Auth-Request-Redirect``,
+  ``X-Request-ID``, an empty ``X-Forwarded-Proto`` and ``Content-Length``, HTTP/1.1 with ``Connection: close``
+  (nginx never forwards the client's hop-by-hop ``Upgrade``/``Connection``); every other client header
+  passes through unchanged — including forged ``X-Forwarded-*`` ones;
+- optional decision caching (``auth-cache-key`` / ``auth-cache-duration``) with ``proxy_cache``; the
+  controller hashes the key in Lua, Debian's nginx has no Lua, so the key here is the same string unhashed;
+- the main location: ``auth_request``, ``auth_request_set $authHeaderN $upstream_http_<name>`` +
+  ``proxy_set_header <Name> $authHeaderN`` per ``auth-response-headers`` entry (an empty value drops the
+  header, so a client cannot forge it), WebSocket ``Upgrade``/``Connection $connection_upgrade``, the
+  controller's default forwarding headers and timeouts (connect 5 s, send/read 60 s unless annotated);
+- path types: ``Prefix /api`` -> ``location = /api`` + ``location /api/``; ``Prefix /`` -> ``location /``;
+  ``Exact`` -> ``location = PATH``; ``ImplementationSpecific`` -> ``location PATH``.
+
+Not mirrored: Lua balancer, TLS, snippets (refused by default on a real controller anyway), ``auth-signin``,
+``auth-method``, ``auth-keepalive``, global auth.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from tests.support.procs import Process, free_port, wait_for
+from tests.support.tools import require_tool
+
+PathType = Literal["Prefix", "Exact", "ImplementationSpecific"]
+
+# ingress-nginx's default for auth-cache-duration when auth-cache-key is set.
+DEFAULT_AUTH_CACHE_DURATION: tuple[str, ...] = ("200 202 401 5m",)
+
+
+@dataclass(frozen=True)
+class IngressSpec:
+    """One path of one Ingress rule, with the annotations that shape its nginx locations.
+
+    Field ↔ Ingress: ``host`` = ``spec.rules[].host``; ``path``/``path_type`` = ``http.paths[]``;
+    ``backend`` = the Service's address, as ``HOST:PORT`` reachable from here;
+    ``auth_url`` = ``nginx.ingress.kubernetes.io/auth-url``;
+    ``auth_response_headers`` = ``.../auth-response-headers`` (comma list, split);
+    ``proxy_read_timeout``/``proxy_send_timeout``/``proxy_connect_timeout`` = the annotations of those names, seconds;
+    ``auth_cache_key``/``auth_cache_duration`` = ``.../auth-cache-key`` and ``.../auth-cache-duration``
+    (each duration entry a ``proxy_cache_valid`` argument, e.g. ``"200 202 401 5m"``);
+    ``name`` = ``metadata.name`` (only shown in comments and ``$ingress_name``).
+    """
+
+    host: str
+    path: str
+    backend: str
+    auth_url: str | None = None
+    path_type: PathType = "Prefix"
+    auth_response_headers: tuple[str, ...] = ()
+    proxy_read_timeout: int = 60
+    proxy_send_timeout: int = 60
+    proxy_connect_timeout: int = 5
+    auth_cache_key: str | None = None
+    auth_cache_duration: tuple[str, ...] = DEFAULT_AUTH_CACHE_DURATION
+    name: str = "ingress"
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/"):
+            raise ValueError(f"IngressSpec.path must start with '/', got {self.path!r}")
+        if self.auth_url is not None and urlsplit(self.auth_url).scheme not in ("http", "https"):
+            raise ValueError(f"IngressSpec.auth_url must be an http(s) URL, got {self.auth_url!r}")
+        for header in self.auth_response_headers:
+            if not re.fullmatch(r"[A-Za-z0-9-]+", header):
+                raise ValueError(f"IngressSpec.auth_response_headers: bad header name {header!r}")
+
+
+def to_loopback(url: str, port: int, host: str = "127.0.0.1") -> str:
+    """``url`` with its authority replaced by ``host:port`` (path and query kept): an in-cluster Service URL
+    turned into the address of the process started here."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, f"{host}:{port}", parts.path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True)
+class _Location:
+    """One nginx location as the controller derives it from an Ingress path."""
+
+    spec: IngressSpec
+    modifier: str  # "=" or ""
+    path: str
+    path_type: str
+
+    @property
+    def auth_location(self) -> str:
+        encoded = base64.urlsafe_b64encode(self.path.encode()).decode().rstrip("=")
+        return f"/_external-auth-{encoded}-{self.path_type}"
+
+
+def _locations(spec: IngressSpec) -> list[_Location]:
+    if spec.path_type == "Exact":
+        return [_Location(spec, "=", spec.path, "Exact")]
+    if spec.path_type == "ImplementationSpecific":
+        return [_Location(spec, "", spec.path, "ImplementationSpecific")]
+    if spec.path == "/" or spec.path.endswith("/"):
+        return [_Location(spec, "", spec.path, "Prefix")]
+    # ingress-nginx turns Prefix /api into an Exact /api and a Prefix /api/.
+    return [_Location(spec, "=", spec.path, "Exact"), _Location(spec, "", spec.path + "/", "Prefix")]
+
+
+def _auth_location_block(loc: _Location) -> str:
+    spec = loc.spec
+    assert spec.auth_url is not None
+    auth_host = urlsplit(spec.auth_url).hostname
+    lines = [
+        f"        location = {loc.auth_location} {{",
+        "            internal;",
+        "            access_log off;",
+    ]
+    if spec.auth_cache_key is not None:
+        # The controller: set $tmp_cache_key '<host><authPath><key>'; Lua sets $cache_key = base64(sha1(...)).
+        lines += [
+            f"            set $cache_key '{spec.host}{loc.auth_location}{spec.auth_cache_key}';",
+            "            proxy_cache auth_cache;",
+            *(f"            proxy_cache_valid {d};" for d in spec.auth_cache_duration),
+            '            proxy_cache_key "$cache_key";',
+        ]
+    lines += [
+        "            proxy_pass_request_body     off;",
+        '            proxy_set_header            Content-Length          "";',
+        '            proxy_set_header            X-Forwarded-Proto       "";',
+        "            proxy_set_header            X-Request-ID            $request_id;",
+        f"            proxy_set_header            Host                    {auth_host};",
+        "            proxy_set_header            X-Original-URL          $scheme://$http_host$request_uri;",
+        "            proxy_set_header            X-Original-Method       $request_method;",
+        '            proxy_set_header            X-Sent-From             "nginx-ingress-controller";',
+        "            proxy_set_header            X-Real-IP               $remote_addr;",
+        "            proxy_set_header            X-Forwarded-For         $remote_addr;",
+        "            proxy_set_header            X-Auth-Request-Redirect $request_uri;",
+        "            proxy_buffering             " + ("on;" if spec.auth_cache_key is not None else "off;"),
+        "            proxy_buffer_size           4k;",
+        "            proxy_buffers               4 4k;",
+        "            proxy_request_buffering     on;",
+        "            proxy_ssl_server_name       on;",
+        "            proxy_pass_request_headers  on;",
+        "            client_max_body_size        1m;",
+        "            proxy_http_version          1.1;",
+        f"            set $target {spec.auth_url};",
+        "            proxy_pass $target;",
+        "        }",
+    ]
+    return "\n".join(lines)
+
+
+def _main_location_block(loc: _Location) -> str:
+    spec = loc.spec
+    lines = [
+        f"        location {loc.modifier + ' ' if loc.modifier else ''}{loc.path} {{",
+        f'            set $ingress_name "{spec.name}";',
+        f'            set $location_path "{spec.path}";',
+    ]
+    if spec.auth_url is not None:
+        lines += [
+            "            # this location requires authentication",
+            f"            auth_request        {loc.auth_location};",
+            "            auth_request_set    $auth_cookie $upstream_http_set_cookie;",
+            "            add_header          Set-Cookie $auth_cookie;",
+        ]
+        for i, header in enumerate(spec.auth_response_headers):
+            var = header.lower().replace("-", "_")
+            lines += [
+                f"            auth_request_set $authHeader{i} $upstream_http_{var};",
+                f"            proxy_set_header '{header}' $authHeader{i};",
+            ]
+    lines += [
+        "            client_max_body_size                    1m;",
+        "            proxy_set_header Host                   $host;",
+        "            # Allow websocket connections",
+        "            proxy_set_header                        Upgrade           $http_upgrade;",
+        "            proxy_set_header                        Connection        $connection_upgrade;",
+        "            proxy_set_header X-Request-ID           $request_id;",
+        "            proxy_set_header X-Real-IP              $remote_addr;",
+        "            proxy_set_header X-Forwarded-For        $remote_addr;",
+        "            proxy_set_header X-Forwarded-Host       $host;",
+        "            proxy_set_header X-Forwarded-Port       $server_port;",
+        "            proxy_set_header X-Forwarded-Proto      $scheme;",
+        "            proxy_set_header X-Forwarded-Scheme     $scheme;",
+        "            proxy_set_header X-Scheme               $scheme;",
+        "            proxy_set_header X-Original-Forwarded-For $http_x_forwarded_for;",
+        '            proxy_set_header Proxy                  "";',
+        f"            proxy_connect_timeout                   {spec.proxy_connect_timeout}s;",
+        f"            proxy_send_timeout                      {spec.proxy_send_timeout}s;",
+        f"            proxy_read_timeout                      {spec.proxy_read_timeout}s;",
+        "            proxy_buffering                         off;",
+        "            proxy_buffer_size                       4k;",
+        "            proxy_buffers                           4 4k;",
+        "            proxy_request_buffering                 on;",
+        "            proxy_http_version                      1.1;",
+        "            proxy_cookie_domain                     off;",
+        "            proxy_cookie_path                       off;",
+        "            proxy_next_upstream                     error timeout;",
+        "            proxy_next_upstream_tries               3;",
+        f"            proxy_pass http://{spec.backend};",
+        "            proxy_redirect                          off;",
+        "        }",
+    ]
+    return "\n".join(lines)
+
+
+def render_nginx_conf(specs: Sequence[IngressSpec], *, listen_port: int, prefix: Path) -> str:
+    """The whole nginx.conf for ``specs``: one ``server`` per host, every runtime path under ``prefix``.
+
+    Raises ``ValueError`` on two specs claiming the same host, path and path type (the controller would
+    merge or reject them; the harness refuses rather than guess).
+    """
+    by_host: dict[str, list[_Location]] = {}
+    seen: set[tuple[str, str, str]] = set()
+    for spec in specs:
+        for loc in _locations(spec):
+            key = (spec.host, loc.modifier, loc.path)
+            if key in seen:
+                raise ValueError(f"two IngressSpecs render the same location {loc.modifier} {loc.path} on {spec.host}")
+            seen.add(key)
+            by_host.setdefault(spec.host, []).append(loc)
+    user = "user root root;\n" if os.geteuid() == 0 else ""
+    servers = []
+    for host, locs in by_host.items():
+        # The controller sorts locations by path, longest first; nginx picks by specificity anyway.
+        locs.sort(key=lambda loc: (len(loc.path), loc.modifier == "="), reverse=True)
+        body = [f"        # {loc.spec.name}: {loc.path_type} {loc.path}" for loc in locs]
+        for loc in locs:
+            if loc.spec.auth_url is not None:
+                body.append(_auth_location_block(loc))
+            body.append(_main_location_block(loc))
+        servers.append(
+            "    server {\n"
+            f"        server_name {host};\n"
+            f"        listen 127.0.0.1:{listen_port};\n"
+            + "\n".join(body)
+            + "\n    }\n"
+        )
+    return f"""# Rendered by tests/e2e/nginx.py in the shape of ingress-nginx v1.15's nginx.tmpl.
+{user}daemon off;
+master_process on;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/client-body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server_tokens off;
+    keepalive_timeout 75s;
+
+    # See https://www.nginx.com/blog/websocket-nginx (as the controller renders it without upstream keepalive)
+    map $http_upgrade $connection_upgrade {{
+        default          upgrade;
+        ''               close;
+    }}
+
+    proxy_cache_path {prefix}/nginx-cache-auth levels=1:2 keys_zone=auth_cache:10m max_size=128m inactive=30m use_temp_path=off;
+
+    # default server: the controller's default backend answers 404
+    server {{
+        listen 127.0.0.1:{listen_port} default_server;
+        server_name _;
+        location / {{
+            return 404;
+        }}
+    }}
+
+{"".join(servers)}}}
+"""
+
+
+@dataclass
+class NginxProcess:
+    """nginx running ``specs`` in the foreground on a free loopback port; a context manager.
+
+    ``base_url`` is ``http://127.0.0.1:PORT``; send the Ingress host in the ``Host`` header.
+    ``conf_text`` holds the rendered configuration; ``error_log()`` the error log so far.
+    """
+
+    specs: Sequence[IngressSpec]
+    workdir: Path
+    port: int = field(default_factory=free_port)
+
+    def __post_init__(self) -> None:
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.conf_path = self.workdir / "nginx.conf"
+        self.conf_text = render_nginx_conf(self.specs, listen_port=self.port, prefix=self.workdir)
+        self.conf_path.write_text(self.conf_text)
+        self._process: Process | None = None
+
+    def start(self) -> NginxProcess:
+        nginx = require_tool("nginx")
+        argv = [str(nginx), "-p", str(self.workdir), "-c", str(self.conf_path)]
+        check = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
+        if check.returncode != 0:
+            raise RuntimeError(f"nginx -t refused the rendered config:\n{check.stderr}\n{self.conf_text}")
+        self._process = Process(argv, self.workdir / "nginx.out")
+        wait_for(self._listening, timeout=10, what=f"nginx on port {self.port}")
+        return self
+
+    def _listening(self) -> bool:
+        assert self._process is not None
+        if self._process.proc.poll() is not None:
+            raise RuntimeError(f"nginx exited: {self._process.output()}\n{self.error_log()}")
+        import socket
+
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def error_log(self) -> str:
+        path = self.workdir / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self._process is not None:
+            # SIGQUIT is nginx's graceful stop; Process.stop() then reaps it (SIGTERM is a fast stop).
+            if self._process.proc.poll() is None:
+                self._process.proc.send_signal(signal.SIGQUIT)
+            self._process.stop(timeout=10)
+            self._process = None
+
+    def __enter__(self) -> NginxProcess:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def prefect_ingresses(*, host: str, authgate_port: int, backend: str,
+                      auth_cache_key: str | None = None,
+                      auth_cache_duration: Iterable[str] = DEFAULT_AUTH_CACHE_DURATION) -> list[IngressSpec]:
+    """The recommended Prefect shape (docs/prefect.md): one host, two Ingresses, each its own auth route —
+    the API at ``/api`` (WebSocket timeouts raised to 3600 s) and the UI at ``/``."""
+    common = {"host": host, "backend": backend, "auth_response_headers": ("X-Auth-Request-User",),
+              "auth_cache_key": auth_cache_key, "auth_cache_duration": tuple(auth_cache_duration)}
+    return [
+        IngressSpec(name="prefect-api", path="/api", auth_url=f"http://127.0.0.1:{authgate_port}/auth/api",
+                    proxy_read_timeout=3600, proxy_send_timeout=3600, **common),  # type: ignore[arg-type]
+        IngressSpec(name="prefect-ui", path="/", auth_url=f"http://127.0.0.1:{authgate_port}/auth/ui",
+                    **common),  # type: ignore[arg-type]
+    ]

@@ -1,0 +1,130 @@
+"""The upstream the proxies forward to: plain HTTP routes and a WebSocket echo, recording what arrived.
+
+It stands in for the protected application (Prefect in production). Every request, HTTP or WebSocket
+handshake, is recorded with its method, raw path and headers, so a test can prove what reached the
+upstream — and what never did. Tests tag their requests with an ``X-Test-Id`` header and look them up
+through the recorder's own endpoint, which is reached directly on the upstream's port (never through a
+proxy)::
+
+    GET /__recorder/requests?test_id=ID   -> JSON list of records carrying that X-Test-Id
+
+Any other HTTP request answers 200 with its own record as JSON. A WebSocket on any path is accepted and
+echoes each text message; the message ``headers`` is answered with the handshake's record as JSON.
+
+Run as its own process: ``python -m tests.e2e.upstream --port PORT``. Server-side WebSocket pings are
+off, so an idle socket is really idle (the proxy's read timeout, not a keepalive, decides its fate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import uvicorn
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+RECORDER_PATH = "/__recorder/requests"
+
+
+class Recorder:
+    """Everything that reached the upstream, in arrival order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: list[dict[str, Any]] = []
+
+    def add(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._records.append(record)
+
+    def with_test_id(self, test_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [r for r in self._records if test_id in r["headers"].get("x-test-id", [])]
+
+
+def _record(scope: Scope) -> dict[str, Any]:
+    headers: dict[str, list[str]] = {}
+    for name, value in scope["headers"]:
+        headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+    raw_path = scope.get("raw_path") or scope["path"].encode()
+    query = scope.get("query_string", b"")
+    return {
+        "kind": scope["type"],
+        "method": scope.get("method", "GET"),
+        "raw_path": raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else ""),
+        "headers": headers,
+    }
+
+
+def create_app(recorder: Recorder) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] == "http":
+            await _http(scope, receive, send, recorder)
+        elif scope["type"] == "websocket":
+            await _websocket(scope, receive, send, recorder)
+
+    return app
+
+
+async def _http(scope: Scope, receive: Receive, send: Send, recorder: Recorder) -> None:
+    more = True
+    while more:  # drain the body
+        message = await receive()
+        more = message.get("more_body", False)
+    if scope["path"] == RECORDER_PATH:
+        test_id = parse_qs(scope["query_string"].decode()).get("test_id", [""])[0]
+        body = json.dumps(recorder.with_test_id(test_id)).encode()
+    else:
+        record = _record(scope)
+        recorder.add(record)
+        body = json.dumps(record).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _websocket(scope: Scope, receive: Receive, send: Send, recorder: Recorder) -> None:
+    record = _record(scope)
+    recorder.add(record)
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is None:
+            text = (message.get("bytes") or b"").decode(errors="replace")
+        reply = json.dumps(record) if text == "headers" else text
+        await send({"type": "websocket.send", "text": reply})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(create_app(Recorder()), host=args.host, port=args.port, log_level="warning",
+                ws_ping_interval=None, ws_ping_timeout=None, lifespan="on")
+
+
+if __name__ == "__main__":
+    main()
