@@ -1,0 +1,185 @@
+"""The ``authgate`` command: serve, check, hash-token, new-token (and token/user through the Kubernetes API)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from app import __version__
+from app.credentials import (
+    MIN_PLAIN_TOKEN_LENGTH,
+    NAME_RE,
+    TOKEN68_RE,
+    load_secret_files,
+    read_secret_dir,
+    token_digest,
+)
+from app.errors import ConfigError
+from app.policy import load_policy
+from app.settings import LOG_LEVELS, PROXY_KINDS, load_settings
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with one line naming the bad argument (its default behaviour, kept)."""
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = sub.add_parser("serve", help="run the decision server")
+    env = "(env %s)"
+    serve.add_argument("--host", help="listen address, default 0.0.0.0 " + env % "AUTHGATE_HOST")
+    serve.add_argument("--port", help="listen port, default 8080 " + env % "AUTHGATE_PORT")
+    serve.add_argument("--secret-dir", help="mounted Secret directory, default /etc/authgate/secret "
+                       + env % "AUTHGATE_SECRET_DIR")
+    serve.add_argument("--config", help="policy YAML file " + env % "AUTHGATE_CONFIG")
+    serve.add_argument("--proxy", help=f"one of {', '.join(PROXY_KINDS)}; default ingress-nginx "
+                       + env % "AUTHGATE_PROXY")
+    serve.add_argument("--log-level", help=f"one of {', '.join(LOG_LEVELS)}; default info "
+                       + env % "AUTHGATE_LOG_LEVEL")
+    serve.add_argument("--watch-secret", metavar="NAMESPACE/NAME",
+                       help="read credentials from this Secret through the Kubernetes API "
+                       + env % "AUTHGATE_WATCH_SECRET")
+    serve.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from app.server import serve  # uvicorn and litestar only for the server
+
+    settings = load_settings({
+        "host": args.host, "port": args.port, "secret_dir": args.secret_dir, "config": args.config,
+        "proxy": args.proxy, "log_level": args.log_level, "watch_secret": args.watch_secret,
+    })
+    load_policy(settings.config)  # fail fast, before binding the port, on a bad policy
+    return serve(settings)
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        policy = load_policy(Path(args.config) if args.config else None)
+        directory = Path(args.secret_dir)
+        files = read_secret_dir(directory)
+        credentials = load_secret_files(files, str(directory))
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    now = dt.datetime.now(dt.UTC)
+    print(f"policy: {policy.source}")
+    for route in policy.routes.values():
+        principals = "*" if route.principals is None else ",".join(sorted(route.principals))
+        anonymous = ", ".join(f"{m} {p}" for m, p in sorted(route.anonymous)) or "-"
+        print(f"  route {route.name}: schemes={','.join(route.schemes)} realm={route.realm!r} "
+              f"principals={principals} anonymous={anonymous}")
+    print(f"tokens: {len(credentials.tokens_by_digest)}")
+    for token in sorted(credentials.tokens, key=lambda t: t.name):
+        parts = [f"  {token.name}", "plain" if token.plain else "digest"]
+        if token.expires is not None:
+            state = "EXPIRED" if token.expires <= now else "expires"
+            parts.append(f"{state}={token.expires.isoformat().replace('+00:00', 'Z')}")
+        if token.routes is not None:
+            unknown = sorted(token.routes - set(policy.routes))
+            parts.append("routes=" + ",".join(sorted(token.routes))
+                         + (f" (not in the policy: {','.join(unknown)})" if unknown else ""))
+        if token.methods is not None:
+            parts.append("methods=" + ",".join(sorted(token.methods)))
+        if token.paths is not None:
+            parts.append("paths=" + ",".join(token.paths))
+        print(" ".join(parts))
+    print(f"users: {len(credentials.users)}")
+    for user in sorted(credentials.users.values(), key=lambda u: u.name):
+        print(f"  {user.name} {user.kind}")
+    if any(t.plain for t in credentials.tokens):
+        print("warning: plain tokens are readable by anyone who can read the Secret; "
+              "store 'authgate hash-token' digests instead", file=sys.stderr)
+    return 0
+
+
+def _read_token(stream: object) -> str:
+    data = sys.stdin.read()
+    return data.rstrip("\r\n")
+
+
+def _hash_token(args: argparse.Namespace) -> int:
+    token = _read_token(sys.stdin)
+    if not TOKEN68_RE.fullmatch(token) or len(token) < MIN_PLAIN_TOKEN_LENGTH:
+        print(f"error: a token is at least {MIN_PLAIN_TOKEN_LENGTH} of A-Z a-z 0-9 - . _ ~ + / (then = padding), "
+              "read from standard input", file=sys.stderr)
+        return 1
+    print("sha256:" + token_digest(token).hex())
+    return 0
+
+
+def _parse_expires(value: str) -> str:
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {value!r}") from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"needs a time zone (e.g. Z): {value!r}")
+    return parsed.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _name(value: str) -> str:
+    if not NAME_RE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"use 1-128 of A-Z a-z 0-9 . _ @ -, got {value!r}")
+    return value
+
+
+def _new_token(args: argparse.Namespace) -> int:
+    token = secrets.token_urlsafe(32)
+    line = f"{args.name} sha256:{token_digest(token).hex()}"
+    if args.routes:
+        line += f" routes={args.routes}"
+    if args.expires:
+        line += f" expires={args.expires}"
+    print("# the token (shown once; give it to the client):", file=sys.stderr)
+    print(token)
+    print("# the line for the Secret's 'tokens' file (holds only the digest):", file=sys.stderr)
+    print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="authgate", description="Kubernetes external-auth validator.")
+    parser.add_argument("--version", action="version", version=f"authgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_serve(sub)
+
+    check = sub.add_parser("check", help="validate the Secret files and policy; print what loads (no secrets)")
+    check.add_argument("--secret-dir", required=True)
+    check.add_argument("--config")
+    check.set_defaults(func=_check)
+
+    hash_token = sub.add_parser("hash-token", help="read a token on stdin, print its sha256: digest")
+    hash_token.set_defaults(func=_hash_token)
+
+    new_token = sub.add_parser("new-token", help="make a strong random token and its Secret line")
+    new_token.add_argument("name", type=_name)
+    new_token.add_argument("--expires", type=_parse_expires, help="RFC 3339 time, e.g. 2027-01-31T00:00:00Z")
+    new_token.add_argument("--routes", help="comma-separated route names")
+    new_token.set_defaults(func=_new_token)
+
+    try:
+        from app.kube_cli import add_commands
+    except ImportError:  # the Kubernetes commands are optional in a stripped build
+        pass
+    else:
+        add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        parser.exit(2, f"authgate: error: {exc}\n")
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,281 @@
+"""The credential store: parsing the Secret's ``tokens`` and ``htpasswd`` files into an immutable snapshot.
+
+Tokens are held only as SHA-256 digests, whatever form the Secret gave them in: a lookup hashes the
+presented token and finds it in a dict keyed by digest. The dict lookup's timing depends on the digest of
+what the client sent, not on any stored secret, so it leaks nothing an attacker can use; the final
+``hmac.compare_digest`` keeps the match itself constant-time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.errors import ConfigError
+
+TOKENS_FILE = "tokens"
+HTPASSWD_FILE = "htpasswd"
+SECRET_FILES = (TOKENS_FILE, HTPASSWD_FILE)
+
+MAX_FILE_BYTES = 16 * 1024 * 1024
+NAME_RE = re.compile(r"[A-Za-z0-9._@-]{1,128}")
+# RFC 6750 b64token / RFC 7235 token68
+TOKEN68_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+DIGEST_RE = re.compile(r"sha256:([0-9a-fA-F]{64})")
+METHOD_RE = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
+MIN_PLAIN_TOKEN_LENGTH = 16
+TOKEN_ATTRIBUTES = ("expires", "routes", "methods", "paths")
+
+# htpasswd hash kinds we verify, by prefix
+HASH_KINDS: tuple[tuple[str, str], ...] = (
+    ("$2y$", "bcrypt"),
+    ("$2b$", "bcrypt"),
+    ("$2a$", "bcrypt"),
+    ("$apr1$", "apr1"),
+    ("{SHA}", "sha1"),
+    ("$5$", "sha256-crypt"),
+    ("$6$", "sha512-crypt"),
+)
+
+
+def token_digest(token: str | bytes) -> bytes:
+    """The SHA-256 digest under which a token is stored and looked up."""
+    raw = token.encode() if isinstance(token, str) else token
+    return hashlib.sha256(raw).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A named bearer token and the limits on its use. Holds a digest, never the token."""
+
+    name: str
+    digest: bytes = field(repr=False)
+    expires: dt.datetime | None = None
+    routes: frozenset[str] | None = None  # None = every route
+    methods: frozenset[str] | None = None  # None = any method
+    paths: tuple[str, ...] | None = None  # None = any path
+    plain: bool = False  # the Secret held the token itself rather than its digest
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """An htpasswd entry. ``hash`` is the stored hash string (never logged)."""
+
+    name: str
+    hash: str = field(repr=False)
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """One immutable snapshot of everything the Secret held."""
+
+    tokens_by_digest: Mapping[bytes, Token]
+    users: Mapping[str, User]
+    source: str = ""
+    fingerprint: bytes = b""
+
+    @property
+    def tokens(self) -> tuple[Token, ...]:
+        return tuple(self.tokens_by_digest.values())
+
+    def find_token(self, token: str) -> Token | None:
+        """The token whose digest matches ``token``, compared in constant time."""
+        digest = token_digest(token)
+        found = self.tokens_by_digest.get(digest)
+        if found is not None and hmac.compare_digest(found.digest, digest):
+            return found
+        return None
+
+
+def _parse_time(value: str, source: str, line: int) -> dt.datetime:
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"expires: not an RFC 3339 time: {value!r}", source, line) from None
+    if parsed.tzinfo is None:
+        raise ConfigError(f"expires: needs a time zone (e.g. Z): {value!r}", source, line)
+    return parsed.astimezone(dt.UTC)
+
+
+def _parse_list(value: str, attr: str, source: str, line: int) -> list[str]:
+    items = [item.strip() for item in value.split(",")]
+    if not items or any(not item for item in items):
+        raise ConfigError(f"{attr}: empty item in {value!r}", source, line)
+    return items
+
+
+def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if stripped and not stripped.startswith("#"):
+            yield number, stripped
+
+
+def parse_token_line(stripped: str, source: str, number: int) -> Token:
+    """One ``NAME SECRET [ATTR=VALUE ...]`` line of the tokens file."""
+    fields = stripped.split()
+    if len(fields) < 2:
+        raise ConfigError("expected 'NAME SECRET [ATTRIBUTE=VALUE ...]'", source, number)
+    name, secret, *attrs = fields
+    if not NAME_RE.fullmatch(name):
+        raise ConfigError("name: use 1-128 of A-Z a-z 0-9 . _ @ -", source, number)
+    if secret.startswith("sha256:"):
+        match = DIGEST_RE.fullmatch(secret)
+        if match is None:
+            raise ConfigError("secret: 'sha256:' must be followed by 64 hex digits", source, number)
+        digest, plain = bytes.fromhex(match.group(1)), False
+    else:
+        if not TOKEN68_RE.fullmatch(secret):
+            raise ConfigError("secret: a plain token may hold only A-Z a-z 0-9 - . _ ~ + / =", source, number)
+        if len(secret) < MIN_PLAIN_TOKEN_LENGTH:
+            raise ConfigError(
+                f"secret: a plain token needs at least {MIN_PLAIN_TOKEN_LENGTH} characters", source, number
+            )
+        digest, plain = token_digest(secret), True
+    options: dict[str, object] = {}
+    for attr in attrs:
+        key, sep, value = attr.partition("=")
+        if not sep or key not in TOKEN_ATTRIBUTES:
+            raise ConfigError(
+                f"unknown attribute {key!r} (known: {', '.join(TOKEN_ATTRIBUTES)})", source, number
+            )
+        if key in options:
+            raise ConfigError(f"attribute {key!r} given twice", source, number)
+        if key == "expires":
+            options[key] = _parse_time(value, source, number)
+        elif key == "routes":
+            options[key] = frozenset(_parse_list(value, key, source, number))
+        elif key == "methods":
+            methods = [m.upper() for m in _parse_list(value, key, source, number)]
+            for method in methods:
+                if not METHOD_RE.fullmatch(method):
+                    raise ConfigError(f"methods: not an HTTP method: {method!r}", source, number)
+            options[key] = frozenset(methods)
+        else:
+            paths = _parse_list(value, key, source, number)
+            for path in paths:
+                if not path.startswith("/"):
+                    raise ConfigError(f"paths: must start with '/': {path!r}", source, number)
+            options[key] = tuple(p.rstrip("/") or "/" for p in paths)
+    return Token(name=name, digest=digest, plain=plain, **options)  # type: ignore[arg-type]
+
+
+def parse_tokens(text: str, source: str = TOKENS_FILE) -> tuple[Token, ...]:
+    """Parses the tokens file. Raises ConfigError with ``file:line`` (never the secret) on the first error."""
+    tokens: list[Token] = []
+    names: dict[str, int] = {}
+    digests: dict[bytes, int] = {}
+    for number, stripped in _logical_lines(text):
+        token = parse_token_line(stripped, source, number)
+        if token.name in names:
+            raise ConfigError(f"token name {token.name!r} already used on line {names[token.name]}", source,
+                              number)
+        if token.digest in digests:
+            raise ConfigError(f"same token as line {digests[token.digest]}", source, number)
+        names[token.name] = number
+        digests[token.digest] = number
+        tokens.append(token)
+    return tuple(tokens)
+
+
+def hash_kind(hashed: str) -> str | None:
+    for prefix, kind in HASH_KINDS:
+        if hashed.startswith(prefix):
+            return kind
+    return None
+
+
+def parse_htpasswd(text: str, source: str = HTPASSWD_FILE) -> tuple[User, ...]:
+    """Parses htpasswd lines. Plain-text and DES-crypt entries are rejected (they are not safe to store)."""
+    users: list[User] = []
+    seen: dict[str, int] = {}
+    for number, stripped in _logical_lines(text):
+        name, sep, hashed = stripped.partition(":")
+        if not sep or not name or not hashed:
+            raise ConfigError("expected 'user:hash'", source, number)
+        if any(ch.isspace() for ch in name) or len(name) > 255:
+            raise ConfigError("user name: no spaces, at most 255 characters", source, number)
+        kind = hash_kind(hashed)
+        if kind is None:
+            raise ConfigError(
+                "unsupported hash (use bcrypt 'htpasswd -B', apr1 'htpasswd -m', {SHA} or $5$/$6$)",
+                source,
+                number,
+            )
+        if name in seen:
+            raise ConfigError(f"user {name!r} already defined on line {seen[name]}", source, number)
+        seen[name] = number
+        users.append(User(name=name, hash=hashed, kind=kind))
+    return tuple(users)
+
+
+def _decode(files: Mapping[str, bytes], key: str, source: str) -> str | None:
+    data = files.get(key)
+    if data is None:
+        return None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"larger than {MAX_FILE_BYTES} bytes", f"{source}/{key}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError("not valid UTF-8", f"{source}/{key}", line) from None
+
+
+def load_secret_files(files: Mapping[str, bytes], source: str) -> Credentials:
+    """Builds a Credentials snapshot from the Secret's files (key -> content).
+
+    Raises ConfigError when neither file is present or either is malformed.
+    """
+    tokens_text = _decode(files, TOKENS_FILE, source)
+    htpasswd_text = _decode(files, HTPASSWD_FILE, source)
+    if tokens_text is None and htpasswd_text is None:
+        raise ConfigError(f"holds neither {TOKENS_FILE!r} nor {HTPASSWD_FILE!r}", source)
+    tokens = parse_tokens(tokens_text, f"{source}/{TOKENS_FILE}") if tokens_text is not None else ()
+    users = parse_htpasswd(htpasswd_text, f"{source}/{HTPASSWD_FILE}") if htpasswd_text is not None else ()
+    return Credentials(
+        tokens_by_digest={t.digest: t for t in tokens},
+        users={u.name: u for u in users},
+        source=source,
+        fingerprint=files_fingerprint(files),
+    )
+
+
+def files_fingerprint(files: Mapping[str, bytes]) -> bytes:
+    """A digest of the Secret's content, so an unchanged Secret is not parsed again."""
+    fingerprint = hashlib.sha256()
+    for key in SECRET_FILES:
+        data = files.get(key)
+        fingerprint.update(key.encode() + (b"\0" + data if data is not None else b"\1") + b"\0")
+    return fingerprint.digest()
+
+
+def read_secret_dir(directory: Path) -> dict[str, bytes]:
+    """Reads the Secret's files from a mounted directory (following kubelet's ``..data`` symlinks).
+
+    Raises FileNotFoundError when the directory does not exist, ConfigError for unreadable files.
+    """
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such directory")
+    files: dict[str, bytes] = {}
+    for key in SECRET_FILES:
+        path = directory / key
+        try:
+            with open(path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size > MAX_FILE_BYTES:
+                    raise ConfigError(f"larger than {MAX_FILE_BYTES} bytes", str(path))
+                files[key] = handle.read()
+        except FileNotFoundError:
+            continue
+        except (IsADirectoryError, PermissionError) as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from None
+    return files

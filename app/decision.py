@@ -1,0 +1,227 @@
+"""The decision: plain functions on plain data, no HTTP. Given what the proxy told us about the original
+request and the current snapshot, answer allow (200), challenge (401) or forbid (403).
+
+Only bcrypt-like password checks are slow; ``decide(..., slow_ok=False)`` returns ``None`` instead of
+doing one, so the HTTP layer can run exactly that case in a worker thread and keep the event loop free.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from app.credentials import TOKEN68_RE, Credentials, Token, User
+from app.passwords import VerifiedCache, is_slow, verify_hash
+from app.policy import Policy, RoutePolicy
+from app.throttle import Throttle
+
+MAX_AUTHORIZATION_BYTES = 8192
+# Percent-encoded '.', '/', '\' or a raw backslash: a path that could mean something else after decoding.
+_AMBIGUOUS_PATH_RE = re.compile(r"%(?:2[eEfF]|5[cC])|\\")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+# A bcrypt hash of a random password nobody knows, checked when the user name is unknown so that "no such
+# user" costs as long as "wrong password" and user names cannot be told apart by timing.
+_DUMMY_USER = User(name="", hash="$2b$10$4w5xgFbicosG7nQPShiXzezDaA2hDNPJ4btYAomGnS3vTo6wos9f6", kind="bcrypt")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the proxy says about the original request. None = the proxy did not say."""
+
+    method: str | None
+    path: str | None  # raw path, without the query, never decoded or normalised
+    authorization: tuple[bytes, ...]  # every Authorization header value received
+    client: str | None = None
+    preflight: bool = False  # carries Origin and Access-Control-Request-Method
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    status: int  # exactly 200, 401, 403 (503 is the HTTP layer's, before any snapshot exists)
+    reason: str
+    scheme: str = "none"  # bearer, basic, none, other
+    principal: str | None = None
+    expires: dt.datetime | None = None
+    bearer_error: str | None = None  # RFC 6750 error for the Bearer challenge
+
+    @property
+    def allowed(self) -> bool:
+        return self.status == 200
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything a decision reads. Immutable; a reload builds a new one and swaps one reference."""
+
+    credentials: Credentials
+    policy: Policy
+    verified: VerifiedCache
+
+
+@dataclass(frozen=True, slots=True)
+class BearerCredential:
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class BasicCredential:
+    user: str
+    password: str
+
+
+def parse_authorization(values: tuple[bytes, ...]) -> BearerCredential | BasicCredential | str:
+    """The credential in the Authorization header, or the reason it is unusable
+    (``missing``, ``malformed``, ``unsupported_scheme``)."""
+    if not values:
+        return "missing"
+    if len(values) > 1 or len(values[0]) > MAX_AUTHORIZATION_BYTES:
+        return "malformed"
+    try:
+        text = values[0].decode("ascii").strip()
+    except UnicodeDecodeError:
+        return "malformed"
+    scheme, _, param = text.partition(" ")
+    param = param.strip()
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        if not TOKEN68_RE.fullmatch(param):
+            return "malformed"
+        return BearerCredential(param)
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(param, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            return "malformed"
+        user, sep, password = decoded.partition(":")
+        if not sep or not user or _CONTROL_RE.search(decoded):
+            return "malformed"
+        return BasicCredential(user, password)
+    return "unsupported_scheme" if scheme else "malformed"
+
+
+def path_allowed(path: str | None, prefixes: tuple[str, ...]) -> bool:
+    """Whether a raw path falls under one of the prefixes, on whole segments. Paths that could be read
+    differently after decoding or normalisation (dot segments, encoded separators) never match."""
+    if path is None or not path.startswith("/") or _AMBIGUOUS_PATH_RE.search(path) or "//" in path:
+        return False
+    if any(segment in (".", "..") for segment in path.split("/")):
+        return False
+    return any(prefix == "/" or path == prefix or path.startswith(prefix + "/") for prefix in prefixes)
+
+
+def _forbidden_by_token(token: Token, route: RoutePolicy, facts: RequestFacts) -> str | None:
+    if token.routes is not None and route.name not in token.routes:
+        return "route_forbidden"
+    if token.methods is not None and (facts.method is None or facts.method not in token.methods):
+        return "method_forbidden"
+    if token.paths is not None and not path_allowed(facts.path, token.paths):
+        return "path_forbidden"
+    return None
+
+
+def decide(
+    route_name: str,
+    facts: RequestFacts,
+    snapshot: Snapshot,
+    throttle: Throttle,
+    now: dt.datetime,
+    *,
+    slow_ok: bool,
+) -> Decision | None:
+    """Decides one request. Returns None only when ``slow_ok`` is False and a slow hash check is needed."""
+    route = snapshot.policy.routes.get(route_name)
+    if route is None:
+        return Decision(403, "unknown_route")
+    if route.cors_preflight and facts.method == "OPTIONS" and facts.preflight:
+        return Decision(200, "preflight")
+    if facts.method is not None and facts.path is not None and (facts.method, facts.path) in route.anonymous:
+        return Decision(200, "anonymous")
+
+    credential = parse_authorization(facts.authorization)
+    if isinstance(credential, str):
+        if credential == "malformed":
+            throttle.record_failure(facts.client, None)
+        return Decision(401, credential, scheme="none" if credential == "missing" else "other")
+
+    scheme = "bearer" if isinstance(credential, BearerCredential) else "basic"
+    if scheme not in route.schemes:
+        return Decision(401, "scheme_not_accepted", scheme=scheme)
+
+    token: Token | None = None
+    if isinstance(credential, BearerCredential):
+        token = snapshot.credentials.find_token(credential.token)
+        if token is None:
+            if throttle.banned(facts.client, None):
+                return Decision(403, "throttled", scheme=scheme)
+            throttle.record_failure(facts.client, None)
+            return Decision(401, "unknown_token", scheme=scheme, bearer_error="invalid_token")
+        if token.expires is not None and now >= token.expires:
+            return Decision(401, "expired", scheme=scheme, principal=token.name, bearer_error="expired")
+        principal = token.name
+    else:
+        user = snapshot.credentials.users.get(credential.user)
+        known_good = user is not None and snapshot.verified.contains(user, credential.password)
+        if not known_good:
+            if throttle.banned(facts.client, user.name if user is not None else None):
+                return Decision(403, "throttled", scheme=scheme)
+            checked = user if user is not None else _DUMMY_USER
+            if is_slow(checked) and not slow_ok:
+                return None
+            if not verify_hash(checked, credential.password) or user is None:
+                throttle.record_failure(facts.client, user.name if user is not None else None)
+                return Decision(401, "unknown_user" if user is None else "bad_password", scheme=scheme)
+            if is_slow(user):
+                snapshot.verified.add(user, credential.password)
+        assert user is not None
+        principal = user.name
+
+    if route.principals is not None and principal not in route.principals:
+        return Decision(403, "principal_forbidden", scheme=scheme, principal=principal)
+    if token is not None:
+        forbidden = _forbidden_by_token(token, route, facts)
+        if forbidden is not None:
+            return Decision(403, forbidden, scheme=scheme, principal=principal)
+    return Decision(200, "allowed", scheme=scheme, principal=principal,
+                    expires=token.expires if token is not None else None)
+
+
+def challenges(route: RoutePolicy, decision: Decision) -> list[str]:
+    """One WWW-Authenticate value per scheme the route accepts, in the route's order."""
+    values = []
+    for scheme in route.schemes:
+        if scheme == "bearer":
+            value = f'Bearer realm="{route.realm}"'
+            if decision.bearer_error == "expired":
+                value += ', error="invalid_token", error_description="token expired"'
+            elif decision.bearer_error:
+                value += f', error="{decision.bearer_error}"'
+        else:
+            value = f'Basic realm="{route.realm}", charset="UTF-8"'
+        values.append(value)
+    return values
+
+
+def cache_control(decision: Decision, policy: Policy, now: dt.datetime) -> str:
+    """How long a proxy may reuse this answer: only allows, never past the configured bound or the
+    token's expiry, and never a denial (so a newly added credential works at once)."""
+    max_age = policy.decision_cache_max_age if decision.allowed else 0
+    if max_age > 0 and decision.expires is not None:
+        max_age = min(max_age, int((decision.expires - now).total_seconds()))
+    return f"max-age={max_age}" if max_age > 0 else "no-store"
+
+
+def response_headers(decision: Decision, policy: Policy, route_name: str, now: dt.datetime) -> list[
+        tuple[bytes, bytes]]:
+    """The headers of the answer to the proxy (identity for allows, challenges for 401s)."""
+    headers = [(b"cache-control", cache_control(decision, policy, now).encode())]
+    if decision.status == 200 and decision.principal is not None:
+        headers.append((b"x-auth-request-user", decision.principal.encode()))
+        headers.append((b"x-auth-request-scheme", decision.scheme.encode()))
+    elif decision.status == 401:
+        route = policy.routes[route_name]
+        headers.extend((b"www-authenticate", value.encode()) for value in challenges(route, decision))
+    return headers

@@ -1,0 +1,229 @@
+"""HTTP wiring: one Litestar app, with the decision endpoint as a raw ASGI mount (no request parsing,
+no body, one pass over the headers) because it sits on the hot path of every request it guards."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar import Litestar, MediaType, Response, get
+from litestar.handlers import asgi
+from litestar.types import Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.decision import Decision, RequestFacts, decide, response_headers
+from app.health import Heartbeat
+from app.metrics import Metrics
+from app.policy import Policy, load_policy
+from app.reload import DirectoryWatcher, Reloader, SnapshotStore
+from app.settings import Settings
+from app.throttle import Throttle
+
+log = logging.getLogger("authgate.decision")
+
+_AUTH_PREFIX = b"/auth/"
+_UNKNOWN_ROUTE_LABEL = "_unknown"
+_EMPTY_BODY = {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+@dataclass
+class AppState:
+    """Everything the app owns at run time."""
+
+    settings: Settings
+    policy: Policy
+    store: SnapshotStore
+    metrics: Metrics
+    throttle: Throttle
+    reloader: Reloader
+    heartbeats: list[Heartbeat] = field(default_factory=list)
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+
+
+def _original_request(proxy: str, headers: dict[bytes, bytes], original_path: bytes | None,
+                      scope: Scope) -> tuple[str | None, str | None, str | None]:
+    """(method, raw path without query, client address) from the headers the configured proxy sets.
+
+    Only the configured proxy's headers are read: ingress-nginx passes a client's own X-Forwarded-Uri
+    through untouched, so reading it there would let a client choose the path being decided.
+    """
+    if proxy == "ingress-nginx":
+        method = headers.get(b"x-original-method")
+        url = headers.get(b"x-original-url")
+        path: bytes | None = None
+        if url is not None:
+            scheme_end = url.find(b"://")
+            if scheme_end >= 0:
+                slash = url.find(b"/", scheme_end + 3)
+                path = url[slash:] if slash >= 0 else b"/"
+            elif url.startswith(b"/"):
+                path = url
+        client = headers.get(b"x-real-ip")
+    elif proxy == "traefik":
+        method = headers.get(b"x-forwarded-method")
+        path = headers.get(b"x-forwarded-uri")
+        forwarded_for = headers.get(b"x-forwarded-for")
+        client = forwarded_for.rsplit(b",", 1)[-1].strip() if forwarded_for else None
+    else:  # envoy: the original request is this request, under /auth/{route}
+        method = scope["method"].encode()
+        path = b"/" + original_path if original_path is not None else b"/"
+        forwarded_for = headers.get(b"x-forwarded-for")
+        client = forwarded_for.rsplit(b",", 1)[-1].strip() if forwarded_for else None
+    if path is not None:
+        path = path.split(b"?", 1)[0].split(b"#", 1)[0]
+    if client is None and scope.get("client"):
+        client = str(scope["client"][0]).encode()
+    return (
+        method.decode("latin-1") if method else None,
+        path.decode("latin-1") if path is not None else None,
+        client.decode("latin-1") if client else None,
+    )
+
+
+class DecisionEndpoint:
+    """The raw ASGI app behind ``/auth/{route}`` (and ``/auth/{route}/{original path}`` for Envoy)."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self.proxy = state.settings.proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})  # type: ignore[typeddict-item]
+            return
+        started = time.perf_counter()
+        state = self.state
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        if not raw_path.startswith(_AUTH_PREFIX):
+            raw_path = _AUTH_PREFIX + raw_path.lstrip(b"/")
+        route_bytes, slash, rest = raw_path[len(_AUTH_PREFIX):].partition(b"/")
+        route_name = route_bytes.decode("latin-1")
+
+        snapshot = state.store.current
+        if snapshot is None:
+            await self._send(send, 503, [(b"cache-control", b"no-store"), (b"retry-after", b"1")])
+            state.metrics.count_decision(_UNKNOWN_ROUTE_LABEL, False, "not_ready", "none")
+            return
+
+        headers: dict[bytes, bytes] = {}
+        authorization: list[bytes] = []
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization.append(value)
+            else:
+                headers[name] = value
+        method, path, client = _original_request(self.proxy, headers, rest if slash else None, scope)
+        facts = RequestFacts(
+            method=method, path=path, authorization=tuple(authorization), client=client,
+            preflight=b"origin" in headers and b"access-control-request-method" in headers,
+        )
+        now = state.clock()
+        decision = decide(route_name, facts, snapshot, state.throttle, now, slow_ok=False)
+        if decision is None:
+            decision = await asyncio.to_thread(decide, route_name, facts, snapshot, state.throttle, now,
+                                               slow_ok=True)
+            assert decision is not None
+        headers_out = response_headers(decision, snapshot.policy, route_name, now)
+        await self._send(send, decision.status, headers_out)
+
+        known_route = route_name in snapshot.policy.routes
+        state.metrics.count_decision(route_name if known_route else _UNKNOWN_ROUTE_LABEL, decision.allowed,
+                                     decision.reason, decision.scheme)
+        state.metrics.latency.observe(time.perf_counter() - started)
+        if not decision.allowed:
+            self._log_denial(route_name, decision, facts)
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("allowed", extra={"event": "decision", "route": route_name, "status": 200,
+                                        "reason": decision.reason, "scheme": decision.scheme,
+                                        "principal": decision.principal, "method": method, "path": path})
+
+    @staticmethod
+    async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        headers.append((b"content-length", b"0"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send(_EMPTY_BODY)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _log_denial(route_name: str, decision: Decision, facts: RequestFacts) -> None:
+        log.info("denied", extra={
+            "event": "decision", "route": route_name, "status": decision.status, "reason": decision.reason,
+            "scheme": decision.scheme, "principal": decision.principal, "method": facts.method,
+            "path": facts.path, "client": facts.client,
+        })
+
+
+def build_state(settings: Settings, policy: Policy | None = None, metrics: Metrics | None = None) -> AppState:
+    policy = policy if policy is not None else load_policy(settings.config)
+    store = SnapshotStore()
+    metrics = metrics if metrics is not None else Metrics()
+    return AppState(settings=settings, policy=policy, store=store, metrics=metrics,
+                    throttle=Throttle(policy.throttle), reloader=Reloader(policy, store, metrics))
+
+
+def create_app(settings: Settings, state: AppState | None = None) -> Litestar:
+    """The Litestar app. Loads the policy now (a bad one fails the start); credentials load in the lifespan."""
+    state = state if state is not None else build_state(settings)
+    endpoint = DecisionEndpoint(state)
+
+    @asgi("/auth", is_mount=True, copy_scope=False)
+    async def auth(scope: Scope, receive: Receive, send: Send) -> None:
+        await endpoint(scope, receive, send)
+
+    @get("/healthz", media_type=MediaType.TEXT, sync_to_thread=False)
+    def healthz() -> Response[str]:
+        stale = [hb for hb in state.heartbeats if not hb.is_alive()]
+        if stale:
+            detail = "; ".join(f"{hb.name}: no progress for {hb.age():.0f}s ({hb.detail})" for hb in stale)
+            return Response(f"unhealthy: {detail}\n", status_code=503)
+        return Response("ok\n")
+
+    @get("/readyz", media_type=MediaType.TEXT, sync_to_thread=False)
+    def readyz() -> Response[str]:
+        if state.store.current is None:
+            return Response("no credentials loaded yet\n", status_code=503)
+        return Response("ready\n")
+
+    @get("/metrics", sync_to_thread=False)
+    def metrics() -> Response[bytes]:
+        counts = state.throttle.banned_counts()
+        for kind, count in counts.items():
+            state.metrics.throttled.labels(kind=kind).set(count)
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        watcher = start_credential_source(state)
+        task = asyncio.create_task(watcher.run(), name="credential-source")
+        try:
+            yield
+        finally:
+            watcher.stop()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    app = Litestar(route_handlers=[auth, healthz, readyz, metrics], lifespan=[lifespan], openapi_config=None,
+                   logging_config=None)
+    app.state.authgate = state
+    return app
+
+
+def start_credential_source(state: AppState) -> Any:
+    """The loop that keeps credentials current: the mounted directory (default) or a Secret watch."""
+    settings = state.settings
+    if settings.watch_secret is not None:
+        from app.secret_watch import SecretWatcher  # imported only in watch mode (pulls in the k8s client)
+
+        heartbeat = Heartbeat("secret-watch", max_age=120.0)
+        state.heartbeats.append(heartbeat)
+        namespace, name = settings.watch_secret
+        return SecretWatcher(namespace, name, state.reloader.apply, heartbeat)
+    heartbeat = Heartbeat("secret-directory-watch", max_age=30.0)
+    state.heartbeats.append(heartbeat)
+    return DirectoryWatcher(settings.secret_dir, state.reloader, heartbeat)

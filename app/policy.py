@@ -1,0 +1,193 @@
+"""The policy: named routes (what each accepts, for whom, which exact requests pass anonymously) and knobs.
+
+Loaded once from YAML at start (the chart rolls the pods when its ConfigMap changes). Unknown keys are
+errors, so a typo never silently widens access.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from app.errors import ConfigError
+
+Scheme = Literal["bearer", "basic"]
+SCHEMES: tuple[Scheme, ...] = ("bearer", "basic")
+ROUTE_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+METHOD_RE = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
+REALM_RE = re.compile(r'[^"\\\x00-\x1f\x7f]{1,128}')
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    name: str
+    schemes: tuple[Scheme, ...] = SCHEMES
+    realm: str = "authgate"
+    principals: frozenset[str] | None = None  # None = any valid credential
+    anonymous: frozenset[tuple[str, str]] = frozenset()  # exact (method, raw path)
+    cors_preflight: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleSettings:
+    enabled: bool = True
+    window_seconds: float = 60.0
+    max_failures_per_user: int = 10
+    max_failures_per_address: int = 50
+    ban_seconds: float = 300.0
+    max_tracked: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    routes: Mapping[str, RoutePolicy]
+    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+    decision_cache_max_age: int = 0
+    verify_cache_max_entries: int = 10_000
+    source: str = "built-in default"
+
+
+DEFAULT_POLICY = Policy(routes={"default": RoutePolicy(name="default")})
+
+
+def _check_keys(data: Mapping[str, Any], allowed: set[str], where: str, source: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))} "
+                          f"(known: {', '.join(sorted(allowed))})", source)
+
+
+def _mapping(value: Any, where: str, source: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}", source)
+    return value
+
+
+def _number(data: Mapping[str, Any], key: str, default: float, where: str, source: str, *,
+            minimum: float = 0, integer: bool = False) -> Any:
+    value = data.get(key, default)
+    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok_type or value < minimum:
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{where}.{key}: must be {kind} >= {minimum}, got {value!r}", source)
+    return value
+
+
+def _bool(data: Mapping[str, Any], key: str, default: bool, where: str, source: str) -> bool:
+    value = data.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}.{key}: must be true or false, got {value!r}", source)
+    return value
+
+
+def _parse_route(name: str, raw: Any, source: str) -> RoutePolicy:
+    where = f"routes.{name}"
+    if not ROUTE_NAME_RE.fullmatch(str(name)):
+        raise ConfigError(f"{where}: a route name is 1-64 of A-Z a-z 0-9 . _ -", source)
+    data = _mapping(raw, where, source)
+    _check_keys(data, {"schemes", "realm", "principals", "anonymous", "cors_preflight"}, where, source)
+
+    schemes_raw = data.get("schemes", list(SCHEMES))
+    if not isinstance(schemes_raw, list) or not schemes_raw:
+        raise ConfigError(f"{where}.schemes: a non-empty list of bearer, basic", source)
+    schemes: list[Scheme] = []
+    for item in schemes_raw:
+        scheme = str(item).lower()
+        if scheme not in SCHEMES or scheme in schemes:
+            raise ConfigError(f"{where}.schemes: {item!r} is not bearer or basic (or is repeated)", source)
+        schemes.append(scheme)  # type: ignore[arg-type]
+
+    realm = data.get("realm", "authgate")
+    if not isinstance(realm, str) or not REALM_RE.fullmatch(realm):
+        raise ConfigError(f"{where}.realm: 1-128 printable characters without quotes or backslashes", source)
+
+    principals_raw = data.get("principals", ["*"])
+    if not isinstance(principals_raw, list) or not principals_raw:
+        raise ConfigError(f"{where}.principals: a non-empty list of names, or [\"*\"]", source)
+    principals = frozenset(str(p) for p in principals_raw)
+    if "*" in principals and len(principals) > 1:
+        raise ConfigError(f"{where}.principals: \"*\" already allows everyone; list names or \"*\"", source)
+
+    anonymous: set[tuple[str, str]] = set()
+    anonymous_raw = data.get("anonymous", [])
+    if not isinstance(anonymous_raw, list):
+        raise ConfigError(f"{where}.anonymous: a list of 'METHOD /exact/path'", source)
+    for entry in anonymous_raw:
+        parts = str(entry).split()
+        if len(parts) != 2 or not METHOD_RE.fullmatch(parts[0]) or not parts[1].startswith("/"):
+            raise ConfigError(f"{where}.anonymous: {entry!r} is not 'METHOD /exact/path'", source)
+        if "?" in parts[1] or "*" in parts[1]:
+            raise ConfigError(f"{where}.anonymous: {entry!r}: an exact path, no query or wildcard", source)
+        anonymous.add((parts[0], parts[1]))
+
+    return RoutePolicy(
+        name=name,
+        schemes=tuple(schemes),
+        realm=realm,
+        principals=None if "*" in principals else principals,
+        anonymous=frozenset(anonymous),
+        cors_preflight=_bool(data, "cors_preflight", False, where, source),
+    )
+
+
+def parse_policy(data: Any, source: str) -> Policy:
+    """Validates a policy document (already parsed from YAML)."""
+    top = _mapping(data, "policy", source)
+    _check_keys(top, {"routes", "throttle", "decision_cache", "verify_cache"}, "policy", source)
+    routes_raw = _mapping(top.get("routes"), "routes", source)
+    if not routes_raw:
+        raise ConfigError("routes: define at least one route", source)
+    routes = {str(name): _parse_route(str(name), raw, source) for name, raw in routes_raw.items()}
+
+    t = _mapping(top.get("throttle"), "throttle", source)
+    _check_keys(t, {"enabled", "window_seconds", "max_failures_per_user", "max_failures_per_address",
+                    "ban_seconds", "max_tracked"}, "throttle", source)
+    defaults = ThrottleSettings()
+    throttle = ThrottleSettings(
+        enabled=_bool(t, "enabled", defaults.enabled, "throttle", source),
+        window_seconds=_number(t, "window_seconds", defaults.window_seconds, "throttle", source, minimum=1),
+        max_failures_per_user=_number(t, "max_failures_per_user", defaults.max_failures_per_user, "throttle",
+                                      source, integer=True),
+        max_failures_per_address=_number(t, "max_failures_per_address", defaults.max_failures_per_address,
+                                         "throttle", source, integer=True),
+        ban_seconds=_number(t, "ban_seconds", defaults.ban_seconds, "throttle", source, minimum=1),
+        max_tracked=_number(t, "max_tracked", defaults.max_tracked, "throttle", source, minimum=100,
+                            integer=True),
+    )
+
+    dc = _mapping(top.get("decision_cache"), "decision_cache", source)
+    _check_keys(dc, {"max_age_seconds"}, "decision_cache", source)
+    vc = _mapping(top.get("verify_cache"), "verify_cache", source)
+    _check_keys(vc, {"max_entries"}, "verify_cache", source)
+    return Policy(
+        routes=routes,
+        throttle=throttle,
+        decision_cache_max_age=_number(dc, "max_age_seconds", 0, "decision_cache", source, integer=True),
+        verify_cache_max_entries=_number(vc, "max_entries", 10_000, "verify_cache", source, integer=True),
+        source=source,
+    )
+
+
+def load_policy(path: Path | None) -> Policy:
+    """The policy from a YAML file, or the built-in default when ``path`` is None."""
+    if path is None:
+        return DEFAULT_POLICY
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", source) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", source, line) from None
+    return parse_policy(data, source)
