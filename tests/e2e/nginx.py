@@ -70,7 +70,8 @@ class IngressSpec:
     ``backend`` = the Service's address, as ``HOST:PORT`` reachable from here;
     ``auth_url`` = ``nginx.ingress.kubernetes.io/auth-url``;
     ``auth_response_headers`` = ``.../auth-response-headers`` (comma list, split);
-    ``proxy_read_timeout``/``proxy_send_timeout``/``proxy_connect_timeout`` = the annotations of those names, seconds;
+    ``proxy_read_timeout``/``proxy_send_timeout``/``proxy_connect_timeout`` = the annotations of those
+    names, in seconds;
     ``auth_cache_key``/``auth_cache_duration`` = ``.../auth-cache-key`` and ``.../auth-cache-duration``
     (each duration entry a ``proxy_cache_valid`` argument, e.g. ``"200 202 401 5m"``);
     ``name`` = ``metadata.name`` (only shown in comments and ``$ingress_name``).
@@ -259,9 +260,7 @@ def render_nginx_conf(specs: Sequence[IngressSpec], *, listen_port: int, prefix:
         servers.append(
             "    server {\n"
             f"        server_name {host};\n"
-            f"        listen 127.0.0.1:{listen_port};\n"
-            + "\n".join(body)
-            + "\n    }\n"
+            f"        listen 127.0.0.1:{listen_port};\n" + "\n".join(body) + "\n    }\n"
         )
     return f"""# Rendered by tests/e2e/nginx.py in the shape of ingress-nginx v1.15's nginx.tmpl.
 {user}daemon off;
@@ -288,7 +287,8 @@ http {{
         ''               close;
     }}
 
-    proxy_cache_path {prefix}/nginx-cache-auth levels=1:2 keys_zone=auth_cache:10m max_size=128m inactive=30m use_temp_path=off;
+    proxy_cache_path {prefix}/nginx-cache-auth levels=1:2 keys_zone=auth_cache:10m max_size=128m
+                     inactive=30m use_temp_path=off;
 
     # default server: the controller's default backend answers 404
     server {{
@@ -358,21 +358,37 @@ class NginxProcess:
     def __enter__(self) -> NginxProcess:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
-def prefect_ingresses(*, host: str, authgate_port: int, backend: str,
-                      auth_cache_key: str | None = None,
-                      auth_cache_duration: Iterable[str] = DEFAULT_AUTH_CACHE_DURATION) -> list[IngressSpec]:
+def prefect_ingresses(
+    *,
+    host: str,
+    authgate_port: int,
+    backend: str,
+    auth_cache_key: str | None = None,
+    auth_cache_duration: Iterable[str] = DEFAULT_AUTH_CACHE_DURATION,
+) -> list[IngressSpec]:
     """The recommended Prefect shape (docs/prefect.md): one host, two Ingresses, each its own auth route —
     the API at ``/api`` (WebSocket timeouts raised to 3600 s) and the UI at ``/``."""
-    common = {"host": host, "backend": backend, "auth_response_headers": ("X-Auth-Request-User",),
-              "auth_cache_key": auth_cache_key, "auth_cache_duration": tuple(auth_cache_duration)}
+    common = {
+        "host": host,
+        "backend": backend,
+        "auth_response_headers": ("X-Auth-Request-User",),
+        "auth_cache_key": auth_cache_key,
+        "auth_cache_duration": tuple(auth_cache_duration),
+    }
     return [
-        IngressSpec(name="prefect-api", path="/api", auth_url=f"http://127.0.0.1:{authgate_port}/auth/api",
-                    proxy_read_timeout=3600, proxy_send_timeout=3600, **common),  # type: ignore[arg-type]
-        IngressSpec(name="prefect-ui", path="/", auth_url=f"http://127.0.0.1:{authgate_port}/auth/ui",
-                    **common),  # type: ignore[arg-type]
+        IngressSpec(
+            name="prefect-api",
+            path="/api",
+            auth_url=f"http://127.0.0.1:{authgate_port}/auth/api",
+            proxy_read_timeout=3600,
+            proxy_send_timeout=3600,
+            **common,
+        ),  # type: ignore[arg-type]
+        IngressSpec(name="prefect-ui", path="/", auth_url=f"http://127.0.0.1:{authgate_port}/auth/ui", **common),  # type: ignore[arg-type]
     ]

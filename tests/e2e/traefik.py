@@ -41,13 +41,16 @@ class TraefikRoute:
     priority: int = 0
 
 
-def render_traefik_config(routes: Sequence[TraefikRoute], *, web_port: int, ping_port: int,
-                          dynamic_path: Path, log_path: Path) -> tuple[str, str]:
+def render_traefik_config(
+    routes: Sequence[TraefikRoute], *, web_port: int, ping_port: int, dynamic_path: Path, log_path: Path
+) -> tuple[str, str]:
     """(static, dynamic) configuration as JSON text (valid YAML, which Traefik reads)."""
     static = {
         "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
-        "entryPoints": {"web": {"address": f"127.0.0.1:{web_port}"},
-                        "ping": {"address": f"127.0.0.1:{ping_port}"}},
+        "entryPoints": {
+            "web": {"address": f"127.0.0.1:{web_port}"},
+            "ping": {"address": f"127.0.0.1:{ping_port}"},
+        },
         "ping": {"entryPoint": "ping"},
         "log": {"level": "INFO", "filePath": str(log_path)},
         "providers": {"file": {"filename": str(dynamic_path), "watch": False}},
@@ -61,10 +64,12 @@ def render_traefik_config(routes: Sequence[TraefikRoute], *, web_port: int, ping
         if route.priority:
             router["priority"] = route.priority
         if route.auth_address is not None:
-            middlewares[f"auth-{route.name}"] = {"forwardAuth": {
-                "address": route.auth_address,
-                "authResponseHeaders": list(route.auth_response_headers),
-            }}
+            middlewares[f"auth-{route.name}"] = {
+                "forwardAuth": {
+                    "address": route.auth_address,
+                    "authResponseHeaders": list(route.auth_response_headers),
+                }
+            }
             router["middlewares"] = [f"auth-{route.name}"]
         routers[route.name] = router
         services[route.name] = {"loadBalancer": {"servers": [{"url": f"http://{route.backend}"}]}}
@@ -87,8 +92,13 @@ class TraefikProcess:
         self.static_path = self.workdir / "traefik.yml"
         self.dynamic_path = self.workdir / "dynamic.yml"
         self.log_path = self.workdir / "traefik.log"
-        static, dynamic = render_traefik_config(self.routes, web_port=self.port, ping_port=self.ping_port,
-                                                dynamic_path=self.dynamic_path, log_path=self.log_path)
+        static, dynamic = render_traefik_config(
+            self.routes,
+            web_port=self.port,
+            ping_port=self.ping_port,
+            dynamic_path=self.dynamic_path,
+            log_path=self.log_path,
+        )
         self.static_path.write_text(static)
         self.dynamic_path.write_text(dynamic)
         self._process: Process | None = None
@@ -121,6 +131,7 @@ class TraefikProcess:
     def __enter__(self) -> TraefikProcess:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

@@ -10,6 +10,8 @@ proxy)::
 
 Any other HTTP request answers 200 with its own record as JSON. A WebSocket on any path is accepted and
 echoes each text message; the message ``headers`` is answered with the handshake's record as JSON.
+``/__status/CODE`` is a fake auth service: it answers CODE with a ``WWW-Authenticate``, an
+``X-Auth-Request-User: fake-user``, a ``Location`` and the body ``auth-body-leak``.
 
 Run as its own process: ``python -m tests.e2e.upstream --port PORT``. Server-side WebSocket pings are
 off, so an idle socket is really idle (the proxy's read timeout, not a keepalive, decides its fate).
@@ -32,6 +34,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 RECORDER_PATH = "/__recorder/requests"
+STATUS_PREFIX = "/__status/"
 
 
 class Recorder:
@@ -87,6 +90,21 @@ async def _http(scope: Scope, receive: Receive, send: Send, recorder: Recorder) 
     while more:  # drain the body
         message = await receive()
         more = message.get("more_body", False)
+    if scope["path"].startswith(STATUS_PREFIX):
+        # A stand-in auth service answering a fixed status, to map what each proxy does with each status.
+        recorder.add(_record(scope))
+        status = int(scope["path"][len(STATUS_PREFIX) :])
+        body = b"" if status in (204, 304) else b"auth-body-leak"
+        headers = [
+            (b"www-authenticate", b'Test realm="fake"'),
+            (b"x-auth-request-user", b"fake-user"),
+            (b"location", b"http://elsewhere.test/"),
+        ]
+        if body:
+            headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
     if scope["path"] == RECORDER_PATH:
         test_id = parse_qs(scope["query_string"].decode()).get("test_id", [""])[0]
         body = json.dumps(recorder.with_test_id(test_id)).encode()
@@ -94,8 +112,13 @@ async def _http(scope: Scope, receive: Receive, send: Send, recorder: Recorder) 
         record = _record(scope)
         recorder.add(record)
         body = json.dumps(record).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -122,8 +145,15 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    uvicorn.run(create_app(Recorder()), host=args.host, port=args.port, log_level="warning",
-                ws_ping_interval=None, ws_ping_timeout=None, lifespan="on")
+    uvicorn.run(
+        create_app(Recorder()),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        ws_ping_interval=None,
+        ws_ping_timeout=None,
+        lifespan="on",
+    )
 
 
 if __name__ == "__main__":
