@@ -1,0 +1,163 @@
+{{/* Chart name, truncated to 63 characters (a DNS label). */}}
+{{- define "authgate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release-name prefix, unless the release name already contains the chart name. */}}
+{{- define "authgate.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "authgate.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "authgate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "authgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "authgate.labels" -}}
+helm.sh/chart: {{ include "authgate.chart" . }}
+{{ include "authgate.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "authgate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "authgate.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding `tokens` and `htpasswd`. */}}
+{{- define "authgate.secretName" -}}
+{{- if .Values.secret.create }}
+{{- include "authgate.fullname" . }}
+{{- else }}
+{{- .Values.secret.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{- define "authgate.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* In-cluster base URL of the authgate Service, as the ingress controller reaches it. */}}
+{{- define "authgate.serviceURL" -}}
+{{- printf "http://%s.%s.svc.cluster.local:%d" (include "authgate.fullname" .) .Release.Namespace (int .Values.service.port) }}
+{{- end }}
+
+{{- define "authgate.ingressNamespace" -}}
+{{- default .Release.Namespace .Values.ingress.namespace }}
+{{- end }}
+
+{{/* Whether more than one pod runs (PodDisruptionBudget only then). */}}
+{{- define "authgate.multiplePods" -}}
+{{- if .Values.autoscaling.enabled }}
+{{- if gt (int .Values.autoscaling.minReplicas) 1 }}true{{ end }}
+{{- else if gt (int .Values.replicaCount) 1 }}true
+{{- end }}
+{{- end }}
+
+{{/* The test token: kept across upgrades (lookup), random on first install. */}}
+{{- define "authgate.testToken" -}}
+{{- $name := printf "%s-test-token" (include "authgate.fullname" .) }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace $name }}
+{{- if and $existing $existing.data (hasKey $existing.data "token") }}
+{{- index $existing.data "token" | b64dec }}
+{{- else }}
+{{- randAlphaNum 40 }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the chart manages a test token (tests on, and it owns the Secret). */}}
+{{- define "authgate.managesTestToken" -}}
+{{- if and .Values.tests.enabled .Values.secret.create }}true{{ end }}
+{{- end }}
+
+{{/*
+Values that cannot work together fail here, at install, with a message naming the keys.
+The schema catches wrong types and unknown keys; this catches combinations.
+*/}}
+{{- define "authgate.validate" -}}
+{{- $v := .Values }}
+{{- if and $v.secret.create $v.secret.existingSecret }}
+{{- fail (printf "secret.existingSecret (%q) and secret.create=true contradict each other: set secret.create=false to use your own Secret, or drop secret.existingSecret" $v.secret.existingSecret) }}
+{{- end }}
+{{- if and (not $v.secret.create) (not $v.secret.existingSecret) }}
+{{- fail "no Secret source: set secret.create=true (with secret.tokens / secret.htpasswd) or name your own Secret in secret.existingSecret" }}
+{{- end }}
+{{- if and (not $v.secret.create) (or $v.secret.tokens $v.secret.htpasswd) }}
+{{- fail "secret.tokens / secret.htpasswd are only used with secret.create=true; with secret.existingSecret put the lines in your own Secret" }}
+{{- end }}
+{{- range $i, $line := $v.secret.tokens }}
+{{- $fields := regexSplit "\\s+" (trim $line) -1 }}
+{{- if and (not (hasPrefix "#" (trim $line))) (lt (len $fields) 2) }}
+{{- fail (printf "secret.tokens[%d]: expected 'NAME SECRET [ATTRIBUTE=VALUE ...]'" $i) }}
+{{- end }}
+{{- if and (not (hasPrefix "#" (trim $line))) (not (hasPrefix "sha256:" (index $fields 1))) (not $v.secret.allowPlainTokens) }}
+{{- fail (printf "secret.tokens[%d] (%s): the secret is a plain token, not a sha256: digest; store its digest (authgate hash-token) or set secret.allowPlainTokens=true" $i (index $fields 0)) }}
+{{- end }}
+{{- end }}
+{{- range $i, $line := $v.secret.htpasswd }}
+{{- $hash := regexReplaceAll "^[^:]*:" (trim $line) "" }}
+{{- if not (regexMatch "^(\\$2[aby]\\$|\\$apr1\\$|\\{SHA\\}|\\$5\\$|\\$6\\$)" $hash) }}
+{{- fail (printf "secret.htpasswd[%d]: the hash must be bcrypt ($2y$), $apr1$, {SHA}, $5$ or $6$ - plain-text and DES crypt passwords are rejected by authgate" $i) }}
+{{- end }}
+{{- end }}
+{{- if and $v.rbac.operator.create $v.secret.create }}
+{{- fail "rbac.operator.create=true is for editing the Secret with the authgate CLI, but secret.create=true makes Helm own the Secret and overwrite those edits: use secret.create=false with secret.existingSecret" }}
+{{- end }}
+{{- if and $v.podDisruptionBudget.enabled (not (kindIs "invalid" $v.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" $v.podDisruptionBudget.maxUnavailable)) }}
+{{- fail "podDisruptionBudget: set either minAvailable or maxUnavailable (set the other to null), not both" }}
+{{- end }}
+{{- if and $v.autoscaling.enabled (gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
+{{- fail (printf "autoscaling.minReplicas (%d) is greater than autoscaling.maxReplicas (%d)" (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
+{{- end }}
+{{- $routes := $v.config.policy.routes }}
+{{- range $key := list "api" "ui" }}
+{{- $ing := index $v.ingress $key }}
+{{- if $ing.enabled }}
+{{- if not (or $ing.host $v.ingress.host) }}
+{{- fail (printf "ingress.%s.enabled=true but it has no host: set ingress.host (shared) or ingress.%s.host" $key $key) }}
+{{- end }}
+{{- if not $v.ingress.backend.serviceName }}
+{{- fail (printf "ingress.%s.enabled=true but ingress.backend.serviceName (the protected application's Service) is empty" $key) }}
+{{- end }}
+{{- if not (hasKey $routes $ing.route) }}
+{{- fail (printf "ingress.%s.route=%q is not a route of config.policy.routes (%s)" $key $ing.route (keys $routes | sortAlpha | join ", ")) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and (or $v.ingress.api.enabled $v.ingress.ui.enabled) (eq $v.ingress.provider "traefik") (ne $v.config.proxy "traefik") }}
+{{- fail (printf "ingress.provider=traefik sends ForwardAuth headers, but config.proxy=%q reads ingress-nginx/envoy headers: set config.proxy=traefik" $v.config.proxy) }}
+{{- end }}
+{{- if and (or $v.ingress.api.enabled $v.ingress.ui.enabled) (eq $v.ingress.provider "nginx") (ne $v.config.proxy "ingress-nginx") }}
+{{- fail (printf "ingress.provider=nginx sends ingress-nginx auth-url headers, but config.proxy=%q: set config.proxy=ingress-nginx" $v.config.proxy) }}
+{{- end }}
+{{- if and $v.ingress.api.enabled $v.ingress.ui.enabled (eq (default $v.ingress.host $v.ingress.api.host) (default $v.ingress.host $v.ingress.ui.host)) (eq $v.ingress.api.path $v.ingress.ui.path) }}
+{{- fail (printf "ingress.api and ingress.ui both serve %s%s: give them different paths or hosts" (default $v.ingress.host $v.ingress.api.host) $v.ingress.api.path) }}
+{{- end }}
+{{- if and $v.tests.enabled (not (hasKey $routes $v.tests.route)) }}
+{{- fail (printf "tests.route=%q is not a route of config.policy.routes" $v.tests.route) }}
+{{- end }}
+{{- if and $v.tests.existingTokenSecret $v.secret.create }}
+{{- fail "tests.existingTokenSecret is for secret.existingSecret setups; with secret.create=true the chart makes its own test token" }}
+{{- end }}
+{{- end }}
