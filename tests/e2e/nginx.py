@@ -303,6 +303,16 @@ http {{
 """
 
 
+def nginx_version() -> tuple[int, ...]:
+    """The installed nginx's version, e.g. ``(1, 22, 1)``: before 1.23, ``auth_request`` passes only the
+    first ``WWW-Authenticate`` of a 401 to the client (seen here with Debian's 1.22.1)."""
+    out = subprocess.run([str(require_tool("nginx")), "-v"], capture_output=True, text=True, check=True).stderr
+    match = re.search(r"nginx/(\d+(?:\.\d+)*)", out)
+    if match is None:
+        raise RuntimeError(f"cannot read the nginx version from {out!r}")
+    return tuple(int(part) for part in match.group(1).split("."))
+
+
 @dataclass
 class NginxProcess:
     """nginx running ``specs`` in the foreground on a free loopback port; a context manager.
