@@ -1,0 +1,104 @@
+"""The floor authgate is measured against: a raw-ASGI app doing only a token check, on the same uvicorn.
+
+Per request it does exactly the work authgate's Bearer check cannot avoid: find ``Authorization``,
+take the token after ``Bearer ``, SHA-256 it, look the digest up in a dict built from the same ``tokens``
+file, ``hmac.compare_digest`` the match, answer 200 with ``X-Auth-Request-User``. No routing, no policy,
+no metrics, no logging. Served by uvicorn with the settings authgate's own server uses (see ``UVICORN``)
+so the ratio authgate / baseline measures authgate's own overhead and nothing else.
+
+    python bench/baseline_app.py --port 8081 --tokens /path/to/secret/tokens
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# Mirrors app/server.py's uvicorn.Config field for field (lifespan aside: the baseline has nothing to load).
+UVICORN: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "lifespan": "off",
+    "access_log": False,
+    "proxy_headers": False,
+    "server_header": False,
+    "date_header": False,
+    "log_level": "warning",
+    "timeout_graceful_shutdown": 5,
+    "timeout_keep_alive": 75,
+}
+
+_DENY = {
+    "type": "http.response.start",
+    "status": 401,
+    "headers": [(b"www-authenticate", b'Bearer realm="baseline"'), (b"content-length", b"0")],
+}
+
+
+def load_digests(tokens_file: Path) -> dict[bytes, tuple[bytes, bytes]]:
+    """``NAME sha256:<hex> ...`` lines → {digest: (name, digest)}; the same file authgate reads."""
+    table: dict[bytes, tuple[bytes, bytes]] = {}
+    for line in tokens_file.read_text().splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        name, secret = fields[0], fields[1]
+        digest = (
+            bytes.fromhex(secret.removeprefix("sha256:"))
+            if secret.startswith("sha256:")
+            else hashlib.sha256(secret.encode()).digest()
+        )
+        table[digest] = (name.encode(), digest)
+    return table
+
+
+def make_app(table: dict[bytes, tuple[bytes, bytes]]) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        name = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                if value[:7].lower() == b"bearer ":
+                    digest = hashlib.sha256(value[7:].strip()).digest()
+                    found = table.get(digest)
+                    if found is not None and hmac.compare_digest(found[1], digest):
+                        name = found[0]
+                break
+        if name is None:
+            await send(_DENY)
+        else:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"x-auth-request-user", name), (b"content-length", b"0")],
+                }
+            )
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tokens", type=Path, required=True, help="the Secret's tokens file")
+    args = parser.parse_args()
+    uvicorn.run(make_app(load_digests(args.tokens)), host=args.host, port=args.port, **UVICORN)
+
+
+if __name__ == "__main__":
+    main()

