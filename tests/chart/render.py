@@ -1,0 +1,88 @@
+"""Rendering the chart with the real helm binary, and picking objects out of a render."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.procs import REPO_ROOT
+from tests.support.tools import require_tool
+
+CHART = REPO_ROOT / "charts" / "authgate"
+PREFECT_VALUES = CHART / "examples" / "prefect-values.yaml"
+RELEASE = "authgate"
+NAMESPACE = "prefect"
+
+# Named value sets the tests render once per session (each `helm template` takes ~0.1 s).
+SCENARIOS: dict[str, list[str]] = {
+    "defaults": [],
+    "prefect": ["-f", str(PREFECT_VALUES)],
+    "existing-secret": ["--set", "secret.create=false", "--set", "secret.existingSecret=prefect-auth"],
+    "separate-hosts": [
+        "-f", str(PREFECT_VALUES),
+        "--set", "ingress.api.host=api.prefect.example.com", "--set", "ingress.ui.host=ui.prefect.example.com",
+        "--set", "ingress.api.tlsSecretName=api-tls", "--set", "ingress.ui.tlsSecretName=ui-tls",
+    ],
+    "extras": [
+        "-f", str(PREFECT_VALUES),
+        "--set", "autoscaling.enabled=true", "--set", "metrics.serviceMonitor.enabled=true",
+        "--set", "metrics.serviceMonitor.labels.release=kube-prometheus-stack",
+        "--set", "networkPolicy.enabled=true", "--set", "dashboard.enabled=true",
+    ],
+    "watch": [
+        "--set", "secret.create=false", "--set", "secret.existingSecret=prefect-auth",
+        "--set", "watchSecret.enabled=true", "--set", "rbac.operator.create=true",
+        "--set-json", 'rbac.operator.subjects=[{"kind":"Group","name":"platform-admins",'
+                      '"apiGroup":"rbac.authorization.k8s.io"}]',
+    ],
+    "traefik": [
+        "-f", str(PREFECT_VALUES),
+        "--set", "ingress.provider=traefik", "--set", "ingress.className=traefik", "--set", "config.proxy=traefik",
+    ],
+}
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Runs the real helm; the result keeps stdout and stderr."""
+    return subprocess.run([str(require_tool("helm")), *args], capture_output=True, text=True, check=check,
+                          timeout=60)
+
+
+def template(values_args: Sequence[str], *, release: str = RELEASE, namespace: str = NAMESPACE,
+             check: bool = True) -> subprocess.CompletedProcess[str]:
+    return helm("template", release, str(CHART), "--namespace", namespace, *values_args, check=check)
+
+
+@dataclass
+class Render:
+    """One `helm template` output: its text and its objects."""
+
+    name: str
+    text: str
+    objects: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, name: str, values_args: Sequence[str]) -> Render:
+        text = template(values_args).stdout
+        return cls(name, text, [doc for doc in yaml.safe_load_all(text) if doc])
+
+    def all(self, kind: str) -> list[dict[str, Any]]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def one(self, kind: str, name: str | None = None) -> dict[str, Any]:
+        found = [o for o in self.all(kind) if name is None or o["metadata"]["name"] == name]
+        assert len(found) == 1, f"{self.name}: expected one {kind} {name or ''}, found {len(found)}"
+        return found[0]
+
+    def kinds(self) -> set[str]:
+        return {o["kind"] for o in self.objects}
+
+    def write(self, directory: Path) -> Path:
+        path = directory / f"{self.name}.yaml"
+        path.write_text(self.text)
+        return path

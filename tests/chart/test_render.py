@@ -1,0 +1,335 @@
+"""The rendered chart: what each object says, for the defaults and the documented scenarios."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.render import CHART, NAMESPACE, PREFECT_VALUES, RELEASE, SCENARIOS, Render, helm
+from tests.support.procs import REPO_ROOT
+
+pytestmark = [pytest.mark.helm, pytest.mark.xdist_group("chart")]
+
+Rendered = Callable[[str], Render]
+AUTH_URL = "nginx.ingress.kubernetes.io/auth-url"
+SERVICE_URL = f"http://{RELEASE}.{NAMESPACE}.svc.cluster.local:8080"
+
+
+def walk(obj: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(path, key, value) for every map entry, at any depth."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            yield path, key, value
+            yield from walk(value, f"{path}.{key}")
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            yield from walk(value, f"{path}[{i}]")
+
+
+def container(render: Render) -> dict[str, Any]:
+    [c] = render.one("Deployment")["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def pod_spec(render: Render) -> dict[str, Any]:
+    return render.one("Deployment")["spec"]["template"]["spec"]
+
+
+def test_deployment_runs_authgate_serve_with_the_mounted_secret_and_policy(rendered: Rendered) -> None:
+    r = rendered("defaults")
+    c = container(r)
+    assert c["image"] == "ghcr.io/authgate/authgate:0.1.0"
+    assert c["args"] == ["serve", "--secret-dir", "/etc/authgate/secret", "--config",
+                         "/etc/authgate/policy/policy.yaml", "--proxy", "ingress-nginx", "--log-level", "info"]
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(r)["volumes"]}
+    assert mounts["secret"] == {"name": "secret", "mountPath": "/etc/authgate/secret", "readOnly": True}
+    assert volumes["secret"]["secret"]["secretName"] == r.one("Secret", RELEASE)["metadata"]["name"]
+    assert mounts["policy"]["mountPath"] == "/etc/authgate/policy"
+    assert volumes["policy"]["configMap"]["name"] == r.one("ConfigMap")["metadata"]["name"]
+    assert mounts["tmp"]["mountPath"] == "/tmp" and "emptyDir" in volumes["tmp"]
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+
+
+def test_two_replicas_spread_across_nodes_with_a_disruption_budget(rendered: Rendered) -> None:
+    r = rendered("defaults")
+    deployment = r.one("Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    [spread] = pod_spec(r)["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    pdb = r.one("PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+
+
+def test_no_disruption_budget_for_a_single_pod() -> None:
+    single = Render.of("single", ["--set", "replicaCount=1"])
+    assert "PodDisruptionBudget" not in single.kinds()
+    assert single.one("Deployment")["spec"]["replicas"] == 1
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_restricted_security_context(rendered: Rendered, scenario: str) -> None:
+    r = rendered(scenario)
+    pods = [pod_spec(r)] + [p["spec"] for p in r.all("Pod")]
+    for spec in pods:
+        psc = spec["securityContext"]
+        assert psc["runAsNonRoot"] is True
+        assert psc["runAsUser"] == 10001 and psc["runAsGroup"] == 10001
+        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert "privileged" not in sc
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_no_subpath_mount_anywhere(rendered: Rendered, scenario: str) -> None:
+    keys = [(path, key) for path, key, _ in walk(rendered(scenario).objects) if key in ("subPath", "subPathExpr")]
+    assert keys == []
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_only_the_policy_is_checksummed(rendered: Rendered, scenario: str) -> None:
+    r = rendered(scenario)
+    annotations = r.one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    checksums = {k for k in annotations if k.startswith("checksum/")}
+    assert checksums == {"checksum/policy"}
+    configmap = template_text(r, "configmap.yaml")
+    assert annotations["checksum/policy"] == hashlib.sha256(configmap.encode()).hexdigest()
+
+
+def template_text(r: Render, source: str) -> str:
+    """The exact text helm rendered for one template file (what `include ... | sha256sum` hashes)."""
+    marker = f"# Source: authgate/templates/{source}\n"
+    start = r.text.index(marker) + len(marker)
+    end = r.text.find("\n---", start)
+    return r.text[start:end if end >= 0 else None]
+
+
+def test_a_secret_change_leaves_the_pods_alone_and_a_policy_change_rolls_them() -> None:
+    base = Render.of("base", [])
+    more_tokens = Render.of("tokens", ["--set-json", 'secret.tokens=["ci sha256:' + "a" * 64 + ' routes=api"]',
+                                       "--set-json", 'secret.htpasswd=["bob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="]'])
+    other_policy = Render.of("policy", ["--set", "config.policy.routes.ui.realm=elsewhere"])
+    template_of = lambda r: r.one("Deployment")["spec"]["template"]  # noqa: E731
+    assert "ci sha256:" + "a" * 64 in more_tokens.one("Secret", RELEASE)["stringData"]["tokens"]
+    assert template_of(more_tokens) == template_of(base)
+    assert template_of(other_policy) != template_of(base)
+
+
+def test_default_policy_is_the_prefect_example(rendered: Rendered) -> None:
+    policy = yaml.safe_load(rendered("defaults").one("ConfigMap")["data"]["policy.yaml"])
+    assert policy == yaml.safe_load((REPO_ROOT / "examples" / "policy-prefect.yaml").read_text())
+
+
+def test_service_and_serviceaccount(rendered: Rendered) -> None:
+    r = rendered("defaults")
+    service = r.one("Service")
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+    assert service["spec"]["selector"] == r.one("Deployment")["spec"]["selector"]["matchLabels"]
+    assert r.one("ServiceAccount")["automountServiceAccountToken"] is False
+    assert pod_spec(r)["automountServiceAccountToken"] is False
+    assert pod_spec(r)["serviceAccountName"] == r.one("ServiceAccount")["metadata"]["name"]
+    assert not {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"} & r.kinds()
+
+
+def test_secret_holds_the_values_lines(rendered: Rendered) -> None:
+    secret = rendered("prefect").one("Secret", RELEASE)
+    values = yaml.safe_load(PREFECT_VALUES.read_text())
+    tokens = secret["stringData"]["tokens"].splitlines()
+    htpasswd = secret["stringData"]["htpasswd"].splitlines()
+    for line in values["secret"]["tokens"]:
+        assert line in tokens
+    for line in values["secret"]["htpasswd"]:
+        assert line in htpasswd
+
+
+def test_existing_secret_is_mounted_and_not_created(rendered: Rendered) -> None:
+    r = rendered("existing-secret")
+    assert [s["metadata"]["name"] for s in r.all("Secret")] == []
+    volumes = {v["name"]: v for v in pod_spec(r)["volumes"]}
+    assert volumes["secret"]["secret"]["secretName"] == "prefect-auth"
+    test_pod = r.one("Pod")
+    assert "volumes" not in test_pod["spec"]  # no test token of ours in someone else's Secret
+
+
+def test_helm_test_token_matches_its_digest_in_the_secret(rendered: Rendered) -> None:
+    r = rendered("defaults")
+    token = __import__("base64").b64decode(r.one("Secret", f"{RELEASE}-test-token")["data"]["token"]).decode()
+    line = next(x for x in r.one("Secret", RELEASE)["stringData"]["tokens"].splitlines()
+                if x.startswith("helm-test "))
+    assert line == (f"helm-test sha256:{hashlib.sha256(token.encode()).hexdigest()} "
+                    "routes=api methods=GET paths=/authgate-helm-test")
+    pod = r.one("Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["volumes"][0]["secret"]["secretName"] == f"{RELEASE}-test-token"
+    # The Service must never pick the test pod.
+    selector = r.one("Service")["spec"]["selector"]
+    assert not selector.items() <= pod["metadata"]["labels"].items()
+
+
+def ingresses(r: Render) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["labels"]["app.kubernetes.io/component"]: o for o in r.all("Ingress")}
+
+
+def test_prefect_ingresses_point_auth_url_at_the_service_route(rendered: Rendered) -> None:
+    r = rendered("prefect")
+    service = r.one("Service")
+    url = f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local:" \
+          f"{service['spec']['ports'][0]['port']}"
+    assert url == SERVICE_URL
+    ing = ingresses(r)
+    assert set(ing) == {"api-ingress", "ui-ingress"}
+    api, ui = ing["api-ingress"], ing["ui-ingress"]
+    assert api["metadata"]["annotations"][AUTH_URL] == f"{url}/auth/api"
+    assert ui["metadata"]["annotations"][AUTH_URL] == f"{url}/auth/ui"
+    policy_routes = yaml.safe_load(r.one("ConfigMap")["data"]["policy.yaml"])["routes"]
+    assert {"api", "ui"} <= set(policy_routes)
+    for o in (api, ui):
+        assert o["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-response-headers"] == \
+            "X-Auth-Request-User"
+        assert o["spec"]["ingressClassName"] == "nginx"
+        [rule] = o["spec"]["rules"]
+        assert rule["host"] == "prefect.example.com"
+        [path] = rule["http"]["paths"]
+        assert path["backend"] == {"service": {"name": "prefect-server", "port": {"number": 4200}}}
+        assert o["spec"]["tls"] == [{"hosts": ["prefect.example.com"], "secretName": "prefect-tls"}]
+    assert api["spec"]["rules"][0]["http"]["paths"][0]["path"] == "/api"
+    assert ui["spec"]["rules"][0]["http"]["paths"][0]["path"] == "/"
+
+
+def test_websocket_timeouts_on_the_api_ingress_only(rendered: Rendered) -> None:
+    ing = ingresses(rendered("prefect"))
+    api = ing["api-ingress"]["metadata"]["annotations"]
+    ui = ing["ui-ingress"]["metadata"]["annotations"]
+    assert api["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"
+    assert api["nginx.ingress.kubernetes.io/proxy-send-timeout"] == "3600"
+    assert not any("timeout" in k for k in ui)
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_no_snippet_annotations(rendered: Rendered, scenario: str) -> None:
+    for o in rendered(scenario).objects:
+        for key in (o["metadata"].get("annotations") or {}):
+            assert "snippet" not in key
+
+
+def test_separate_hosts(rendered: Rendered) -> None:
+    ing = ingresses(rendered("separate-hosts"))
+    assert ing["api-ingress"]["spec"]["rules"][0]["host"] == "api.prefect.example.com"
+    assert ing["ui-ingress"]["spec"]["rules"][0]["host"] == "ui.prefect.example.com"
+    assert ing["api-ingress"]["spec"]["tls"] == [{"hosts": ["api.prefect.example.com"], "secretName": "api-tls"}]
+    assert ing["ui-ingress"]["spec"]["tls"] == [{"hosts": ["ui.prefect.example.com"], "secretName": "ui-tls"}]
+    assert ing["api-ingress"]["metadata"]["annotations"][AUTH_URL] == f"{SERVICE_URL}/auth/api"
+
+
+def test_traefik_middlewares_instead_of_nginx_annotations(rendered: Rendered) -> None:
+    r = rendered("traefik")
+    middlewares = {m["metadata"]["name"]: m for m in r.all("Middleware")}
+    assert set(middlewares) == {f"{RELEASE}-api", f"{RELEASE}-ui"}
+    for key in ("api", "ui"):
+        m = middlewares[f"{RELEASE}-{key}"]
+        assert m["apiVersion"] == "traefik.io/v1alpha1"
+        assert m["spec"]["forwardAuth"] == {"address": f"{SERVICE_URL}/auth/{key}",
+                                            "authResponseHeaders": ["X-Auth-Request-User"]}
+        ingress = ingresses(r)[f"{key}-ingress"]
+        annotations = ingress["metadata"]["annotations"]
+        assert annotations == {"traefik.ingress.kubernetes.io/router.middlewares":
+                               f"{NAMESPACE}-{RELEASE}-{key}@kubernetescrd"}
+        assert ingress["spec"]["ingressClassName"] == "traefik"
+    assert container(r)["args"][container(r)["args"].index("--proxy") + 1] == "traefik"
+
+
+def test_hpa_servicemonitor_networkpolicy_dashboard(rendered: Rendered) -> None:
+    r = rendered("extras")
+    deployment = r.one("Deployment")
+    assert "replicas" not in deployment["spec"]
+    hpa = r.one("HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": RELEASE}
+    assert hpa["spec"]["minReplicas"] == 2 and "PodDisruptionBudget" in r.kinds()
+
+    monitor = r.one("ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= r.one("Service")["metadata"]["labels"].items()
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+    policy = r.one("NetworkPolicy")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    peers = rule["from"]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}}} in peers
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}} in peers
+    test_peer = next(p for p in peers if "namespaceSelector" not in p)
+    assert test_peer["podSelector"]["matchLabels"].items() <= r.one("Pod")["metadata"]["labels"].items()
+    assert len(peers) == 3  # nothing else gets in
+
+
+def test_dashboard_shows_decisions_denials_latency_reloads(rendered: Rendered) -> None:
+    dashboard_cm = next(c for c in rendered("extras").all("ConfigMap") if c["metadata"]["name"].endswith("-dashboard"))
+    assert dashboard_cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(dashboard_cm["data"]["authgate.json"])
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    documented = set(re.findall(r"`(authgate_[a-z_]+)`", (REPO_ROOT / "docs" / "configuration.md").read_text()))
+    used = {re.sub(r"_bucket$", "", m) for m in re.findall(r"authgate_[a-z_]+", exprs)}
+    assert used <= documented, used - documented
+    assert "sum by (reason)" in exprs and 'result="deny"' in exprs
+    assert "histogram_quantile(0.99" in exprs and "authgate_decision_duration_seconds_bucket" in exprs
+    assert "authgate_reloads_total" in exprs and "authgate_decisions_total" in exprs
+
+
+def test_watch_mode_rbac_and_token_automount(rendered: Rendered) -> None:
+    r = rendered("watch")
+    args = container(r)["args"]
+    assert args[:3] == ["serve", "--watch-secret", f"{NAMESPACE}/prefect-auth"]
+    assert "--secret-dir" not in args
+    assert pod_spec(r)["automountServiceAccountToken"] is True
+    assert r.one("ServiceAccount")["automountServiceAccountToken"] is True
+    roles = {o["metadata"]["name"]: o for o in r.all("Role")}
+    watch = roles[f"{RELEASE}-watch-secret"]
+    assert watch["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["prefect-auth"],
+                               "verbs": ["get", "list", "watch"]}]
+    operator = roles[f"{RELEASE}-operator"]
+    assert operator["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["prefect-auth"],
+                                  "verbs": ["get", "patch"]}]
+    bindings = {o["metadata"]["name"]: o for o in r.all("RoleBinding")}
+    assert bindings[f"{RELEASE}-watch-secret"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
+    assert bindings[f"{RELEASE}-watch-secret"]["roleRef"]["name"] == f"{RELEASE}-watch-secret"
+    assert bindings[f"{RELEASE}-operator"]["subjects"][0]["name"] == "platform-admins"
+    assert not {"ClusterRole", "ClusterRoleBinding"} & r.kinds()
+
+
+def test_image_digest_wins_over_tag() -> None:
+    digest = "sha256:" + "b" * 64
+    r = Render.of("digest", ["--set", f"image.digest={digest}", "--set", "image.tag=9.9.9"])
+    assert container(r)["image"] == f"ghcr.io/authgate/authgate@{digest}"
+
+
+def test_notes_say_how_to_make_a_token_and_try_it() -> None:
+    # `helm template` does not print NOTES; `helm install --dry-run=client` does, without a cluster.
+    notes = helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+                 "-f", str(PREFECT_VALUES)).stdout
+    notes = notes[notes.index("NOTES:"):]
+    assert "authgate new-token" in notes
+    assert "curl" in notes and "Authorization: Bearer $TOKEN" in notes
+    assert "helm test authgate" in notes
+    assert "https://prefect.example.com/api" in notes
