@@ -71,7 +71,7 @@ def parse_comments(text: str) -> dict[tuple[str, ...], KeyDoc]:
                 pending = [body[3:].strip()]
             elif body.startswith("@schema "):
                 try:
-                    schema.update(json.loads(body[len("@schema "):]))
+                    schema.update(json.loads(body[len("@schema ") :]))
                 except json.JSONDecodeError as exc:
                     raise ValuesDocError(f"values.yaml:{lineno}: bad @schema JSON: {exc}") from exc
             elif body == "@free":
@@ -89,7 +89,7 @@ def parse_comments(text: str) -> dict[tuple[str, ...], KeyDoc]:
             raise ValuesDocError(f"values.yaml:{lineno}: {'.'.join(path)} has no '# --' description")
         free = free or "additionalProperties" in schema  # a map of free keys, typed by @schema
         docs[path] = KeyDoc(path, " ".join(p for p in pending if p), schema, free)
-        rest = line[match.end():].strip()
+        rest = line[match.end() :].strip()
         if free or rest in ("|", ">", "|-", ">-"):
             skip_below = indent
         elif rest == "":
@@ -215,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     stale = [p for p, text in targets.items() if not p.exists() or p.read_text() != text]
     if args.check:
         for path in stale:
-            print(f"chart_docs: {path.relative_to(CHART.parents[1])} is out of date: run scripts/chart_docs.py",
-                  file=sys.stderr)
+            print(
+                f"chart_docs: {path.relative_to(CHART.parents[1])} is out of date: run scripts/chart_docs.py",
+                file=sys.stderr,
+            )
         return 1 if stale else 0
     for path in stale:
         path.write_text(targets[path])

@@ -43,9 +43,20 @@ def find_helm() -> str:
 
 def render_chart(helm: str) -> list[dict[str, Any]]:
     out = subprocess.run(
-        [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--set", "tests.enabled=false",
-         "--skip-tests"],
-        check=True, capture_output=True, text=True,
+        [
+            helm,
+            "template",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            NAMESPACE,
+            "--set",
+            "tests.enabled=false",
+            "--skip-tests",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
@@ -94,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = sorted(n for n in wanted.keys() | present.keys() if wanted.get(n) != present.get(n))
         for name in stale:
-            print(f"gen_manifests: manifests/{name} differs from the chart: run scripts/gen_manifests.py",
-                  file=sys.stderr)
+            print(
+                f"gen_manifests: manifests/{name} differs from the chart: run scripts/gen_manifests.py", file=sys.stderr
+            )
         return 1 if stale else 0
     args.out.mkdir(parents=True, exist_ok=True)
     for name in present.keys() - wanted.keys():

@@ -24,37 +24,64 @@ SCENARIOS: dict[str, list[str]] = {
     "prefect": ["-f", str(PREFECT_VALUES)],
     "existing-secret": ["--set", "secret.create=false", "--set", "secret.existingSecret=prefect-auth"],
     "separate-hosts": [
-        "-f", str(PREFECT_VALUES),
-        "--set", "ingress.api.host=api.prefect.example.com", "--set", "ingress.ui.host=ui.prefect.example.com",
-        "--set", "ingress.api.tlsSecretName=api-tls", "--set", "ingress.ui.tlsSecretName=ui-tls",
+        "-f",
+        str(PREFECT_VALUES),
+        "--set",
+        "ingress.api.host=api.prefect.example.com",
+        "--set",
+        "ingress.ui.host=ui.prefect.example.com",
+        "--set",
+        "ingress.api.tlsSecretName=api-tls",
+        "--set",
+        "ingress.ui.tlsSecretName=ui-tls",
     ],
     "extras": [
-        "-f", str(PREFECT_VALUES),
-        "--set", "autoscaling.enabled=true", "--set", "metrics.serviceMonitor.enabled=true",
-        "--set", "metrics.serviceMonitor.labels.release=kube-prometheus-stack",
-        "--set", "networkPolicy.enabled=true", "--set", "dashboard.enabled=true",
+        "-f",
+        str(PREFECT_VALUES),
+        "--set",
+        "autoscaling.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.labels.release=kube-prometheus-stack",
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set",
+        "dashboard.enabled=true",
     ],
     "watch": [
-        "--set", "secret.create=false", "--set", "secret.existingSecret=prefect-auth",
-        "--set", "watchSecret.enabled=true", "--set", "rbac.operator.create=true",
-        "--set-json", 'rbac.operator.subjects=[{"kind":"Group","name":"platform-admins",'
-                      '"apiGroup":"rbac.authorization.k8s.io"}]',
+        "--set",
+        "secret.create=false",
+        "--set",
+        "secret.existingSecret=prefect-auth",
+        "--set",
+        "watchSecret.enabled=true",
+        "--set",
+        "rbac.operator.create=true",
+        "--set-json",
+        'rbac.operator.subjects=[{"kind":"Group","name":"platform-admins","apiGroup":"rbac.authorization.k8s.io"}]',
     ],
     "traefik": [
-        "-f", str(PREFECT_VALUES),
-        "--set", "ingress.provider=traefik", "--set", "ingress.className=traefik", "--set", "config.proxy=traefik",
+        "-f",
+        str(PREFECT_VALUES),
+        "--set",
+        "ingress.provider=traefik",
+        "--set",
+        "ingress.className=traefik",
+        "--set",
+        "config.proxy=traefik",
     ],
 }
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Runs the real helm; the result keeps stdout and stderr."""
-    return subprocess.run([str(require_tool("helm")), *args], capture_output=True, text=True, check=check,
-                          timeout=60)
+    return subprocess.run([str(require_tool("helm")), *args], capture_output=True, text=True, check=check, timeout=60)
 
 
-def template(values_args: Sequence[str], *, release: str = RELEASE, namespace: str = NAMESPACE,
-             check: bool = True) -> subprocess.CompletedProcess[str]:
+def template(
+    values_args: Sequence[str], *, release: str = RELEASE, namespace: str = NAMESPACE, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     return helm("template", release, str(CHART), "--namespace", namespace, *values_args, check=check)
 
 

@@ -13,32 +13,57 @@ WITH_INGRESS = ["--set", "ingress.api.enabled=true", "--set", "ingress.backend.s
 
 CASES = {
     "no secret source": (["--set", "secret.create=false"], "no Secret source"),
-    "existing secret and create": (["--set", "secret.existingSecret=mine"],
-                                   "secret.existingSecret (\"mine\") and secret.create=true contradict"),
-    "lines without create": (["--set", "secret.create=false", "--set", "secret.existingSecret=mine",
-                              "--set-json", 'secret.tokens=["a sha256:' + "0" * 64 + '"]'],
-                             "only used with secret.create=true"),
-    "plain token": (["--set-json", 'secret.tokens=["ci plain-token-0123456789abcdef routes=api"]'],
-                    "secret.tokens[0] (ci): the secret is a plain token"),
-    "plain-text password": (["--set-json", 'secret.htpasswd=["alice:password"]'],
-                            "secret.htpasswd[0]: the hash must be bcrypt"),
+    "existing secret and create": (
+        ["--set", "secret.existingSecret=mine"],
+        'secret.existingSecret ("mine") and secret.create=true contradict',
+    ),
+    "lines without create": (
+        [
+            "--set",
+            "secret.create=false",
+            "--set",
+            "secret.existingSecret=mine",
+            "--set-json",
+            'secret.tokens=["a sha256:' + "0" * 64 + '"]',
+        ],
+        "only used with secret.create=true",
+    ),
+    "plain token": (
+        ["--set-json", 'secret.tokens=["ci plain-token-0123456789abcdef routes=api"]'],
+        "secret.tokens[0] (ci): the secret is a plain token",
+    ),
+    "plain-text password": (
+        ["--set-json", 'secret.htpasswd=["alice:password"]'],
+        "secret.htpasswd[0]: the hash must be bcrypt",
+    ),
     "ingress without host": (WITH_INGRESS, "ingress.api.enabled=true but it has no host"),
-    "ingress without backend": (["--set", "ingress.ui.enabled=true", "--set", "ingress.host=p.example.com"],
-                                "ingress.backend.serviceName"),
-    "ingress route not in policy": ([*PREFECT, "--set", "ingress.api.route=admin"],
-                                    'ingress.api.route="admin" is not a route of config.policy.routes (api, ui)'),
+    "ingress without backend": (
+        ["--set", "ingress.ui.enabled=true", "--set", "ingress.host=p.example.com"],
+        "ingress.backend.serviceName",
+    ),
+    "ingress route not in policy": (
+        [*PREFECT, "--set", "ingress.api.route=admin"],
+        'ingress.api.route="admin" is not a route of config.policy.routes (api, ui)',
+    ),
     "api and ui on the same path": ([*PREFECT, "--set", "ingress.api.path=/"], "both serve prefect.example.com/"),
-    "traefik provider, nginx headers": ([*PREFECT, "--set", "ingress.provider=traefik"],
-                                        "set config.proxy=traefik"),
-    "nginx provider, traefik headers": ([*PREFECT, "--set", "config.proxy=traefik"],
-                                        "set config.proxy=ingress-nginx"),
-    "operator role on a chart-owned secret": (["--set", "rbac.operator.create=true"],
-                                              "use secret.create=false with secret.existingSecret"),
-    "pdb min and max": (["--set", "podDisruptionBudget.maxUnavailable=1"],
-                        "set either minAvailable or maxUnavailable"),
-    "hpa min above max": (["--set", "autoscaling.enabled=true", "--set", "autoscaling.minReplicas=5",
-                           "--set", "autoscaling.maxReplicas=3"],
-                          "autoscaling.minReplicas (5) is greater than autoscaling.maxReplicas (3)"),
+    "traefik provider, nginx headers": ([*PREFECT, "--set", "ingress.provider=traefik"], "set config.proxy=traefik"),
+    "nginx provider, traefik headers": ([*PREFECT, "--set", "config.proxy=traefik"], "set config.proxy=ingress-nginx"),
+    "operator role on a chart-owned secret": (
+        ["--set", "rbac.operator.create=true"],
+        "use secret.create=false with secret.existingSecret",
+    ),
+    "pdb min and max": (["--set", "podDisruptionBudget.maxUnavailable=1"], "set either minAvailable or maxUnavailable"),
+    "hpa min above max": (
+        [
+            "--set",
+            "autoscaling.enabled=true",
+            "--set",
+            "autoscaling.minReplicas=5",
+            "--set",
+            "autoscaling.maxReplicas=3",
+        ],
+        "autoscaling.minReplicas (5) is greater than autoscaling.maxReplicas (3)",
+    ),
     "test route not in policy": (["--set", "tests.route=nope"], 'tests.route="nope" is not a route'),
     # The schema (values.schema.json) catches these before any template runs.
     "misspelt key": (["--set", "replicas=3"], "additional properties 'replicas' not allowed"),
@@ -47,8 +72,10 @@ CASES = {
     "bad host name": ([*PREFECT, "--set", "ingress.host=Prefect_Example"], "/ingress/host"),
     "replicas not a number": (["--set", "replicaCount=two"], "/replicaCount"),
     "port out of range": (["--set", "service.port=70000"], "/service/port"),
-    "policy without routes": (["--set-json", "config.policy={\"throttle\":{\"enabled\":true}}",
-                               "--set", "config.policy.routes=null"], "routes"),
+    "policy without routes": (
+        ["--set-json", 'config.policy={"throttle":{"enabled":true}}', "--set", "config.policy.routes=null"],
+        "routes",
+    ),
 }
 
 

@@ -30,12 +30,12 @@ def test_helm_lint_strict(values: list[str]) -> None:
 
 
 @pytest.mark.parametrize("kube_version", ["1.29.0", "1.37.0"])
-def test_every_render_passes_kubernetes_validate_strict(rendered: Rendered, kube_version: str,
-                                                         tmp_path: Path) -> None:
+def test_every_render_passes_kubernetes_validate_strict(rendered: Rendered, kube_version: str, tmp_path: Path) -> None:
     tool = require_tool("kubernetes-validate")
     files = [rendered(name).write(tmp_path) for name in sorted(SCENARIOS)]
-    result = subprocess.run([str(tool), "--strict", "-k", kube_version, *map(str, files)],
-                            capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [str(tool), "--strict", "-k", kube_version, *map(str, files)], capture_output=True, text=True, timeout=180
+    )
     lines = result.stdout.splitlines()
     assert result.returncode == 0, "\n".join(line for line in lines if not line.startswith("INFO"))
     warnings = [line for line in lines if line.startswith("WARN")]
@@ -46,8 +46,12 @@ def test_every_render_passes_kubernetes_validate_strict(rendered: Rendered, kube
 
 
 def test_values_schema_and_readme_table_are_generated_from_values_yaml() -> None:
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "chart_docs.py"), "--check"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "chart_docs.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     readme = (CHART / "README.md").read_text()
     assert "| `ingress.api.websocketTimeoutSeconds` | integer | `3600` |" in readme
@@ -69,14 +73,23 @@ def test_every_values_key_is_documented(tmp_path: Path) -> None:
 
 
 def test_manifests_are_the_chart_defaults() -> None:
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "gen_manifests.py"), "--check"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "gen_manifests.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_manifests_build_with_kustomize(rendered: Rendered) -> None:
-    out = subprocess.run([str(require_tool("kubectl")), "kustomize", str(REPO_ROOT / "manifests")],
-                         capture_output=True, text=True, check=True, timeout=60).stdout
+    out = subprocess.run(
+        [str(require_tool("kubectl")), "kustomize", str(REPO_ROOT / "manifests")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     built = {(o["kind"], o["metadata"]["name"]) for o in yaml.safe_load_all(out) if o}
     defaults = Render.of("manifest-defaults", ["--set", "tests.enabled=false", "--skip-tests"])
     assert built == {(o["kind"], o["metadata"]["name"]) for o in defaults.objects}
@@ -92,8 +105,15 @@ def test_helm_package(tmp_path: Path) -> None:
     assert package.name == "authgate-0.1.0.tgz"
     with tarfile.open(package) as tgz:
         names = set(tgz.getnames())
-    for member in ("values.yaml", "values.schema.json", "README.md", "templates/deployment.yaml",
-                   "templates/tests/test-auth.yaml", "dashboards/authgate.json", "examples/prefect-values.yaml"):
+    for member in (
+        "values.yaml",
+        "values.schema.json",
+        "README.md",
+        "templates/deployment.yaml",
+        "templates/tests/test-auth.yaml",
+        "dashboards/authgate.json",
+        "examples/prefect-values.yaml",
+    ):
         assert f"authgate/{member}" in names
     # The packaged chart renders like the directory.
     packaged = helm("template", "authgate", str(package), "--namespace", "prefect", "-f", str(PREFECT_VALUES))

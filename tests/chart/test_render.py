@@ -45,8 +45,17 @@ def test_deployment_runs_authgate_serve_with_the_mounted_secret_and_policy(rende
     r = rendered("defaults")
     c = container(r)
     assert c["image"] == "ghcr.io/authgate/authgate:0.1.0"
-    assert c["args"] == ["serve", "--secret-dir", "/etc/authgate/secret", "--config",
-                         "/etc/authgate/policy/policy.yaml", "--proxy", "ingress-nginx", "--log-level", "info"]
+    assert c["args"] == [
+        "serve",
+        "--secret-dir",
+        "/etc/authgate/secret",
+        "--config",
+        "/etc/authgate/policy/policy.yaml",
+        "--proxy",
+        "ingress-nginx",
+        "--log-level",
+        "info",
+    ]
     assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
@@ -116,13 +125,20 @@ def template_text(r: Render, source: str) -> str:
     marker = f"# Source: authgate/templates/{source}\n"
     start = r.text.index(marker) + len(marker)
     end = r.text.find("\n---", start)
-    return r.text[start:end if end >= 0 else None]
+    return r.text[start : end if end >= 0 else None]
 
 
 def test_a_secret_change_leaves_the_pods_alone_and_a_policy_change_rolls_them() -> None:
     base = Render.of("base", [])
-    more_tokens = Render.of("tokens", ["--set-json", 'secret.tokens=["ci sha256:' + "a" * 64 + ' routes=api"]',
-                                       "--set-json", 'secret.htpasswd=["bob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="]'])
+    more_tokens = Render.of(
+        "tokens",
+        [
+            "--set-json",
+            'secret.tokens=["ci sha256:' + "a" * 64 + ' routes=api"]',
+            "--set-json",
+            'secret.htpasswd=["bob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="]',
+        ],
+    )
     other_policy = Render.of("policy", ["--set", "config.policy.routes.ui.realm=elsewhere"])
     template_of = lambda r: r.one("Deployment")["spec"]["template"]  # noqa: E731
     assert "ci sha256:" + "a" * 64 in more_tokens.one("Secret", RELEASE)["stringData"]["tokens"]
@@ -169,10 +185,11 @@ def test_existing_secret_is_mounted_and_not_created(rendered: Rendered) -> None:
 def test_helm_test_token_matches_its_digest_in_the_secret(rendered: Rendered) -> None:
     r = rendered("defaults")
     token = __import__("base64").b64decode(r.one("Secret", f"{RELEASE}-test-token")["data"]["token"]).decode()
-    line = next(x for x in r.one("Secret", RELEASE)["stringData"]["tokens"].splitlines()
-                if x.startswith("helm-test "))
-    assert line == (f"helm-test sha256:{hashlib.sha256(token.encode()).hexdigest()} "
-                    "routes=api methods=GET paths=/authgate-helm-test")
+    line = next(x for x in r.one("Secret", RELEASE)["stringData"]["tokens"].splitlines() if x.startswith("helm-test "))
+    assert line == (
+        f"helm-test sha256:{hashlib.sha256(token.encode()).hexdigest()} "
+        "routes=api methods=GET paths=/authgate-helm-test"
+    )
     pod = r.one("Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert pod["spec"]["volumes"][0]["secret"]["secretName"] == f"{RELEASE}-test-token"
@@ -188,8 +205,10 @@ def ingresses(r: Render) -> dict[str, dict[str, Any]]:
 def test_prefect_ingresses_point_auth_url_at_the_service_route(rendered: Rendered) -> None:
     r = rendered("prefect")
     service = r.one("Service")
-    url = f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local:" \
-          f"{service['spec']['ports'][0]['port']}"
+    url = (
+        f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local:"
+        f"{service['spec']['ports'][0]['port']}"
+    )
     assert url == SERVICE_URL
     ing = ingresses(r)
     assert set(ing) == {"api-ingress", "ui-ingress"}
@@ -199,8 +218,9 @@ def test_prefect_ingresses_point_auth_url_at_the_service_route(rendered: Rendere
     policy_routes = yaml.safe_load(r.one("ConfigMap")["data"]["policy.yaml"])["routes"]
     assert {"api", "ui"} <= set(policy_routes)
     for o in (api, ui):
-        assert o["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-response-headers"] == \
-            "X-Auth-Request-User"
+        assert (
+            o["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-response-headers"] == "X-Auth-Request-User"
+        )
         assert o["spec"]["ingressClassName"] == "nginx"
         [rule] = o["spec"]["rules"]
         assert rule["host"] == "prefect.example.com"
@@ -223,7 +243,7 @@ def test_websocket_timeouts_on_the_api_ingress_only(rendered: Rendered) -> None:
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_no_snippet_annotations(rendered: Rendered, scenario: str) -> None:
     for o in rendered(scenario).objects:
-        for key in (o["metadata"].get("annotations") or {}):
+        for key in o["metadata"].get("annotations") or {}:
             assert "snippet" not in key
 
 
@@ -243,12 +263,15 @@ def test_traefik_middlewares_instead_of_nginx_annotations(rendered: Rendered) ->
     for key in ("api", "ui"):
         m = middlewares[f"{RELEASE}-{key}"]
         assert m["apiVersion"] == "traefik.io/v1alpha1"
-        assert m["spec"]["forwardAuth"] == {"address": f"{SERVICE_URL}/auth/{key}",
-                                            "authResponseHeaders": ["X-Auth-Request-User"]}
+        assert m["spec"]["forwardAuth"] == {
+            "address": f"{SERVICE_URL}/auth/{key}",
+            "authResponseHeaders": ["X-Auth-Request-User"],
+        }
         ingress = ingresses(r)[f"{key}-ingress"]
         annotations = ingress["metadata"]["annotations"]
-        assert annotations == {"traefik.ingress.kubernetes.io/router.middlewares":
-                               f"{NAMESPACE}-{RELEASE}-{key}@kubernetescrd"}
+        assert annotations == {
+            "traefik.ingress.kubernetes.io/router.middlewares": f"{NAMESPACE}-{RELEASE}-{key}@kubernetescrd"
+        }
         assert ingress["spec"]["ingressClassName"] == "traefik"
     assert container(r)["args"][container(r)["args"].index("--proxy") + 1] == "traefik"
 
@@ -274,10 +297,14 @@ def test_hpa_servicemonitor_networkpolicy_dashboard(rendered: Rendered) -> None:
     [rule] = policy["spec"]["ingress"]
     assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
     peers = rule["from"]
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
-            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}}} in peers
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
-            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}} in peers
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}},
+    } in peers
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    } in peers
     test_peer = next(p for p in peers if "namespaceSelector" not in p)
     assert test_peer["podSelector"]["matchLabels"].items() <= r.one("Pod")["metadata"]["labels"].items()
     assert len(peers) == 3  # nothing else gets in
@@ -305,14 +332,22 @@ def test_watch_mode_rbac_and_token_automount(rendered: Rendered) -> None:
     assert r.one("ServiceAccount")["automountServiceAccountToken"] is True
     roles = {o["metadata"]["name"]: o for o in r.all("Role")}
     watch = roles[f"{RELEASE}-watch-secret"]
-    assert watch["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["prefect-auth"],
-                               "verbs": ["get", "list", "watch"]}]
+    assert watch["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["prefect-auth"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
     operator = roles[f"{RELEASE}-operator"]
-    assert operator["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["prefect-auth"],
-                                  "verbs": ["get", "patch"]}]
+    assert operator["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["prefect-auth"], "verbs": ["get", "patch"]}
+    ]
     bindings = {o["metadata"]["name"]: o for o in r.all("RoleBinding")}
     assert bindings[f"{RELEASE}-watch-secret"]["subjects"] == [
-        {"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
+        {"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}
+    ]
     assert bindings[f"{RELEASE}-watch-secret"]["roleRef"]["name"] == f"{RELEASE}-watch-secret"
     assert bindings[f"{RELEASE}-operator"]["subjects"][0]["name"] == "platform-admins"
     assert not {"ClusterRole", "ClusterRoleBinding"} & r.kinds()
@@ -326,9 +361,10 @@ def test_image_digest_wins_over_tag() -> None:
 
 def test_notes_say_how_to_make_a_token_and_try_it() -> None:
     # `helm template` does not print NOTES; `helm install --dry-run=client` does, without a cluster.
-    notes = helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
-                 "-f", str(PREFECT_VALUES)).stdout
-    notes = notes[notes.index("NOTES:"):]
+    notes = helm(
+        "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client", "-f", str(PREFECT_VALUES)
+    ).stdout
+    notes = notes[notes.index("NOTES:") :]
     assert "authgate new-token" in notes
     assert "curl" in notes and "Authorization: Bearer $TOKEN" in notes
     assert "helm test authgate" in notes
