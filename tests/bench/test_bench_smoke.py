@@ -1,0 +1,60 @@
+"""The benchmark harness runs end to end in a tiny mode and writes its three outputs.
+
+Nothing here is timed: speed is bench/run.py's business (its own exit status), not the test suite's.
+Exit status 1 (a target missed, likely on a 1-second run on a busy machine) is as good as 0 here;
+2 means the harness itself broke.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.support.procs import REPO_ROOT
+from tests.support.tools import require_tool
+
+
+def test_tiny_run_writes_markdown_json_and_png(tmp_path):
+    require_tool("wrk")
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "bench" / "run.py"),
+            "--cases",
+            "direct,rotation",
+            "--rounds",
+            "1",
+            "--seconds",
+            "1",
+            "--warmup",
+            "1",
+            "--rotations",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode in (0, 1), out.stderr
+    (run_dir,) = tmp_path.iterdir()
+    doc = json.loads((run_dir / "results.json").read_text())
+    assert [case["case"] for case in doc["cases"]] == ["direct", "rotation"]
+    direct = doc["cases"][0]
+    assert set(direct["variants"]) == {"authgate", "baseline"}
+    assert all(v["rps_median"] > 0 and len(v["runs"]) == 1 for v in direct["variants"].values())
+    (ratio,) = direct["ratios"]
+    assert ratio["target"] == 0.8 and ratio["met"] == (ratio["median"] >= 0.8)
+    rotation = doc["cases"][1]
+    assert len(rotation["samples_s"]) + rotation["timeouts"] == 2
+    assert {"nproc", "cpu", "kernel", "python", "uvicorn", "nginx"} <= set(doc["machine"])
+    missed = [v for v in doc["verdicts"] if not v[1]]
+    assert (out.returncode == 1) == bool(missed)
+
+    markdown = (run_dir / "results.md").read_text()
+    assert "| # | comparison |" in markdown and "authgate / raw-ASGI baseline" in markdown
+    assert markdown in out.stdout
+    assert (run_dir / "results.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
