@@ -179,12 +179,12 @@ def decide(
         assert user is not None
         principal = user.name
 
-    if route.principals is not None and principal not in route.principals:
-        return Decision(403, "principal_forbidden", scheme=scheme, principal=principal)
     if token is not None:
         forbidden = _forbidden_by_token(token, route, facts)
         if forbidden is not None:
             return Decision(403, forbidden, scheme=scheme, principal=principal)
+    if route.principals is not None and principal not in route.principals:
+        return Decision(403, "principal_forbidden", scheme=scheme, principal=principal)
     return Decision(200, "allowed", scheme=scheme, principal=principal,
                     expires=token.expires if token is not None else None)
 

@@ -1,0 +1,236 @@
+import base64
+import datetime as dt
+
+import bcrypt
+import pytest
+import yaml
+
+from app.credentials import load_secret_files, token_digest
+from app.decision import (
+    Decision,
+    RequestFacts,
+    Snapshot,
+    cache_control,
+    challenges,
+    decide,
+    parse_authorization,
+    path_allowed,
+    response_headers,
+)
+from app.passwords import VerifiedCache
+from app.policy import ThrottleSettings, parse_policy
+from app.throttle import Throttle
+
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+CI = "ci-token-0123456789abcdef"
+RO = "readonly-token-0123456789"
+OLD = "expired-token-0123456789"
+BCRYPT = bcrypt.hashpw(b"right", bcrypt.gensalt(4)).decode()
+
+POLICY = parse_policy(yaml.safe_load("""
+routes:
+  api:
+    schemes: [bearer, basic]
+    realm: prefect-api
+    anonymous: ["GET /api/health", "GET /api/ready"]
+  ui:
+    schemes: [basic]
+    realm: prefect
+  admins:
+    principals: [alice]
+  cors:
+    cors_preflight: true
+throttle: {max_failures_per_address: 3, max_failures_per_user: 2}
+decision_cache: {max_age_seconds: 60}
+"""), "test")
+
+
+def snapshot(policy=POLICY) -> Snapshot:
+    tokens = (
+        f"ci sha256:{token_digest(CI).hex()} routes=api,admins,cors\n"
+        f"ro sha256:{token_digest(RO).hex()} routes=api methods=GET,HEAD paths=/api/flows,/api/flow_runs "
+        f"expires=2026-11-22T12:00:30Z\n"
+        f"old sha256:{token_digest(OLD).hex()} expires=2026-01-01T00:00:00Z\n"
+    )
+    creds = load_secret_files({"tokens": tokens.encode(), "htpasswd": f"alice:{BCRYPT}\nbob:{{SHA}}x\n".encode()},
+                              "test")
+    return Snapshot(creds, policy, VerifiedCache(100))
+
+
+def bearer(token: str) -> tuple[bytes, ...]:
+    return (f"Bearer {token}".encode(),)
+
+
+def basic(user: str, password: str) -> tuple[bytes, ...]:
+    return (b"Basic " + base64.b64encode(f"{user}:{password}".encode()),)
+
+
+def facts(auth=(), method="GET", path="/api/flows", client="10.0.0.1", preflight=False) -> RequestFacts:
+    return RequestFacts(method=method, path=path, authorization=auth, client=client, preflight=preflight)
+
+
+def run(route: str, f: RequestFacts, snap: Snapshot | None = None, throttle: Throttle | None = None) -> Decision:
+    snap = snap or snapshot()
+    throttle = throttle or Throttle(POLICY.throttle)
+    decision = decide(route, f, snap, throttle, NOW, slow_ok=False)
+    if decision is None:
+        decision = decide(route, f, snap, throttle, NOW, slow_ok=True)
+    assert decision is not None
+    return decision
+
+
+def test_valid_bearer_is_allowed_with_identity():
+    d = run("api", facts(bearer(CI)))
+    assert (d.status, d.reason, d.principal, d.scheme) == (200, "allowed", "ci", "bearer")
+    headers = dict(response_headers(d, POLICY, "api", NOW))
+    assert headers[b"x-auth-request-user"] == b"ci"
+    assert headers[b"cache-control"] == b"max-age=60"
+
+
+@pytest.mark.parametrize(
+    ("auth", "reason"),
+    [
+        ((), "missing"),
+        (bearer("wrong-token-0123456789"), "unknown_token"),
+        ((b"Bearer " + CI.encode(), b"Bearer " + CI.encode()), "malformed"),
+        ((b"Bearer",), "malformed"),
+        ((b"Bearer a b",), "malformed"),
+        ((b"Basic !!!notbase64",), "malformed"),
+        ((b"Basic " + base64.b64encode(b"nocolon"),), "malformed"),
+        ((b"Basic " + base64.b64encode(b"\xff\xfe:x"),), "malformed"),
+        ((b"Basic " + base64.b64encode(b"a\x00b:x"),), "malformed"),
+        ((b"Bearer \xc3\xa9t\xc3\xa9",), "malformed"),
+        ((b"Bearer " + b"a" * 9000,), "malformed"),
+        ((b"Digest username=x",), "unsupported_scheme"),
+        ((b"",), "malformed"),
+    ],
+)
+def test_bad_credentials_get_401_with_challenges(auth, reason):
+    d = run("api", facts(auth))
+    assert (d.status, d.reason) == (401, reason)
+    headers = response_headers(d, POLICY, "api", NOW)
+    values = [v for k, v in headers if k == b"www-authenticate"]
+    assert values[0].startswith(b'Bearer realm="prefect-api"')
+    assert values[1] == b'Basic realm="prefect-api", charset="UTF-8"'
+    assert dict(headers)[b"cache-control"] == b"no-store"
+
+
+def test_basic_bcrypt_then_cached():
+    snap = snapshot()
+    first = decide("ui", facts(basic("alice", "right")), snap, Throttle(POLICY.throttle), NOW, slow_ok=False)
+    assert first is None  # needs the slow check, which the HTTP layer runs off the event loop
+    d = run("ui", facts(basic("alice", "right")), snap)
+    assert (d.status, d.principal, d.scheme) == (200, "alice", "basic")
+    again = decide("ui", facts(basic("alice", "right")), snap, Throttle(POLICY.throttle), NOW, slow_ok=False)
+    assert again is not None and again.allowed  # now answered from the verified cache, no bcrypt
+    assert run("ui", facts(basic("alice", "wrong")), snap).reason == "bad_password"
+    assert run("ui", facts(basic("mallory", "right")), snap).reason == "unknown_user"
+
+
+def test_ui_route_takes_only_basic_and_challenges_only_basic():
+    d = run("ui", facts(bearer(CI)))
+    assert (d.status, d.reason) == (401, "scheme_not_accepted")
+    assert challenges(POLICY.routes["ui"], d) == ['Basic realm="prefect", charset="UTF-8"']
+
+
+def test_expired_token_is_401_invalid_token():
+    d = run("default-free", facts(bearer(OLD)))
+    assert d.reason == "unknown_route" and d.status == 403
+    policy = parse_policy({"routes": {"r": {}}}, "t")
+    d = run("r", facts(bearer(OLD)), snapshot(policy))
+    assert (d.status, d.reason) == (401, "expired")
+    (value, _) = challenges(policy.routes["r"], d)
+    assert 'error="invalid_token"' in value and "expired" in value
+
+
+@pytest.mark.parametrize(
+    ("route", "auth", "method", "path", "reason"),
+    [
+        ("ui", (), "GET", "/", "missing"),
+        ("admins", bearer(RO), "GET", "/x", "route_forbidden"),
+        ("admins", bearer(CI), "GET", "/x", "principal_forbidden"),
+        ("api", bearer(RO), "POST", "/api/flows", "method_forbidden"),
+        ("api", bearer(RO), None, "/api/flows", "method_forbidden"),
+        ("api", bearer(RO), "GET", "/api/deployments", "path_forbidden"),
+        ("api", bearer(RO), "GET", "/api/flowsx", "path_forbidden"),
+        ("api", bearer(RO), "GET", "/api/flows/../deployments", "path_forbidden"),
+        ("api", bearer(RO), "GET", "/api/flows/%2e%2e/deployments", "path_forbidden"),
+        ("api", bearer(RO), "GET", None, "path_forbidden"),
+    ],
+)
+def test_valid_but_not_allowed_here_is_403(route, auth, method, path, reason):
+    d = run(route, facts(auth, method=method, path=path))
+    assert d.reason == reason
+    assert d.status == (401 if reason == "missing" else 403)
+
+
+def test_limited_token_inside_its_limits():
+    d = run("api", facts(bearer(RO), method="HEAD", path="/api/flow_runs/123"))
+    assert d.allowed and d.principal == "ro"
+    # The proxy may cache this allow at most until the token expires (30 s), not the configured 60 s.
+    assert cache_control(d, POLICY, NOW) == "max-age=30"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/api/health", True),
+        ("GET", "/api/ready", True),
+        ("POST", "/api/health", False),
+        ("GET", "/api/healthz", False),
+        ("GET", "/api/health/", False),
+        ("GET", "/api/health/../flows", False),
+        ("GET", "/api/health%2F..%2Fflows", False),
+        ("GET", "/api//health", False),
+        ("get", "/api/health", False),
+        (None, "/api/health", False),
+        ("GET", None, False),
+    ],
+)
+def test_anonymous_exceptions_are_exact(method, path, allowed):
+    d = run("api", facts((), method=method, path=path))
+    assert d.allowed is allowed
+    if allowed:
+        assert d.reason == "anonymous" and d.principal is None
+        assert b"x-auth-request-user" not in dict(response_headers(d, POLICY, "api", NOW))
+
+
+def test_cors_preflight_only_where_enabled():
+    assert run("cors", facts((), method="OPTIONS", preflight=True)).reason == "preflight"
+    assert run("cors", facts((), method="OPTIONS", preflight=False)).status == 401
+    assert run("api", facts((), method="OPTIONS", preflight=True)).status == 401
+
+
+def test_throttle_bans_guessers_but_not_known_good_credentials():
+    snap = snapshot()
+    throttle = Throttle(POLICY.throttle)
+    run("ui", facts(basic("alice", "right"), client="1.1.1.1"), snap, throttle)  # alice logs in first
+    for _ in range(2):
+        assert run("ui", facts(basic("alice", "guess"), client="6.6.6.6"), snap, throttle).reason == "bad_password"
+    # alice's name is now banned: guesses get 403 without a check...
+    assert run("ui", facts(basic("alice", "right2"), client="6.6.6.6"), snap, throttle).reason == "throttled"
+    # ...but alice's known-good credential still works, from anywhere.
+    assert run("ui", facts(basic("alice", "right"), client="6.6.6.6"), snap, throttle).allowed
+    # The guesser's address is banned for tokens too, yet a valid token from it still passes.
+    for _ in range(3):
+        run("api", facts(bearer("guess-0123456789abcdef"), client="6.6.6.6"), snap, throttle)
+    assert run("api", facts(bearer("guess-0123456789abcdeg"), client="6.6.6.6"), snap, throttle).reason == "throttled"
+    assert run("api", facts(bearer(CI), client="6.6.6.6"), snap, throttle).allowed
+    # Missing credentials never count.
+    fresh = Throttle(ThrottleSettings(max_failures_per_address=1))
+    for _ in range(5):
+        run("api", facts((), client="2.2.2.2"), snap, fresh)
+    assert not fresh.banned("2.2.2.2", None)
+
+
+def test_path_allowed_rules():
+    assert path_allowed("/api/flows", ("/api/flows",))
+    assert path_allowed("/anything", ("/",))
+    assert not path_allowed("/api/flows\\..\\x", ("/api/flows",))
+    assert not path_allowed("relative", ("/",))
+
+
+def test_parse_authorization_accepts_case_insensitive_scheme():
+    assert parse_authorization((b"bEaReR " + CI.encode(),)).token == CI  # type: ignore[union-attr]
+    cred = parse_authorization((b"basic " + base64.b64encode(b"bob:pa:ss"),))
+    assert (cred.user, cred.password) == ("bob", "pa:ss")  # type: ignore[union-attr]
