@@ -47,8 +47,12 @@ class CacheStack:
 
     def authgate_says(self, token: str) -> int:
         """authgate's own answer for GET /api/flows, asked directly (no proxy, no cache)."""
-        headers = {**bearer(token), "X-Original-URL": f"http://{HOST}/api/flows", "X-Original-Method": "GET",
-                   "X-Real-IP": "127.0.0.2"}
+        headers = {
+            **bearer(token),
+            "X-Original-URL": f"http://{HOST}/api/flows",
+            "X-Original-Method": "GET",
+            "X-Real-IP": "127.0.0.2",
+        }
         return httpx.get(self.authgate.base_url + "/auth/api", headers=headers, timeout=5).status_code
 
     def through_proxy(self, token: str) -> int:
@@ -56,10 +60,16 @@ class CacheStack:
 
 
 def _stack(tmp_path: Path, upstream: Upstream, max_age: int) -> Iterator[CacheStack]:
-    authgate, secret = start_authgate(tmp_path / "authgate", proxy="ingress-nginx", max_age_seconds=max_age,
-                                      tokens=tokens_file(a=LINE_A))
-    specs = prefect_ingresses(host=HOST, authgate_port=authgate.port, backend=upstream.address,
-                              auth_cache_key=CACHE_KEY, auth_cache_duration=DEFAULT_AUTH_CACHE_DURATION)
+    authgate, secret = start_authgate(
+        tmp_path / "authgate", proxy="ingress-nginx", max_age_seconds=max_age, tokens=tokens_file(a=LINE_A)
+    )
+    specs = prefect_ingresses(
+        host=HOST,
+        authgate_port=authgate.port,
+        backend=upstream.address,
+        auth_cache_key=CACHE_KEY,
+        auth_cache_duration=DEFAULT_AUTH_CACHE_DURATION,
+    )
     try:
         with NginxProcess(specs, tmp_path / "nginx") as nginx:
             yield CacheStack(Gateway("nginx", nginx.port, upstream), authgate, secret)
@@ -79,8 +89,11 @@ def no_cache(tmp_path: Path, upstream: Upstream) -> Iterator[CacheStack]:
 
 def test_cached_allow_outlives_revocation_but_never_the_bound(bounded_cache: CacheStack) -> None:
     stack = bounded_cache
-    answer = httpx.get(stack.authgate.base_url + "/auth/api", timeout=5, headers={
-        **bearer(TOKEN_A), "X-Original-URL": f"http://{HOST}/api/flows", "X-Original-Method": "GET"})
+    answer = httpx.get(
+        stack.authgate.base_url + "/auth/api",
+        timeout=5,
+        headers={**bearer(TOKEN_A), "X-Original-URL": f"http://{HOST}/api/flows", "X-Original-Method": "GET"},
+    )
     assert answer.headers["Cache-Control"] == f"max-age={MAX_AGE}"
 
     filled = time.monotonic()
@@ -97,8 +110,12 @@ def test_cached_allow_outlives_revocation_but_never_the_bound(bounded_cache: Cac
     assert revoked - filled < MAX_AGE - 0.5, "the reload was too slow to observe the cached window"
     assert stack.through_proxy(TOKEN_A) == 200
     # ...but never past max-age after the cached decision was made.
-    wait_for(lambda: stack.through_proxy(TOKEN_A) == 401, timeout=MAX_AGE + 3, interval=0.05,
-             what="the cached allow to expire")
+    wait_for(
+        lambda: stack.through_proxy(TOKEN_A) == 401,
+        timeout=MAX_AGE + 3,
+        interval=0.05,
+        what="the cached allow to expire",
+    )
     assert time.monotonic() - filled <= MAX_AGE + 1.0
 
 

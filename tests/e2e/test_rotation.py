@@ -80,8 +80,9 @@ class RotationStack:
 def rotation_stack(tmp_path: Path, upstream: Upstream) -> Iterator[RotationStack]:
     authgate, secret = start_authgate(tmp_path / "authgate", proxy="ingress-nginx", tokens=tokens_file(a=LINE_A))
     try:
-        with NginxProcess(prefect_ingresses(host=HOST, authgate_port=authgate.port, backend=upstream.address),
-                          tmp_path / "nginx") as nginx:
+        with NginxProcess(
+            prefect_ingresses(host=HOST, authgate_port=authgate.port, backend=upstream.address), tmp_path / "nginx"
+        ) as nginx:
             yield RotationStack(Gateway("nginx", nginx.port, upstream), authgate, secret)
     finally:
         authgate.stop()
@@ -95,8 +96,12 @@ def reload_errors(authgate: AuthgateProcess) -> float:
 
 def wait_status(gateway: Gateway, token: str, status: int, *, since: float) -> float:
     """Seconds from ``since`` until a request with ``token`` answers ``status`` (fails after the bound + 3 s)."""
-    wait_for(lambda: gateway.request("GET", "/api/flows", bearer(token)).status == status,
-             timeout=PROPAGATION_BOUND + 3, interval=0.02, what=f"status {status}")
+    wait_for(
+        lambda: gateway.request("GET", "/api/flows", bearer(token)).status == status,
+        timeout=PROPAGATION_BOUND + 3,
+        interval=0.02,
+        what=f"status {status}",
+    )
     return time.monotonic() - since
 
 
@@ -114,20 +119,32 @@ def test_rotation_under_traffic(rotation_stack: RotationStack) -> None:
         # 2. a malformed update that, applied, would drop A: nothing may change
         errors_before = reload_errors(rotation_stack.authgate)
         secret.write({"tokens": tokens_file(b=LINE_B) + "this line has no secret\n"})
-        wait_for(lambda: reload_errors(rotation_stack.authgate) > errors_before, timeout=PROPAGATION_BOUND + 3,
-                 what="the malformed update to be rejected")
+        wait_for(
+            lambda: reload_errors(rotation_stack.authgate) > errors_before,
+            timeout=PROPAGATION_BOUND + 3,
+            what="the malformed update to be rejected",
+        )
         rejected_at = time.monotonic()
-        wait_for(lambda: len([s for s in load.samples if s.sent > rejected_at]) >= 20, timeout=10,
-                 what="traffic after the malformed update")
+        wait_for(
+            lambda: len([s for s in load.samples if s.sent > rejected_at]) >= 20,
+            timeout=10,
+            what="traffic after the malformed update",
+        )
         assert gateway.request("GET", "/api/flows", bearer(TOKEN_B)).status == 200
 
         # 3. B alone
         removed = time.monotonic()
         secret.write({"tokens": tokens_file(b=LINE_B)})
-        wait_for(lambda: any(s.sent > removed and s.status == 401 for s in load.samples),
-                 timeout=PROPAGATION_BOUND + 3, what="A to be refused")
-        wait_for(lambda: len([s for s in load.samples if s.sent > removed + PROPAGATION_BOUND]) >= 20,
-                 timeout=PROPAGATION_BOUND + 10, what="traffic past the propagation bound")
+        wait_for(
+            lambda: any(s.sent > removed and s.status == 401 for s in load.samples),
+            timeout=PROPAGATION_BOUND + 3,
+            what="A to be refused",
+        )
+        wait_for(
+            lambda: len([s for s in load.samples if s.sent > removed + PROPAGATION_BOUND]) >= 20,
+            timeout=PROPAGATION_BOUND + 10,
+            what="traffic past the propagation bound",
+        )
     assert gateway.request("GET", "/api/flows", bearer(TOKEN_B)).status == 200
 
     before_removal = [s for s in load.samples if s.done < removed]
