@@ -32,26 +32,38 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     env = "(env %s)"
     serve.add_argument("--host", help="listen address, default 0.0.0.0 " + env % "AUTHGATE_HOST")
     serve.add_argument("--port", help="listen port, default 8080 " + env % "AUTHGATE_PORT")
-    serve.add_argument("--secret-dir", help="mounted Secret directory, default /etc/authgate/secret "
-                       + env % "AUTHGATE_SECRET_DIR")
+    serve.add_argument(
+        "--secret-dir", help="mounted Secret directory, default /etc/authgate/secret " + env % "AUTHGATE_SECRET_DIR"
+    )
     serve.add_argument("--config", help="policy YAML file " + env % "AUTHGATE_CONFIG")
-    serve.add_argument("--proxy", help=f"one of {', '.join(PROXY_KINDS)}; default ingress-nginx "
-                       + env % "AUTHGATE_PROXY")
-    serve.add_argument("--log-level", help=f"one of {', '.join(LOG_LEVELS)}; default info "
-                       + env % "AUTHGATE_LOG_LEVEL")
-    serve.add_argument("--watch-secret", metavar="NAMESPACE/NAME",
-                       help="read credentials from this Secret through the Kubernetes API "
-                       + env % "AUTHGATE_WATCH_SECRET")
+    serve.add_argument(
+        "--proxy", help=f"one of {', '.join(PROXY_KINDS)}; default ingress-nginx " + env % "AUTHGATE_PROXY"
+    )
+    serve.add_argument(
+        "--log-level", help=f"one of {', '.join(LOG_LEVELS)}; default info " + env % "AUTHGATE_LOG_LEVEL"
+    )
+    serve.add_argument(
+        "--watch-secret",
+        metavar="NAMESPACE/NAME",
+        help="read credentials from this Secret through the Kubernetes API " + env % "AUTHGATE_WATCH_SECRET",
+    )
     serve.set_defaults(func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from app.server import serve  # uvicorn and litestar only for the server
 
-    settings = load_settings({
-        "host": args.host, "port": args.port, "secret_dir": args.secret_dir, "config": args.config,
-        "proxy": args.proxy, "log_level": args.log_level, "watch_secret": args.watch_secret,
-    })
+    settings = load_settings(
+        {
+            "host": args.host,
+            "port": args.port,
+            "secret_dir": args.secret_dir,
+            "config": args.config,
+            "proxy": args.proxy,
+            "log_level": args.log_level,
+            "watch_secret": args.watch_secret,
+        }
+    )
     load_policy(settings.config)  # fail fast, before binding the port, on a bad policy
     return serve(settings)
 
@@ -73,8 +85,10 @@ def _check(args: argparse.Namespace) -> int:
     for route in policy.routes.values():
         principals = "*" if route.principals is None else ",".join(sorted(route.principals))
         anonymous = ", ".join(f"{m} {p}" for m, p in sorted(route.anonymous)) or "-"
-        print(f"  route {route.name}: schemes={','.join(route.schemes)} realm={route.realm!r} "
-              f"principals={principals} anonymous={anonymous}")
+        print(
+            f"  route {route.name}: schemes={','.join(route.schemes)} realm={route.realm!r} "
+            f"principals={principals} anonymous={anonymous}"
+        )
     print(f"tokens: {len(credentials.tokens_by_digest)}")
     for token in sorted(credentials.tokens, key=lambda t: t.name):
         parts = [f"  {token.name}", "plain" if token.plain else "digest"]
@@ -83,8 +97,11 @@ def _check(args: argparse.Namespace) -> int:
             parts.append(f"{state}={token.expires.isoformat().replace('+00:00', 'Z')}")
         if token.routes is not None:
             unknown = sorted(token.routes - set(policy.routes))
-            parts.append("routes=" + ",".join(sorted(token.routes))
-                         + (f" (not in the policy: {','.join(unknown)})" if unknown else ""))
+            parts.append(
+                "routes="
+                + ",".join(sorted(token.routes))
+                + (f" (not in the policy: {','.join(unknown)})" if unknown else "")
+            )
         if token.methods is not None:
             parts.append("methods=" + ",".join(sorted(token.methods)))
         if token.paths is not None:
@@ -94,8 +111,11 @@ def _check(args: argparse.Namespace) -> int:
     for user in sorted(credentials.users.values(), key=lambda u: u.name):
         print(f"  {user.name} {user.kind}")
     if any(t.plain for t in credentials.tokens):
-        print("warning: plain tokens are readable by anyone who can read the Secret; "
-              "store 'authgate hash-token' digests instead", file=sys.stderr)
+        print(
+            "warning: plain tokens are readable by anyone who can read the Secret; "
+            "store 'authgate hash-token' digests instead",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -107,8 +127,11 @@ def _read_token(stream: object) -> str:
 def _hash_token(args: argparse.Namespace) -> int:
     token = _read_token(sys.stdin)
     if not TOKEN68_RE.fullmatch(token) or len(token) < MIN_PLAIN_TOKEN_LENGTH:
-        print(f"error: a token is at least {MIN_PLAIN_TOKEN_LENGTH} of A-Z a-z 0-9 - . _ ~ + / (then = padding), "
-              "read from standard input", file=sys.stderr)
+        print(
+            f"error: a token is at least {MIN_PLAIN_TOKEN_LENGTH} of A-Z a-z 0-9 - . _ ~ + / (then = padding), "
+            "read from standard input",
+            file=sys.stderr,
+        )
         return 1
     print("sha256:" + token_digest(token).hex())
     return 0

@@ -144,9 +144,7 @@ def parse_token_line(stripped: str, source: str, number: int) -> Token:
     for attr in attrs:
         key, sep, value = attr.partition("=")
         if not sep or key not in TOKEN_ATTRIBUTES:
-            raise ConfigError(
-                f"unknown attribute {key!r} (known: {', '.join(TOKEN_ATTRIBUTES)})", source, number
-            )
+            raise ConfigError(f"unknown attribute {key!r} (known: {', '.join(TOKEN_ATTRIBUTES)})", source, number)
         if key in options:
             raise ConfigError(f"attribute {key!r} given twice", source, number)
         if key == "expires":
@@ -176,8 +174,7 @@ def parse_tokens(text: str, source: str = TOKENS_FILE) -> tuple[Token, ...]:
     for number, stripped in _logical_lines(text):
         token = parse_token_line(stripped, source, number)
         if token.name in names:
-            raise ConfigError(f"token name {token.name!r} already used on line {names[token.name]}", source,
-                              number)
+            raise ConfigError(f"token name {token.name!r} already used on line {names[token.name]}", source, number)
         if token.digest in digests:
             raise ConfigError(f"same token as line {digests[token.digest]}", source, number)
         names[token.name] = number

@@ -185,8 +185,9 @@ def decide(
             return Decision(403, forbidden, scheme=scheme, principal=principal)
     if route.principals is not None and principal not in route.principals:
         return Decision(403, "principal_forbidden", scheme=scheme, principal=principal)
-    return Decision(200, "allowed", scheme=scheme, principal=principal,
-                    expires=token.expires if token is not None else None)
+    return Decision(
+        200, "allowed", scheme=scheme, principal=principal, expires=token.expires if token is not None else None
+    )
 
 
 def challenges(route: RoutePolicy, decision: Decision) -> list[str]:
@@ -214,8 +215,9 @@ def cache_control(decision: Decision, policy: Policy, now: dt.datetime) -> str:
     return f"max-age={max_age}" if max_age > 0 else "no-store"
 
 
-def response_headers(decision: Decision, policy: Policy, route_name: str, now: dt.datetime) -> list[
-        tuple[bytes, bytes]]:
+def response_headers(
+    decision: Decision, policy: Policy, route_name: str, now: dt.datetime
+) -> list[tuple[bytes, bytes]]:
     """The headers of the answer to the proxy (identity for allows, challenges for 401s)."""
     headers = [(b"cache-control", cache_control(decision, policy, now).encode())]
     if decision.status == 200 and decision.principal is not None:

@@ -46,8 +46,9 @@ class AppState:
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
 
 
-def _original_request(proxy: str, headers: dict[bytes, bytes], original_path: bytes | None,
-                      scope: Scope) -> tuple[str | None, str | None, str | None]:
+def _original_request(
+    proxy: str, headers: dict[bytes, bytes], original_path: bytes | None, scope: Scope
+) -> tuple[str | None, str | None, str | None]:
     """(method, raw path without query, client address) from the headers the configured proxy sets.
 
     Only the configured proxy's headers are read: ingress-nginx passes a client's own X-Forwarded-Uri
@@ -102,7 +103,7 @@ class DecisionEndpoint:
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         if not raw_path.startswith(_AUTH_PREFIX):
             raw_path = _AUTH_PREFIX + raw_path.lstrip(b"/")
-        route_bytes, slash, rest = raw_path[len(_AUTH_PREFIX):].partition(b"/")
+        route_bytes, slash, rest = raw_path[len(_AUTH_PREFIX) :].partition(b"/")
         route_name = route_bytes.decode("latin-1")
 
         snapshot = state.store.current
@@ -120,28 +121,41 @@ class DecisionEndpoint:
                 headers[name] = value
         method, path, client = _original_request(self.proxy, headers, rest if slash else None, scope)
         facts = RequestFacts(
-            method=method, path=path, authorization=tuple(authorization), client=client,
+            method=method,
+            path=path,
+            authorization=tuple(authorization),
+            client=client,
             preflight=b"origin" in headers and b"access-control-request-method" in headers,
         )
         now = state.clock()
         decision = decide(route_name, facts, snapshot, state.throttle, now, slow_ok=False)
         if decision is None:
-            decision = await asyncio.to_thread(decide, route_name, facts, snapshot, state.throttle, now,
-                                               slow_ok=True)
+            decision = await asyncio.to_thread(decide, route_name, facts, snapshot, state.throttle, now, slow_ok=True)
             assert decision is not None
         headers_out = response_headers(decision, snapshot.policy, route_name, now)
         await self._send(send, decision.status, headers_out)
 
         known_route = route_name in snapshot.policy.routes
-        state.metrics.count_decision(route_name if known_route else _UNKNOWN_ROUTE_LABEL, decision.allowed,
-                                     decision.reason, decision.scheme)
+        state.metrics.count_decision(
+            route_name if known_route else _UNKNOWN_ROUTE_LABEL, decision.allowed, decision.reason, decision.scheme
+        )
         state.metrics.latency.observe(time.perf_counter() - started)
         if not decision.allowed:
             self._log_denial(route_name, decision, facts)
         elif log.isEnabledFor(logging.DEBUG):
-            log.debug("allowed", extra={"event": "decision", "route": route_name, "status": 200,
-                                        "reason": decision.reason, "scheme": decision.scheme,
-                                        "principal": decision.principal, "method": method, "path": path})
+            log.debug(
+                "allowed",
+                extra={
+                    "event": "decision",
+                    "route": route_name,
+                    "status": 200,
+                    "reason": decision.reason,
+                    "scheme": decision.scheme,
+                    "principal": decision.principal,
+                    "method": method,
+                    "path": path,
+                },
+            )
 
     @staticmethod
     async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -151,19 +165,34 @@ class DecisionEndpoint:
 
     @staticmethod
     def _log_denial(route_name: str, decision: Decision, facts: RequestFacts) -> None:
-        log.info("denied", extra={
-            "event": "decision", "route": route_name, "status": decision.status, "reason": decision.reason,
-            "scheme": decision.scheme, "principal": decision.principal, "method": facts.method,
-            "path": facts.path, "client": facts.client,
-        })
+        log.info(
+            "denied",
+            extra={
+                "event": "decision",
+                "route": route_name,
+                "status": decision.status,
+                "reason": decision.reason,
+                "scheme": decision.scheme,
+                "principal": decision.principal,
+                "method": facts.method,
+                "path": facts.path,
+                "client": facts.client,
+            },
+        )
 
 
 def build_state(settings: Settings, policy: Policy | None = None, metrics: Metrics | None = None) -> AppState:
     policy = policy if policy is not None else load_policy(settings.config)
     store = SnapshotStore()
     metrics = metrics if metrics is not None else Metrics()
-    return AppState(settings=settings, policy=policy, store=store, metrics=metrics,
-                    throttle=Throttle(policy.throttle), reloader=Reloader(policy, store, metrics))
+    return AppState(
+        settings=settings,
+        policy=policy,
+        store=store,
+        metrics=metrics,
+        throttle=Throttle(policy.throttle),
+        reloader=Reloader(policy, store, metrics),
+    )
 
 
 def create_app(settings: Settings, state: AppState | None = None) -> Litestar:
@@ -208,8 +237,9 @@ def create_app(settings: Settings, state: AppState | None = None) -> Litestar:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    app = Litestar(route_handlers=[auth, healthz, readyz, metrics], lifespan=[lifespan], openapi_config=None,
-                   logging_config=None)
+    app = Litestar(
+        route_handlers=[auth, healthz, readyz, metrics], lifespan=[lifespan], openapi_config=None, logging_config=None
+    )
     app.state.authgate = state
     return app
 

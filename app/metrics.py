@@ -16,29 +16,38 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.decisions = Counter(
-            "authgate_decisions", "Decisions by route, result, reason and scheme.",
-            ["route", "result", "reason", "scheme"], registry=self.registry,
-        )
-        self.latency = Histogram(
-            "authgate_decision_duration_seconds", "Time to decide one request (inside authgate).",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
-        )
-        self.credentials_loaded = Gauge(
-            "authgate_credentials_loaded", "Credentials in the current snapshot, by kind.", ["kind"],
+            "authgate_decisions",
+            "Decisions by route, result, reason and scheme.",
+            ["route", "result", "reason", "scheme"],
             registry=self.registry,
         )
-        self.reloads = Counter("authgate_reloads", "Secret reloads by result.", ["result"],
-                               registry=self.registry)
+        self.latency = Histogram(
+            "authgate_decision_duration_seconds",
+            "Time to decide one request (inside authgate).",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.credentials_loaded = Gauge(
+            "authgate_credentials_loaded",
+            "Credentials in the current snapshot, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.reloads = Counter("authgate_reloads", "Secret reloads by result.", ["result"], registry=self.registry)
         self.last_reload_success = Gauge(
-            "authgate_last_reload_success_timestamp_seconds", "Unix time of the last good reload.",
+            "authgate_last_reload_success_timestamp_seconds",
+            "Unix time of the last good reload.",
             registry=self.registry,
         )
         self.token_expiry = Gauge(
-            "authgate_token_expires_in_seconds", "Seconds until each expiring token expires (negative: expired).",
-            ["name"], registry=self.registry,
+            "authgate_token_expires_in_seconds",
+            "Seconds until each expiring token expires (negative: expired).",
+            ["name"],
+            registry=self.registry,
         )
-        self.throttled = Gauge("authgate_throttled_clients", "Addresses and users banned right now.", ["kind"],
-                               registry=self.registry)
+        self.throttled = Gauge(
+            "authgate_throttled_clients", "Addresses and users banned right now.", ["kind"], registry=self.registry
+        )
         self._expiries: dict[str, dt.datetime] = {}
         self._decision_children: dict[tuple[str, str, str, str], Counter] = {}
         for result in ("success", "error"):

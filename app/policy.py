@@ -58,8 +58,9 @@ DEFAULT_POLICY = Policy(routes={"default": RoutePolicy(name="default")})
 def _check_keys(data: Mapping[str, Any], allowed: set[str], where: str, source: str) -> None:
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))} "
-                          f"(known: {', '.join(sorted(allowed))})", source)
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))} (known: {', '.join(sorted(allowed))})", source
+        )
 
 
 def _mapping(value: Any, where: str, source: str) -> Mapping[str, Any]:
@@ -70,8 +71,16 @@ def _mapping(value: Any, where: str, source: str) -> Mapping[str, Any]:
     return value
 
 
-def _number(data: Mapping[str, Any], key: str, default: float, where: str, source: str, *,
-            minimum: float = 0, integer: bool = False) -> Any:
+def _number(
+    data: Mapping[str, Any],
+    key: str,
+    default: float,
+    where: str,
+    source: str,
+    *,
+    minimum: float = 0,
+    integer: bool = False,
+) -> Any:
     value = data.get(key, default)
     ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
     if isinstance(value, bool) or not ok_type or value < minimum:
@@ -110,10 +119,10 @@ def _parse_route(name: str, raw: Any, source: str) -> RoutePolicy:
 
     principals_raw = data.get("principals", ["*"])
     if not isinstance(principals_raw, list) or not principals_raw:
-        raise ConfigError(f"{where}.principals: a non-empty list of names, or [\"*\"]", source)
+        raise ConfigError(f'{where}.principals: a non-empty list of names, or ["*"]', source)
     principals = frozenset(str(p) for p in principals_raw)
     if "*" in principals and len(principals) > 1:
-        raise ConfigError(f"{where}.principals: \"*\" already allows everyone; list names or \"*\"", source)
+        raise ConfigError(f'{where}.principals: "*" already allows everyone; list names or "*"', source)
 
     anonymous: set[tuple[str, str]] = set()
     anonymous_raw = data.get("anonymous", [])
@@ -147,19 +156,31 @@ def parse_policy(data: Any, source: str) -> Policy:
     routes = {str(name): _parse_route(str(name), raw, source) for name, raw in routes_raw.items()}
 
     t = _mapping(top.get("throttle"), "throttle", source)
-    _check_keys(t, {"enabled", "window_seconds", "max_failures_per_user", "max_failures_per_address",
-                    "ban_seconds", "max_tracked"}, "throttle", source)
+    _check_keys(
+        t,
+        {
+            "enabled",
+            "window_seconds",
+            "max_failures_per_user",
+            "max_failures_per_address",
+            "ban_seconds",
+            "max_tracked",
+        },
+        "throttle",
+        source,
+    )
     defaults = ThrottleSettings()
     throttle = ThrottleSettings(
         enabled=_bool(t, "enabled", defaults.enabled, "throttle", source),
         window_seconds=_number(t, "window_seconds", defaults.window_seconds, "throttle", source, minimum=1),
-        max_failures_per_user=_number(t, "max_failures_per_user", defaults.max_failures_per_user, "throttle",
-                                      source, integer=True),
-        max_failures_per_address=_number(t, "max_failures_per_address", defaults.max_failures_per_address,
-                                         "throttle", source, integer=True),
+        max_failures_per_user=_number(
+            t, "max_failures_per_user", defaults.max_failures_per_user, "throttle", source, integer=True
+        ),
+        max_failures_per_address=_number(
+            t, "max_failures_per_address", defaults.max_failures_per_address, "throttle", source, integer=True
+        ),
         ban_seconds=_number(t, "ban_seconds", defaults.ban_seconds, "throttle", source, minimum=1),
-        max_tracked=_number(t, "max_tracked", defaults.max_tracked, "throttle", source, minimum=100,
-                            integer=True),
+        max_tracked=_number(t, "max_tracked", defaults.max_tracked, "throttle", source, minimum=100, integer=True),
     )
 
     dc = _mapping(top.get("decision_cache"), "decision_cache", source)

@@ -49,19 +49,34 @@ class Reloader:
             credentials = load_secret_files(files, source)
         except ConfigError as exc:
             self.metrics.reloads.labels(result="error").inc()
-            log.error("reload failed, keeping the last good credentials: %s", exc,
-                      extra={"event": "reload", "result": "error", "source": source,
-                             "file": exc.source, "line": exc.line, "reason": exc.reason,
-                             "kept_previous": current is not None})
+            log.error(
+                "reload failed, keeping the last good credentials: %s",
+                exc,
+                extra={
+                    "event": "reload",
+                    "result": "error",
+                    "source": source,
+                    "file": exc.source,
+                    "line": exc.line,
+                    "reason": exc.reason,
+                    "kept_previous": current is not None,
+                },
+            )
             return False
         self.store.current = Snapshot(credentials, self.policy, VerifiedCache(self.policy.verify_cache_max_entries))
         now = dt.datetime.now(dt.UTC)
         self.metrics.loaded(credentials, now)
-        log.info("credentials loaded", extra={
-            "event": "reload", "result": "success", "source": source,
-            "tokens": len(credentials.tokens_by_digest), "users": len(credentials.users),
-            "plain_tokens": sum(1 for t in credentials.tokens if t.plain),
-        })
+        log.info(
+            "credentials loaded",
+            extra={
+                "event": "reload",
+                "result": "success",
+                "source": source,
+                "tokens": len(credentials.tokens_by_digest),
+                "users": len(credentials.users),
+                "plain_tokens": sum(1 for t in credentials.tokens if t.plain),
+            },
+        )
         return True
 
     def load_directory(self, directory: Path) -> bool:
@@ -70,15 +85,24 @@ class Reloader:
             files = read_secret_dir(directory)
         except FileNotFoundError:
             self.metrics.reloads.labels(result="error").inc()
-            log.error("secret directory missing, keeping the last good credentials",
-                      extra={"event": "reload", "result": "error", "source": str(directory),
-                             "reason": "no such directory"})
+            log.error(
+                "secret directory missing, keeping the last good credentials",
+                extra={"event": "reload", "result": "error", "source": str(directory), "reason": "no such directory"},
+            )
             return False
         except ConfigError as exc:
             self.metrics.reloads.labels(result="error").inc()
-            log.error("reload failed, keeping the last good credentials: %s", exc,
-                      extra={"event": "reload", "result": "error", "source": str(directory),
-                             "file": exc.source, "reason": exc.reason})
+            log.error(
+                "reload failed, keeping the last good credentials: %s",
+                exc,
+                extra={
+                    "event": "reload",
+                    "result": "error",
+                    "source": str(directory),
+                    "file": exc.source,
+                    "reason": exc.reason,
+                },
+            )
             return False
         return self.apply(files, str(directory))
 
@@ -87,8 +111,7 @@ class DirectoryWatcher:
     """Watches a mounted Secret directory (kubelet's ``..data`` swap shows up as events in it) and
     re-reads it on every change, plus every ``resync_seconds`` in case an event was missed."""
 
-    def __init__(self, directory: Path, reloader: Reloader, heartbeat: Heartbeat,
-                 resync_seconds: float = 5.0) -> None:
+    def __init__(self, directory: Path, reloader: Reloader, heartbeat: Heartbeat, resync_seconds: float = 5.0) -> None:
         self.directory = directory
         self.reloader = reloader
         self.heartbeat = heartbeat
@@ -113,14 +136,23 @@ class DirectoryWatcher:
                 continue
             try:
                 async for _changes in watchfiles.awatch(
-                    self.directory, watch_filter=None, debounce=400, step=30, stop_event=self._stop,
-                    rust_timeout=int(self.resync_seconds * 1000), yield_on_timeout=True,
+                    self.directory,
+                    watch_filter=None,
+                    debounce=400,
+                    step=30,
+                    stop_event=self._stop,
+                    rust_timeout=int(self.resync_seconds * 1000),
+                    yield_on_timeout=True,
                 ):
                     self.heartbeat.beat("watching")
                     await self.reload()
             except (FileNotFoundError, RuntimeError, OSError) as exc:
-                log.warning("watching %s failed (%s); retrying", self.directory, exc,
-                            extra={"event": "watch", "result": "error"})
+                log.warning(
+                    "watching %s failed (%s); retrying",
+                    self.directory,
+                    exc,
+                    extra={"event": "watch", "result": "error"},
+                )
                 await self._sleep(min(self.resync_seconds, 1.0))
 
     async def _sleep(self, seconds: float) -> None:

@@ -31,11 +31,18 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=5,
         timeout_keep_alive=75,
     )
-    log.info("starting", extra={"event": "start", "host": settings.host, "port": settings.port,
-                                "proxy": settings.proxy, "secret_dir": str(settings.secret_dir),
-                                "config": str(settings.config) if settings.config else None,
-                                "watch_secret": "/".join(settings.watch_secret) if settings.watch_secret
-                                else None})
+    log.info(
+        "starting",
+        extra={
+            "event": "start",
+            "host": settings.host,
+            "port": settings.port,
+            "proxy": settings.proxy,
+            "secret_dir": str(settings.secret_dir),
+            "config": str(settings.config) if settings.config else None,
+            "watch_secret": "/".join(settings.watch_secret) if settings.watch_secret else None,
+        },
+    )
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1

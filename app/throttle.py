@@ -61,8 +61,11 @@ class Throttle:
         now = self._clock()
         with self._lock:
             for key in self._keys(address, user):
-                limit = (self.settings.max_failures_per_address if key[0] == "address"
-                         else self.settings.max_failures_per_user)
+                limit = (
+                    self.settings.max_failures_per_address
+                    if key[0] == "address"
+                    else self.settings.max_failures_per_user
+                )
                 if limit <= 0:
                     continue
                 counter = self._counters.get(key)
@@ -100,8 +103,7 @@ class Throttle:
     def _prune(self, now: float) -> None:
         """Drops idle counters; if still over the bound, drops the oldest (bans are kept longest)."""
         window = self.settings.window_seconds
-        for key in [k for k, c in self._counters.items()
-                    if c.banned_until <= now and now - c.window_start >= window]:
+        for key in [k for k, c in self._counters.items() if c.banned_until <= now and now - c.window_start >= window]:
             del self._counters[key]
         overflow = len(self._counters) - self.settings.max_tracked
         if overflow > 0:

@@ -40,8 +40,12 @@ def basic(user: str, password: str) -> str:
 
 
 def nginx_headers(path: str = "/api/flows", method: str = "GET", **extra: str) -> dict[str, str]:
-    return {"X-Original-URL": f"https://prefect.example.com{path}", "X-Original-Method": method,
-            "X-Real-IP": "10.1.2.3", **extra}
+    return {
+        "X-Original-URL": f"https://prefect.example.com{path}",
+        "X-Original-Method": method,
+        "X-Real-IP": "10.1.2.3",
+        **extra,
+    }
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from tests.support.procs import AuthgateProcess
 
 # Header bytes a proxy could pass through: anything but CR, LF and NUL.
 header_bytes = st.binary(min_size=0, max_size=300).map(
-    lambda b: b.replace(b"\r", b"").replace(b"\n", b"").replace(b"\0", b""))
+    lambda b: b.replace(b"\r", b"").replace(b"\n", b"").replace(b"\0", b"")
+)
 schemes = st.sampled_from([b"Bearer ", b"Basic ", b"bearer ", b"BASIC  ", b"", b"Digest ", b"Bearer\t"])
-
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +37,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthgateProcess
 
 
 def raw_status(port: int, header_lines: list[bytes]) -> int:
-    request = b"GET /auth/api HTTP/1.1\r\nHost: authgate\r\nX-Original-Method: GET\r\n" \
-              b"X-Original-URL: http://h/api/flows\r\n" + b"".join(h + b"\r\n" for h in header_lines) + \
-              b"Connection: close\r\n\r\n"
+    request = (
+        b"GET /auth/api HTTP/1.1\r\nHost: authgate\r\nX-Original-Method: GET\r\n"
+        b"X-Original-URL: http://h/api/flows\r\n"
+        + b"".join(h + b"\r\n" for h in header_lines)
+        + b"Connection: close\r\n\r\n"
+    )
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(request)
         data = b""

@@ -45,16 +45,25 @@ def test_decisions_through_the_real_server(authgate):
     denied = httpx.get(authgate.base_url + "/auth/api", headers=nginx_headers())
     assert denied.status_code == 401
     assert denied.headers.get_list("www-authenticate") == [
-        'Bearer realm="prefect-api"', 'Basic realm="prefect-api", charset="UTF-8"']
+        'Bearer realm="prefect-api"',
+        'Basic realm="prefect-api", charset="UTF-8"',
+    ]
     ui = httpx.get(authgate.base_url + "/auth/ui", headers=nginx_headers("/"))
     assert ui.status_code == 401 and ui.headers["www-authenticate"] == 'Basic realm="prefect", charset="UTF-8"'
     for _ in range(2):  # the second one is answered from the verified cache
-        alice = httpx.get(authgate.base_url + "/auth/ui", headers={**nginx_headers("/"), "Authorization": basic("alice", PASSWORD)})
+        alice = httpx.get(
+            authgate.base_url + "/auth/ui", headers={**nginx_headers("/"), "Authorization": basic("alice", PASSWORD)}
+        )
         assert alice.status_code == 200 and alice.headers["x-auth-request-user"] == "alice"
     assert status(authgate, path="/api/health") == 200
     assert status(authgate, path="/api/health", method="POST") == 401
     # Any method reaches the decision: ingress-nginx may be configured with auth-method.
-    assert httpx.post(authgate.base_url + "/auth/api", headers={**nginx_headers(), "Authorization": f"Bearer {TOKEN_A}"}).status_code == 200
+    assert (
+        httpx.post(
+            authgate.base_url + "/auth/api", headers={**nginx_headers(), "Authorization": f"Bearer {TOKEN_A}"}
+        ).status_code
+        == 200
+    )
     assert httpx.get(authgate.base_url + "/auth/nope", headers=nginx_headers()).status_code == 403
 
 
@@ -66,14 +75,19 @@ def test_client_forged_traefik_headers_do_not_change_an_ingress_nginx_decision(a
 
 def test_rotation_as_kubelet_does_it(authgate, secret: KubeletSecretDir):
     assert status(authgate, TOKEN_A) == 200 and status(authgate, TOKEN_B) == 401
-    secret.write({"tokens": token_line("ci-a", TOKEN_A) + token_line("ci-b", TOKEN_B), "htpasswd": f"alice:{BCRYPT_ALICE}\n"})
+    secret.write(
+        {"tokens": token_line("ci-a", TOKEN_A) + token_line("ci-b", TOKEN_B), "htpasswd": f"alice:{BCRYPT_ALICE}\n"}
+    )
     wait_for(lambda: status(authgate, TOKEN_B) == 200, timeout=2.0, what="token B accepted within 2 s")
     assert status(authgate, TOKEN_A) == 200
 
     errors_before = metric(authgate, 'authgate_reloads_total{result="error"}')
     secret.write({"tokens": "ci-c sha256:nothex\n" + token_line("ci-b", TOKEN_B)})
-    wait_for(lambda: metric(authgate, 'authgate_reloads_total{result="error"}') > errors_before, timeout=2.0,
-             what="the malformed update to be counted")
+    wait_for(
+        lambda: metric(authgate, 'authgate_reloads_total{result="error"}') > errors_before,
+        timeout=2.0,
+        what="the malformed update to be counted",
+    )
     assert status(authgate, TOKEN_A) == 200, "a malformed update must keep the last good credentials"
     assert status(authgate, TOKEN_B) == 200
     log_lines = [json.loads(line) for line in authgate.output().splitlines() if line.startswith("{")]
@@ -88,8 +102,14 @@ def test_rotation_as_kubelet_does_it(authgate, secret: KubeletSecretDir):
 
 
 def test_logs_and_metrics_never_hold_a_credential(authgate):
-    for auth in (f"Bearer {TOKEN_A}", f"Bearer {TOKEN_A}x", basic("alice", PASSWORD), basic("alice", "nope"),
-                 "Basic !!!", "Bearer"):
+    for auth in (
+        f"Bearer {TOKEN_A}",
+        f"Bearer {TOKEN_A}x",
+        basic("alice", PASSWORD),
+        basic("alice", "nope"),
+        "Basic !!!",
+        "Bearer",
+    ):
         httpx.get(authgate.base_url + "/auth/api", headers={**nginx_headers(), "Authorization": auth})
     metrics_text = httpx.get(authgate.base_url + "/metrics").text
     assert 'authgate_decisions_total{reason="allowed",result="allow",route="api",scheme="bearer"}' in metrics_text
@@ -106,8 +126,9 @@ def test_not_ready_until_credentials_appear_then_ready(tmp_path, policy_file):
     secret_path = tmp_path / "later"
     proc = AuthgateProcess(secret_path, tmp_path / "late.log", config=policy_file)
     try:
-        wait_for(lambda: httpx.get(proc.base_url + "/healthz", timeout=1).status_code == 200, timeout=20,
-                 what="healthz")
+        wait_for(
+            lambda: httpx.get(proc.base_url + "/healthz", timeout=1).status_code == 200, timeout=20, what="healthz"
+        )
         assert httpx.get(proc.base_url + "/readyz").status_code == 503
         assert status(proc, TOKEN_A) == 503  # fail closed: nothing loaded, nothing allowed
         KubeletSecretDir(secret_path).write({"tokens": token_line("ci-a", TOKEN_A)})
@@ -123,14 +144,23 @@ def test_other_proxies_original_request(tmp_path, secret, policy_file, proxy):
     try:
         proc.wait_ready()
         if proxy == "traefik":
+
             def ask(path: str, method: str = "GET") -> int:
-                return httpx.get(proc.base_url + "/auth/api", headers={
-                    "X-Forwarded-Uri": path, "X-Forwarded-Method": method, "X-Forwarded-For": "1.2.3.4",
-                    # In Traefik mode X-Original-URL is the client's own and must be ignored.
-                    "X-Original-URL": "http://h/api/health"}).status_code
+                return httpx.get(
+                    proc.base_url + "/auth/api",
+                    headers={
+                        "X-Forwarded-Uri": path,
+                        "X-Forwarded-Method": method,
+                        "X-Forwarded-For": "1.2.3.4",
+                        # In Traefik mode X-Original-URL is the client's own and must be ignored.
+                        "X-Original-URL": "http://h/api/health",
+                    },
+                ).status_code
         else:
+
             def ask(path: str, method: str = "GET") -> int:
                 return httpx.request(method, proc.base_url + "/auth/api" + path).status_code
+
         assert ask("/api/health") == 200
         assert ask("/api/health?x=1") == 200
         assert ask("/api/health", "POST") == 401

@@ -87,13 +87,35 @@ class Process:
 class AuthgateProcess(Process):
     """``authgate serve`` as a real uvicorn process on a free port."""
 
-    def __init__(self, secret_dir: Path, log_path: Path, *, config: Path | None = None,
-                 proxy: str = "ingress-nginx", extra_args: Sequence[str] = (), log_level: str = "info",
-                 port: int | None = None) -> None:
+    def __init__(
+        self,
+        secret_dir: Path,
+        log_path: Path,
+        *,
+        config: Path | None = None,
+        proxy: str = "ingress-nginx",
+        extra_args: Sequence[str] = (),
+        log_level: str = "info",
+        port: int | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                "--secret-dir", str(secret_dir), "--proxy", proxy, "--log-level", log_level]
+        argv = [
+            sys.executable,
+            "-m",
+            "app",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--secret-dir",
+            str(secret_dir),
+            "--proxy",
+            proxy,
+            "--log-level",
+            log_level,
+        ]
         if config is not None:
             argv += ["--config", str(config)]
         super().__init__(argv + list(extra_args), log_path)

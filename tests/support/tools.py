@@ -10,8 +10,15 @@ import pytest
 
 from tests.support.procs import REPO_ROOT
 
-SEARCH_PATH = os.pathsep.join([str(REPO_ROOT / ".tools" / "bin"), str(REPO_ROOT / ".venv" / "bin"),
-                               "/usr/sbin", "/usr/bin", os.environ.get("PATH", "")])
+SEARCH_PATH = os.pathsep.join(
+    [
+        str(REPO_ROOT / ".tools" / "bin"),
+        str(REPO_ROOT / ".venv" / "bin"),
+        "/usr/sbin",
+        "/usr/bin",
+        os.environ.get("PATH", ""),
+    ]
+)
 
 
 def require_tool(name: str) -> Path:

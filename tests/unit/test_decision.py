@@ -27,7 +27,8 @@ RO = "readonly-token-0123456789"
 OLD = "expired-token-0123456789"
 BCRYPT = bcrypt.hashpw(b"right", bcrypt.gensalt(4)).decode()
 
-POLICY = parse_policy(yaml.safe_load("""
+POLICY = parse_policy(
+    yaml.safe_load("""
 routes:
   api:
     schemes: [bearer, basic]
@@ -42,7 +43,9 @@ routes:
     cors_preflight: true
 throttle: {max_failures_per_address: 3, max_failures_per_user: 2}
 decision_cache: {max_age_seconds: 60}
-"""), "test")
+"""),
+    "test",
+)
 
 
 def snapshot(policy=POLICY) -> Snapshot:
@@ -52,8 +55,9 @@ def snapshot(policy=POLICY) -> Snapshot:
         f"expires=2026-11-22T12:00:30Z\n"
         f"old sha256:{token_digest(OLD).hex()} expires=2026-01-01T00:00:00Z\n"
     )
-    creds = load_secret_files({"tokens": tokens.encode(), "htpasswd": f"alice:{BCRYPT}\nbob:{{SHA}}x\n".encode()},
-                              "test")
+    creds = load_secret_files(
+        {"tokens": tokens.encode(), "htpasswd": f"alice:{BCRYPT}\nbob:{{SHA}}x\n".encode()}, "test"
+    )
     return Snapshot(creds, policy, VerifiedCache(100))
 
 

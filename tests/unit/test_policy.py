@@ -21,7 +21,8 @@ def test_prefect_example_policy():
 
 
 def test_full_policy_parses():
-    policy = parse_policy(yaml.safe_load("""
+    policy = parse_policy(
+        yaml.safe_load("""
 routes:
   api:
     schemes: [Basic, bearer]
@@ -32,7 +33,9 @@ routes:
 throttle: {enabled: false, window_seconds: 10, max_failures_per_user: 3, max_failures_per_address: 0, ban_seconds: 5}
 decision_cache: {max_age_seconds: 30}
 verify_cache: {max_entries: 5}
-"""), "p.yaml")
+"""),
+        "p.yaml",
+    )
     api = policy.routes["api"]
     assert api.schemes == ("basic", "bearer") and api.principals == {"ci", "alice"} and api.cors_preflight
     assert policy.throttle.max_failures_per_user == 3 and not policy.throttle.enabled

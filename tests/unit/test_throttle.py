@@ -12,8 +12,9 @@ class Clock:
 
 def make(**kw) -> tuple[Throttle, Clock]:
     clock = Clock()
-    settings = ThrottleSettings(**{"window_seconds": 60, "max_failures_per_user": 3, "max_failures_per_address": 5,
-                                   "ban_seconds": 300, **kw})
+    settings = ThrottleSettings(
+        **{"window_seconds": 60, "max_failures_per_user": 3, "max_failures_per_address": 5, "ban_seconds": 300, **kw}
+    )
     return Throttle(settings, clock), clock
 
 
@@ -61,7 +62,7 @@ def test_disabled_or_zero_limits_never_ban():
 
 
 def test_table_stays_bounded_under_many_addresses():
-    throttle, clock = make(max_tracked=100, max_failures_per_address=1)
+    throttle, _clock = make(max_tracked=100, max_failures_per_address=1)
     for i in range(1000):
         throttle.record_failure(f"addr-{i}", None)
     assert len(throttle._counters) <= 101
