@@ -1,0 +1,241 @@
+"""The few Kubernetes API calls authgate makes: build a client, read one Secret, edit it safely.
+
+Edits are read-modify-write guarded by the Secret's ``resourceVersion``: a merge patch carrying
+``metadata.resourceVersion`` is refused with 409 Conflict when anyone wrote the Secret in between, and
+the edit is then re-run on a fresh copy. Nobody's change is silently overwritten.
+
+Every failure an operator can hit (no configuration, Secret missing, RBAC, API unreachable) becomes a
+``KubeError`` whose ``str()`` is one line fit for ``authgate: error: ...``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client
+import kubernetes.config
+import urllib3.exceptions
+from kubernetes.client import ApiClient, CoreV1Api
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from app.errors import AuthgateError
+
+log = logging.getLogger("authgate.kube")
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+MERGE_PATCH = "application/merge-patch+json"
+DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds for one-shot calls
+CONFLICT_ATTEMPTS = 8
+
+Files = dict[str, bytes]
+Edit = Callable[[Mapping[str, bytes]], Files]
+
+
+class KubeError(AuthgateError):
+    """A Kubernetes API problem, said in one line (what, which Secret, why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> SecretRef:
+        """``NAMESPACE/NAME``, the form of ``--watch-secret``."""
+        namespace, sep, name = text.partition("/")
+        if not sep or not namespace or not name or "/" in name:
+            raise ValueError(f"expected NAMESPACE/NAME, got {text!r}")
+        return cls(namespace, name)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretSnapshot:
+    """A Secret's decoded data and the resourceVersion it was read at."""
+
+    files: Files
+    resource_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    changed: bool
+    resource_version: str
+    attempts: int
+
+
+# --- client construction --------------------------------------------------------------------------
+
+
+def in_cluster() -> bool:
+    """Inside a pod the API address comes from the environment kubelet sets."""
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
+def new_api_client(kubeconfig: str | None = None, context: str | None = None) -> ApiClient:
+    """A client from the pod's service account, or from a kubeconfig (``KUBECONFIG`` or ``~/.kube/config``).
+
+    An explicit ``kubeconfig`` or ``context`` always means kubeconfig, so an operator running the CLI
+    in a pod can still aim at another cluster. ``KUBECONFIG`` is read here, at call time, because the
+    kubernetes package freezes it at import.
+    """
+    try:
+        if kubeconfig is None and context is None and in_cluster():
+            configuration = kubernetes.client.Configuration()
+            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            return ApiClient(configuration)
+        config_file = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        client: ApiClient = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=config_file, context=context, persist_config=False
+        )
+        return client
+    except (ConfigException, OSError) as exc:
+        raise KubeError(f"no usable Kubernetes configuration: {_first_line(str(exc))}") from None
+
+
+def default_namespace(kubeconfig: str | None = None, context: str | None = None) -> str:
+    """The namespace of the kubeconfig context, else the pod's own namespace, else ``default``."""
+    if kubeconfig is None and context is None and in_cluster():
+        try:
+            return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+        except OSError:
+            return "default"
+    try:
+        config_file = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        contexts, current = kubernetes.config.list_kube_config_contexts(config_file)  # type: ignore[no-untyped-call]
+    except (ConfigException, OSError):
+        return "default"
+    chosen = current
+    if context is not None:
+        chosen = next((c for c in contexts if c.get("name") == context), None)
+    if not chosen:
+        return "default"
+    namespace = chosen.get("context", {}).get("namespace")
+    return str(namespace) if namespace else "default"
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def _status_message(exc: ApiException) -> str:
+    """The ``message`` of the Status object the API server sends with every error."""
+    import json
+
+    try:
+        body: Any = json.loads(exc.body or "")
+    except ValueError:
+        return _first_line(str(exc.reason or ""))
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return _first_line(body["message"])
+    return _first_line(str(exc.reason or ""))
+
+
+def describe_error(exc: BaseException, ref: SecretRef, verb: str, host: str = "") -> str:
+    """One line for an operator: which Secret, which verb, what to do about it."""
+    if isinstance(exc, ApiException):
+        message = _status_message(exc)
+        if exc.status == 404:
+            return (
+                f"secret {ref} not found (create it first: kubectl -n {ref.namespace} create secret generic "
+                f"{ref.name} --from-file=tokens)"
+            )
+        if exc.status == 403:
+            return f"permission denied: cannot {verb} secret {ref}: {message}"
+        if exc.status == 401:
+            return f"unauthorized: the Kubernetes API rejected the credentials ({message})"
+        return f"Kubernetes API error {exc.status} on {verb} secret {ref}: {message}"
+    where = f" at {host}" if host else ""
+    reason = getattr(exc, "reason", None) or exc
+    return f"cannot reach the Kubernetes API{where}: {_first_line(str(reason))}"
+
+
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (urllib3.exceptions.HTTPError, OSError)
+
+
+def _resource_version(metadata: Any) -> str:
+    return str(getattr(metadata, "resource_version", None) or "")
+
+
+# --- secret read / edit ---------------------------------------------------------------------------
+
+
+def decode_data(data: Mapping[str, str | bytes] | Mapping[str, str] | None) -> Files:
+    """A Secret's ``.data`` (base64 strings) as bytes per key."""
+    return {key: base64.b64decode(value) for key, value in (data or {}).items()}
+
+
+def encode_data(files: Mapping[str, bytes]) -> dict[str, str]:
+    return {key: base64.b64encode(value).decode("ascii") for key, value in files.items()}
+
+
+def read_secret(api: ApiClient, ref: SecretRef, timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> SecretSnapshot:
+    """GET the Secret; raises KubeError with a one-line reason."""
+    core = CoreV1Api(api)
+    try:
+        secret = core.read_namespaced_secret(ref.name, ref.namespace, _request_timeout=timeout)
+    except ApiException as exc:
+        raise KubeError(describe_error(exc, ref, "get", api.configuration.host)) from None
+    except TRANSPORT_ERRORS as exc:
+        raise KubeError(describe_error(exc, ref, "get", api.configuration.host)) from None
+    return SecretSnapshot(decode_data(secret.data), _resource_version(secret.metadata))
+
+
+def patch_body(old: Mapping[str, bytes], new: Mapping[str, bytes], resource_version: str) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386) of the changed keys, with the resourceVersion as a precondition."""
+    data: dict[str, str | None] = {key: None for key in old if key not in new}
+    data.update({key: value for key, value in encode_data(new).items() if old.get(key) != new[key]})
+    return {"metadata": {"resourceVersion": resource_version}, "data": data}
+
+
+def update_secret(
+    api: ApiClient,
+    ref: SecretRef,
+    edit: Edit,
+    *,
+    attempts: int = CONFLICT_ATTEMPTS,
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    sleep: Callable[[float], None] = time.sleep,
+) -> UpdateResult:
+    """Read, ``edit``, patch with the read resourceVersion; on 409 Conflict, start over.
+
+    ``edit`` gets the current files and returns the new ones; it must be pure (it may run several
+    times) and may raise to abort. No write happens when it changes nothing.
+    """
+    core = CoreV1Api(api)
+    host = api.configuration.host
+    for attempt in range(1, attempts + 1):
+        current = read_secret(api, ref, timeout)
+        new = edit(current.files)
+        if new == current.files:
+            return UpdateResult(False, current.resource_version, attempt)
+        body = patch_body(current.files, new, current.resource_version)
+        try:
+            patched = core.patch_namespaced_secret(
+                ref.name, ref.namespace, body, _content_type=MERGE_PATCH, _request_timeout=timeout
+            )
+        except ApiException as exc:
+            if exc.status == 409 and attempt < attempts:
+                log.info("secret %s changed since it was read (409 Conflict); retrying, attempt %s", ref, attempt + 1)
+                sleep(random.uniform(0.05, 0.2) * attempt)  # noqa: S311 - jitter, not a secret
+                continue
+            raise KubeError(describe_error(exc, ref, "patch", host)) from None
+        except TRANSPORT_ERRORS as exc:
+            raise KubeError(describe_error(exc, ref, "patch", host)) from None
+        return UpdateResult(True, _resource_version(patched.metadata), attempt)
+    raise KubeError(f"secret {ref} kept changing: gave up after {attempts} conflicting attempts")

@@ -1,0 +1,331 @@
+"""Credentials straight from the Kubernetes API: list, then watch one Secret, and apply every change.
+
+kubelet takes 60-90 s to refresh a mounted Secret; a watch sees the change in about a second. The loop
+is the classic list-then-watch, done the way the kiwigrid sidecar did not:
+
+- it resumes every watch from the last ``resourceVersion`` it saw (events and BOOKMARKs move it), so a
+  reconnect neither misses nor replays changes; only a 410 Gone (history compacted) forces a relist;
+- errors are logged with their reason and retried with capped exponential backoff and jitter, never
+  swallowed behind a fixed sleep;
+- the liveness heartbeat is stamped by this loop itself on real progress (a list, an event, a bookmark,
+  a clean end of a stream). A client-side read timeout slightly longer than the server-side watch
+  timeout makes a silently stalled stream raise instead of hanging, and while nothing progresses the
+  heartbeat ages until ``/healthz`` fails;
+- the ``kubernetes`` client is synchronous, so every call runs in this watcher's own worker thread;
+  the event loop only awaits, and ``apply`` runs on the event loop like a file-mode reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import kubernetes.client
+from kubernetes.client import CoreV1Api
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch import Watch
+
+from app.health import Heartbeat
+from app.kube import TRANSPORT_ERRORS, KubeError, SecretRef, decode_data, describe_error, new_api_client
+
+log = logging.getLogger("authgate.watch")
+
+T = TypeVar("T")
+Apply = Callable[[Mapping[str, bytes], str], bool]
+_END = object()  # the stream ended without an error (server-side timeoutSeconds)
+
+
+def recommended_max_age(
+    watch_timeout_seconds: int, backoff_max: float, read_timeout_margin: float = 10.0, request_timeout: float = 30.0
+) -> float:
+    """The smallest heartbeat ``max_age`` that a healthy but quiet watch never exceeds.
+
+    A quiet Secret may send nothing for a whole watch (``watch_timeout_seconds``, plus the read-timeout
+    margin), then one reconnect may wait out a backoff and a list. Anything shorter restarts healthy
+    pods; much longer delays noticing a dead watch.
+    """
+    return watch_timeout_seconds + read_timeout_margin + backoff_max + request_timeout
+
+
+class _Gone(Exception):
+    """The watch's resourceVersion is older than the server's history (410): relist."""
+
+
+class SecretWatcher:
+    """Keeps ``apply`` fed with one Secret's data; see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        apply: Apply,
+        heartbeat: Heartbeat,
+        *,
+        api_client_factory: Callable[[], kubernetes.client.ApiClient] | None = None,
+        watch_timeout_seconds: int = 300,
+        backoff_max: float = 30.0,
+        backoff_base: float = 0.5,
+        connect_timeout: float = 5.0,
+        request_timeout: float = 30.0,
+        read_timeout_margin: float = 10.0,
+        shutdown_grace: float = 2.0,
+    ) -> None:
+        self.ref = SecretRef(namespace, name)
+        self._apply = apply
+        self._heartbeat = heartbeat
+        self._factory = api_client_factory or new_api_client
+        self._watch_timeout = watch_timeout_seconds
+        self._backoff_max = backoff_max
+        self._backoff_base = backoff_base
+        self._connect_timeout = connect_timeout
+        self._request_timeout = request_timeout
+        self._read_timeout_margin = read_timeout_margin
+        self._shutdown_grace = shutdown_grace
+        self._source = f"secret {self.ref}"
+        self._selector = f"metadata.name={name}"
+        self._resource_version: str | None = None
+        self._synced = False
+        self._stopping = False
+        self._failures = 0
+        self._gone_streak = 0
+        self._watch: Watch | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._host = ""
+        self._abandoned = False  # a worker call outlived shutdown_grace: do not wait for the thread
+
+    # --- public -----------------------------------------------------------------------------------
+
+    @property
+    def synced(self) -> bool:
+        """True once a list succeeded and ``apply`` accepted its data (readiness); stays true after."""
+        return self._synced
+
+    @property
+    def resource_version(self) -> str | None:
+        return self._resource_version
+
+    def stop(self) -> None:
+        """Ends ``run()`` soon; safe from any thread. Breaks a blocked stream read right away."""
+        self._stopping = True
+        watch = self._watch
+        if watch is not None:
+            watch.stop()  # type: ignore[no-untyped-call]
+        if self._loop is not None and self._wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self) -> None:
+        """Lists, watches and applies until ``stop()`` or cancellation; raises KubeError on bad config."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="authgate-watch")
+        try:
+            try:
+                api = await self._call(self._factory)
+            except KubeError as exc:
+                log.error("secret watch %s: %s", self.ref, exc)
+                raise
+            self._host = str(api.configuration.host)
+            try:
+                await self._run_with(CoreV1Api(api))
+            finally:
+                api.close()  # type: ignore[no-untyped-call]
+        finally:
+            self._executor.shutdown(wait=not self._abandoned, cancel_futures=True)
+            log.info("secret watch %s: stopped", self.ref)
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    async def _run_with(self, core: CoreV1Api) -> None:
+        log.info("secret watch %s: starting against %s", self.ref, self._host)
+        while not self._stopping:
+            try:
+                if self._resource_version is None:
+                    await self._list(core)
+                if not self._stopping:
+                    await self._watch_once(core)
+            except _Gone:
+                self._resource_version = None
+                self._gone_streak += 1
+                log.info("secret watch %s: resourceVersion expired (410 Gone); relisting", self.ref)
+                if self._gone_streak > 1:
+                    await self._backoff("410 Gone again right after a relist")
+            except ApiException as exc:
+                await self._backoff(describe_error(exc, self.ref, "list/watch", self._host))
+            except TRANSPORT_ERRORS as exc:
+                await self._backoff(describe_error(exc, self.ref, "list/watch", self._host))
+
+    async def _list(self, core: CoreV1Api) -> None:
+        result = await self._call(
+            core.list_namespaced_secret,
+            self.ref.namespace,
+            field_selector=self._selector,
+            _request_timeout=(self._connect_timeout, self._request_timeout),
+        )
+        resource_version = str(getattr(result.metadata, "resource_version", None) or "")
+        secret = next((s for s in result.items or [] if getattr(s.metadata, "name", None) == self.ref.name), None)
+        if secret is None:
+            log.warning(
+                "secret watch %s: secret not found; keeping %s credentials until it is created",
+                self.ref,
+                "the last good" if self._synced else "no",
+            )
+        else:
+            self._deliver(secret.data, "list")
+        self._resource_version = resource_version
+        self._failures = 0
+        self._heartbeat.beat(f"listed at resourceVersion {resource_version}")
+
+    async def _watch_once(self, core: CoreV1Api) -> None:
+        """One watch request from the current resourceVersion, until it ends, breaks or we stop."""
+        watch = Watch()  # type: ignore[no-untyped-call]
+        self._watch = watch
+        stream = watch.stream(  # type: ignore[no-untyped-call]
+            core.list_namespaced_secret,
+            self.ref.namespace,
+            field_selector=self._selector,
+            resource_version=self._resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self._watch_timeout,  # also stops the client's own silent 410 retry
+            _request_timeout=(self._connect_timeout, self._watch_timeout + self._read_timeout_margin),
+        )
+        pending: asyncio.Future[Any] | None = None
+        try:
+            while not self._stopping:
+                pending = self._submit(next, stream, _END)
+                await self._until_done_or_stopping(pending)
+                if not pending.done():
+                    return  # stop() was called; the finally below unblocks the read
+                event = pending.result()
+                pending = None
+                if event is _END:
+                    self._failures = 0
+                    self._heartbeat.beat(f"watch ended cleanly at resourceVersion {self._resource_version}")
+                    return
+                self._handle(event)
+        except ApiException as exc:
+            if exc.status == 410:
+                raise _Gone from None
+            raise
+        finally:
+            self._watch = None
+            if await self._settle(watch, pending):
+                stream.close()
+
+    async def _until_done_or_stopping(self, future: asyncio.Future[Any]) -> None:
+        """Waits for a worker call, or for ``stop()``; cancellation never cancels the worker's future."""
+        assert self._wake is not None
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({future, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+
+    async def _settle(self, watch: Watch, pending: asyncio.Future[Any] | None) -> bool:
+        """Makes a read still blocked in the worker return, within ``shutdown_grace``.
+
+        ``Watch.stop()`` shuts the stream's socket down, but the socket exists only once the request
+        is sent, so it is repeated until the read returns. Returns False if it did not, in time.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._shutdown_grace
+        while pending is not None and not pending.done() and loop.time() < deadline:
+            watch.stop()  # type: ignore[no-untyped-call]
+            await asyncio.wait({pending}, timeout=0.05)
+        watch.stop()  # type: ignore[no-untyped-call]
+        if pending is None:
+            return True
+        if not pending.done():
+            log.warning(
+                "secret watch %s: a stream read did not end within %.1fs; leaving it to its read timeout",
+                self.ref,
+                self._shutdown_grace,
+            )
+            self._abandoned = True
+            return False
+        if not pending.cancelled():
+            pending.exception()  # retrieved: already handled, or moot because we are stopping
+        return True
+
+    def _handle(self, event: Mapping[str, Any]) -> None:
+        kind = str(event.get("type"))
+        raw = event.get("raw_object") or {}
+        metadata = raw.get("metadata") or {}
+        resource_version = metadata.get("resourceVersion")
+        if kind in ("ADDED", "MODIFIED"):
+            if metadata.get("name") == self.ref.name:
+                self._deliver(raw.get("data"), kind)
+        elif kind == "DELETED":
+            log.warning("secret watch %s: the Secret was deleted; keeping the last good credentials", self.ref)
+        elif kind != "BOOKMARK":
+            log.warning("secret watch %s: ignoring unexpected event type %s", self.ref, kind)
+        if resource_version:
+            self._resource_version = str(resource_version)
+        self._failures = 0
+        self._gone_streak = 0
+        self._heartbeat.beat(f"{kind.lower()} at resourceVersion {self._resource_version}")
+
+    def _deliver(self, data: Mapping[str, str | bytes] | Mapping[str, str] | None, why: str) -> None:
+        """Decodes the Secret's data and hands it to ``apply``; a rejection keeps the last good set."""
+        try:
+            files = decode_data(data)
+        except ValueError:
+            log.warning(
+                "secret watch %s: %s: data is not valid base64; keeping the last good credentials", self.ref, why
+            )
+            return
+        try:
+            accepted = self._apply(files, self._source)
+        except Exception:
+            log.exception(
+                "secret watch %s: applying the %s data failed; keeping the last good credentials", self.ref, why
+            )
+            return
+        if accepted:
+            self._synced = True
+            log.info("secret watch %s: applied (%s, resourceVersion %s)", self.ref, why, self._resource_version)
+        else:
+            log.warning("secret watch %s: %s data rejected; keeping the last good credentials", self.ref, why)
+
+    # --- plumbing ---------------------------------------------------------------------------------
+
+    def _backoff_delay(self) -> float:
+        """Capped exponential backoff with jitter, so many replicas do not reconnect in lockstep."""
+        ceiling = min(self._backoff_max, self._backoff_base * 2 ** min(self._failures, 30))
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret
+
+    async def _backoff(self, reason: str) -> None:
+        delay = self._backoff_delay()
+        self._failures += 1
+        log.warning("secret watch %s: %s; retrying in %.2fs (attempt %s)", self.ref, reason, delay, self._failures)
+        assert self._wake is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    def _submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        assert self._executor is not None
+        return asyncio.wrap_future(self._executor.submit(fn, *args, **kwargs))
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Runs a blocking client call in the watcher's thread; waits for it even when cancelled.
+
+        A one-shot call ends by its own request timeout, so waiting (bounded) keeps a cancelled
+        watcher from leaving a thread behind that still uses the closed client.
+        """
+        future = self._submit(fn, *args, **kwargs)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await asyncio.wait({future}, timeout=self._shutdown_grace)
+            if not future.done():
+                self._abandoned = True
+            elif not future.cancelled():
+                future.exception()
+            raise

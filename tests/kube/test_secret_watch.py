@@ -1,0 +1,174 @@
+"""SecretWatcher against the fake API server, through the real ``kubernetes`` client over HTTP."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import kubernetes.client
+import pytest
+
+from tests.kube.conftest import NAMESPACE, SECRET, Applied, WatcherThread, make_watcher
+from tests.kube.fake_apiserver import FakeApiServer
+from tests.support.procs import wait_for
+
+pytestmark = pytest.mark.kube
+Factory = Callable[[], kubernetes.client.ApiClient]
+
+
+def tokens(n: int) -> dict[str, bytes]:
+    return {"tokens": f"t{n} sha256:{n:064x}\n".encode()}
+
+
+def test_lists_then_applies_each_change_from_the_resource_version(fake: FakeApiServer,
+                                                                  client_factory: Factory) -> None:
+    fake.put_secret(NAMESPACE, SECRET, tokens(1))
+    applied = Applied()
+    watcher, heartbeat = make_watcher(applied, client_factory)
+    with WatcherThread(watcher):
+        wait_for(lambda: watcher.synced, what="first list applied")
+        assert applied.calls[0] == (tokens(1), f"secret {NAMESPACE}/{SECRET}")
+        wait_for(lambda: fake.open_streams == 1, what="watch open")
+        fake.put_secret(NAMESPACE, "other", tokens(9))  # a different Secret: filtered by fieldSelector
+        fake.put_secret(NAMESPACE, SECRET, tokens(2))
+        wait_for(lambda: applied.last_tokens() == tokens(2)["tokens"], timeout=2, what="change applied")
+        assert [c[0] for c in applied.calls] == [tokens(1), tokens(2)]
+        assert watcher.resource_version == fake.resource_version(NAMESPACE, SECRET)
+        assert heartbeat.is_alive()
+    watches = [p for m, p in fake.requests.log if "watch=true" in p]
+    assert watches and all("fieldSelector=metadata.name%3Dauthgate" in p for p in watches)
+    assert all("allowWatchBookmarks=true" in p and "resourceVersion=" in p for p in watches)
+
+
+def test_bookmark_moves_the_resource_version_and_beats(fake: FakeApiServer, client_factory: Factory) -> None:
+    fake.put_secret(NAMESPACE, SECRET, tokens(1))
+    applied = Applied()
+    watcher, heartbeat = make_watcher(applied, client_factory)
+    with WatcherThread(watcher):
+        wait_for(lambda: fake.open_streams == 1, what="watch open")
+        fake.put_secret(NAMESPACE, "other", tokens(9))  # moves the global RV only
+        fake.send_bookmark()
+        wait_for(lambda: heartbeat.detail.startswith("bookmark"), what="bookmark seen")
+        assert watcher.resource_version == fake.resource_version(NAMESPACE, "other")
+        assert len(applied.calls) == 1  # a bookmark carries no data
+
+
+def test_410_gone_relists_and_picks_up_what_was_missed(fake: FakeApiServer, client_factory: Factory) -> None:
+    fake.put_secret(NAMESPACE, SECRET, tokens(1))
+    applied = Applied()
+    watcher, _ = make_watcher(applied, client_factory)
+    with WatcherThread(watcher):
+        wait_for(lambda: fake.open_streams == 1, what="watch open")
+        fake.stop()  # API away; meanwhile the Secret changes and the history is compacted
+        fake.put_secret(NAMESPACE, SECRET, tokens(2))
+        fake.expire_history()
+        lists_before = fake.requests.count("GET", "fieldSelector") - fake.requests.count("GET", "watch=true")
+        fake.start()
+        wait_for(lambda: applied.last_tokens() == tokens(2)["tokens"], timeout=5, what="relisted data applied")
+        lists_after = fake.requests.count("GET", "fieldSelector") - fake.requests.count("GET", "watch=true")
+        assert lists_after == lists_before + 1
+
+
+def test_410_error_event_at_watch_start_relists(fake: FakeApiServer, client_factory: Factory,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "authgate.watch")
+    fake.put_secret(NAMESPACE, SECRET, tokens(1))
+    fake.gone_next_watches = 1
+    applied = Applied()
+    watcher, _ = make_watcher(applied, client_factory)
+    with WatcherThread(watcher):
+        wait_for(lambda: len(applied.calls) == 2, what="second list after 410")
+        wait_for(lambda: fake.open_streams == 1, what="watch reopened")
+    assert "410 Gone" in caplog.text
+
+
+def test_stream_dropped_midway_resumes_from_its_resource_version(fake: FakeApiServer,
+                                                                 client_factory: Factory) -> None:
+    fake.put_secret(NAMESPACE, SECRET, tokens(1))
+    applied = Applied()
+    watcher, _ = make_watcher(applied, client_factory)
+    with WatcherThread(watcher):
+        wait_for(lambda: fake.open_streams == 1, what="watch open")
+        fake.drop_after_events = 1
+        fake.put_secret(NAMESPACE, SECRET, tokens(2))
+        wait_for(lambda: applied.last_tokens() == tokens(2)["tokens"], what="event before the drop applied")
+        rv = fake.resource_version(NAMESPACE, SECRET)
+        wait_for(lambda: any(f"resourceVersion={rv}" in p for _, p in fake.requests.log), what="resumed watch")
+        fake.put_secret(NAMESPACE, SECRET, tokens(3))
+        wait_for(lambda: applied.last_tokens() == tokens(3)["tokens"], timeout=3, what="change after the drop")
+    lists = [p for m, p in fake.requests.log if "fieldSelector" in p and "watch=true" not in p]
+    assert len(lists) == 1  # resumed from the resourceVersion, no relist
+    assert [c[0] for c in applied.calls] == [tokens(1), tokens(2), tokens(3)]  # nothing missed or replayed
+
+
+def test_api_down_at_start_then_up(fake: FakeApiServer, client_factory: Factory,
+                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "authgate.watch")
+    fake.stop()
+    fake.put_secret(NAMESPACE, SECRET, tokens(1))
+    applied = Applied()
+    watcher, heartbeat = make_watcher(applied, client_factory, max_age=0.3)
+    with WatcherThread(watcher):
+        wait_for(lambda: "cannot reach the Kubernetes API" in caplog.text, what="a logged connect failure")
+        wait_for(lambda: not heartbeat.is_alive(), what="liveness failing while nothing works")
+        assert not watcher.synced
+        fake.start()
+        wait_for(lambda: watcher.synced, timeout=5, what="synced once the API is up")
+        assert heartbeat.is_alive()
+    delays = [r.args[2] for r in caplog.records if "retrying in" in r.getMessage()]
+    assert len(delays) >= 2 and max(delays) <= 0.4  # capped backoff
+
+
+def test_stalled_stream_stops_the_heartbeat_then_times_out_and_recovers(fake: FakeApiServer,
+                                                                       client_factory: Factory) -> None:
+    fake.put_secret(NAMESPACE, SECRET, tokens(1))
+    applied = Applied()
+    # server-side timeout 1 s + client read margin 1 s: a silent stream raises after 2 s, not never
+    watcher, heartbeat = make_watcher(applied, client_factory, max_age=0.5, watch_timeout=1, read_margin=1.0)
+    fake.stall.set()
+    with WatcherThread(watcher):
+        wait_for(lambda: watcher.synced, what="listed")
+        wait_for(lambda: not heartbeat.is_alive(), timeout=3, what="liveness noticing the stall")
+        fake.put_secret(NAMESPACE, SECRET, tokens(2))  # happens while the stream is silent
+        fake.stall.clear()
+        wait_for(lambda: applied.last_tokens() == tokens(2)["tokens"], timeout=6, what="recovered after stall")
+        assert heartbeat.is_alive()
+
+
+def test_deleted_secret_keeps_credentials_and_recreated_one_applies(fake: FakeApiServer,
+                                                                     client_factory: Factory) -> None:
+    fake.put_secret(NAMESPACE, SECRET, tokens(1))
+    applied = Applied()
+    watcher, heartbeat = make_watcher(applied, client_factory)
+    with WatcherThread(watcher):
+        wait_for(lambda: fake.open_streams == 1, what="watch open")
+        fake.delete_secret(NAMESPACE, SECRET)
+        wait_for(lambda: heartbeat.detail.startswith("deleted"), what="delete seen")
+        assert len(applied.calls) == 1 and watcher.synced
+        fake.put_secret(NAMESPACE, SECRET, tokens(4))
+        wait_for(lambda: applied.last_tokens() == tokens(4)["tokens"], what="recreated Secret applied")
+
+
+def test_rejected_update_is_not_synced(fake: FakeApiServer, client_factory: Factory) -> None:
+    fake.put_secret(NAMESPACE, SECRET, {"htpasswd": b"x"})
+    applied = Applied()  # rejects data without "tokens"
+    watcher, heartbeat = make_watcher(applied, client_factory)
+    with WatcherThread(watcher):
+        wait_for(lambda: applied.calls, what="apply called")
+        assert not watcher.synced
+        fake.put_secret(NAMESPACE, SECRET, tokens(1))
+        wait_for(lambda: watcher.synced, what="synced by a good update")
+
+
+def test_forbidden_watch_is_logged_and_retried(fake: FakeApiServer, client_factory: Factory,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "authgate.watch")
+    fake.put_secret(NAMESPACE, SECRET, tokens(1))
+    fake.forbidden_verbs.add("list")
+    applied = Applied()
+    watcher, _ = make_watcher(applied, client_factory)
+    with WatcherThread(watcher):
+        wait_for(lambda: "permission denied" in caplog.text, what="403 logged")
+        fake.forbidden_verbs.clear()
+        wait_for(lambda: watcher.synced, what="synced once allowed")
+    assert "sha256:" not in caplog.text  # never secret data in the log
