@@ -29,7 +29,8 @@ log = logging.getLogger("authgate.decision")
 
 _AUTH_PREFIX = b"/auth/"
 _UNKNOWN_ROUTE_LABEL = "_unknown"
-_EMPTY_BODY = {"type": "http.response.body", "body": b"", "more_body": False}
+_WS_CLOSE: Any = {"type": "websocket.close", "code": 1008}
+_EMPTY_BODY: Any = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
 @dataclass
@@ -47,7 +48,7 @@ class AppState:
 
 
 def _original_request(
-    proxy: str, headers: dict[bytes, bytes], original_path: bytes | None, scope: Scope
+    proxy: str, headers: dict[bytes, bytes], original_path: bytes | None, scope: dict[str, Any]
 ) -> tuple[str | None, str | None, str | None]:
     """(method, raw path without query, client address) from the headers the configured proxy sets.
 
@@ -94,9 +95,9 @@ class DecisionEndpoint:
         self.state = state
         self.proxy = state.settings.proxy
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await send({"type": "websocket.close", "code": 1008})  # type: ignore[typeddict-item]
+            await send(_WS_CLOSE)
             return
         started = time.perf_counter()
         state = self.state
@@ -161,7 +162,7 @@ class DecisionEndpoint:
     async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         headers.append((b"content-length", b"0"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send(_EMPTY_BODY)  # type: ignore[arg-type]
+        await send(_EMPTY_BODY)
 
     @staticmethod
     def _log_denial(route_name: str, decision: Decision, facts: RequestFacts) -> None:
@@ -202,7 +203,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> Litestar:
 
     @asgi("/auth", is_mount=True, copy_scope=False)
     async def auth(scope: Scope, receive: Receive, send: Send) -> None:
-        await endpoint(scope, receive, send)
+        await endpoint(scope, receive, send)  # type: ignore[arg-type]
 
     @get("/healthz", media_type=MediaType.TEXT, sync_to_thread=False)
     def healthz() -> Response[str]:

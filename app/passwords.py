@@ -16,6 +16,7 @@ import hmac
 import secrets
 import threading
 from collections import OrderedDict
+from typing import Any
 
 import bcrypt
 from passlib.hash import apr_md5_crypt, sha256_crypt, sha512_crypt
@@ -46,7 +47,7 @@ def verify_hash(user: User, password: str) -> bool:
         expected = user.hash[len("{SHA}") :].encode("ascii", "replace")
         actual = base64.b64encode(hashlib.sha1(secret).digest())  # noqa: S324 - the format is SHA-1
         return hmac.compare_digest(expected, actual)
-    handler = {"apr1": apr_md5_crypt, "sha256-crypt": sha256_crypt, "sha512-crypt": sha512_crypt}.get(user.kind)
+    handler: Any = {"apr1": apr_md5_crypt, "sha256-crypt": sha256_crypt, "sha512-crypt": sha512_crypt}.get(user.kind)
     if handler is None:
         return False
     try:

@@ -111,7 +111,7 @@ def _parse_route(name: str, raw: Any, source: str) -> RoutePolicy:
         scheme = str(item).lower()
         if scheme not in SCHEMES or scheme in schemes:
             raise ConfigError(f"{where}.schemes: {item!r} is not bearer or basic (or is repeated)", source)
-        schemes.append(scheme)  # type: ignore[arg-type]
+        schemes.append(scheme)
 
     realm = data.get("realm", "authgate")
     if not isinstance(realm, str) or not REALM_RE.fullmatch(realm):

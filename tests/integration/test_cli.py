@@ -1,0 +1,87 @@
+"""The ``authgate`` command as users run it: a real subprocess, real files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+
+from tests.integration.conftest import nginx_headers
+from tests.support.kubelet import KubeletSecretDir
+from tests.support.procs import REPO_ROOT, AuthgateProcess
+
+
+def authgate(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args], input=stdin, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_check_prints_what_loaded_without_secrets():
+    result = authgate(
+        "check",
+        "--secret-dir",
+        str(REPO_ROOT / "examples/secret"),
+        "--config",
+        str(REPO_ROOT / "examples/policy-prefect.yaml"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ci-deploy digest routes=api" in result.stdout
+    assert "admin bcrypt" in result.stdout and "viewer apr1" in result.stdout
+    assert "sha256:" not in result.stdout and "$2y$" not in result.stdout
+
+
+def test_check_reports_file_and_line(tmp_path):
+    (tmp_path / "tokens").write_text("# fine\nok sha256:" + "a" * 64 + "\nbroken sha256:zz\n")
+    result = authgate("check", "--secret-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert f"{tmp_path}/tokens:3: secret: 'sha256:' must be followed by 64 hex digits" in result.stderr
+    bad_policy = tmp_path / "p.yaml"
+    bad_policy.write_text("routes: {api: {schemes: [kerberos]}}\n")
+    result = authgate("check", "--secret-dir", str(tmp_path), "--config", str(bad_policy))
+    assert result.returncode == 1 and "routes.api.schemes" in result.stderr
+
+
+def test_bad_arguments_name_themselves():
+    result = authgate("serve", "--port", "http")
+    assert result.returncode == 2 and "--port: must be an integer from 1 to 65535, got 'http'" in result.stderr
+    result = authgate("serve", "--proxy", "nginx")
+    assert result.returncode == 2 and "--proxy" in result.stderr
+    result = authgate("serve", "--bogus")
+    assert result.returncode == 2 and "--bogus" in result.stderr
+    result = authgate("new-token", "bad name")
+    assert result.returncode == 2 and "name" in result.stderr
+
+
+def test_serve_refuses_a_bad_policy_before_listening(tmp_path):
+    policy = tmp_path / "p.yaml"
+    policy.write_text("routes: {api: {realm: 5, typo: 1}}\n")
+    result = authgate("serve", "--config", str(policy), "--port", "1")
+    assert result.returncode == 2 and "unknown key(s) 'typo'" in result.stderr
+
+
+def test_hash_token_matches_sha256():
+    result = authgate("hash-token", stdin="my-token-0123456789abcdef\n")
+    assert result.returncode == 0
+    assert result.stdout.strip() == "sha256:" + __import__("hashlib").sha256(b"my-token-0123456789abcdef").hexdigest()
+    assert authgate("hash-token", stdin="short\n").returncode == 1
+
+
+def test_new_token_line_works_in_a_running_server(tmp_path):
+    result = authgate("new-token", "ci-deploy", "--routes", "default", "--expires", "2099-01-01T00:00:00Z")
+    assert result.returncode == 0, result.stderr
+    token, line = result.stdout.strip().splitlines()
+    assert len(token) >= 40 and token not in line
+    assert line.startswith("ci-deploy sha256:") and line.endswith("routes=default expires=2099-01-01T00:00:00Z")
+    secret = KubeletSecretDir(tmp_path / "secret")
+    secret.write({"tokens": line + "\n"})
+    proc = AuthgateProcess(secret.path, tmp_path / "log")
+    try:
+        proc.wait_ready()
+        allowed = httpx.get(
+            proc.base_url + "/auth/default", headers={**nginx_headers(), "Authorization": f"Bearer {token}"}
+        )
+        assert allowed.status_code == 200 and allowed.headers["x-auth-request-user"] == "ci-deploy"
+    finally:
+        proc.stop()

@@ -1,0 +1,101 @@
+"""The Litestar app in-process: health truth, metrics exposition, 503 before any load."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from app.credentials import load_secret_files, token_digest
+from app.decision import Snapshot
+from app.health import Heartbeat
+from app.http import build_state, create_app
+from app.passwords import VerifiedCache
+from app.settings import Settings
+
+TOKEN = "in-process-token-0123456789"
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def state(tmp_path: Path):
+    return build_state(Settings(secret_dir=tmp_path / "absent"))
+
+
+async def test_fail_closed_and_not_ready_before_credentials(state):
+    async with AsyncTestClient(create_app(state.settings, state)) as client:
+        assert (await client.get("/readyz")).status_code == 503
+        answer = await client.get("/auth/default", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert answer.status_code == 503
+
+
+async def test_metrics_after_a_load(state):
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    app = create_app(state.settings, state)
+    async with AsyncTestClient(app) as client:
+        assert state.reloader.apply(
+            {"tokens": f"ci sha256:{token_digest(TOKEN).hex()} expires={expires}\n".encode()}, "test"
+        )
+        assert (await client.get("/readyz")).status_code == 200
+        headers = {"Authorization": f"Bearer {TOKEN}", "X-Original-URL": "http://h/x", "X-Original-Method": "GET"}
+        assert (await client.get("/auth/default", headers=headers)).status_code == 200
+        for _ in range(60):
+            await client.get("/auth/default", headers={**headers, "Authorization": "Bearer wrong-0123456789abcdef"})
+        text = (await client.get("/metrics")).text
+    registry = state.metrics.registry
+    assert (
+        registry.get_sample_value(
+            "authgate_decisions_total", {"route": "default", "result": "allow", "reason": "allowed", "scheme": "bearer"}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "authgate_decisions_total",
+            {"route": "default", "result": "deny", "reason": "unknown_token", "scheme": "bearer"},
+        )
+        == 50
+    )
+    assert (
+        registry.get_sample_value(
+            "authgate_decisions_total",
+            {"route": "default", "result": "deny", "reason": "throttled", "scheme": "bearer"},
+        )
+        == 10
+    )
+    assert registry.get_sample_value("authgate_throttled_clients", {"kind": "address"}) == 1
+    left = registry.get_sample_value("authgate_token_expires_in_seconds", {"name": "ci"})
+    assert left is not None and 3500 < left <= 3600
+    assert registry.get_sample_value("authgate_credentials_loaded", {"kind": "token"}) == 1
+    assert registry.get_sample_value("authgate_last_reload_success_timestamp_seconds") > 0
+    assert "authgate_decision_duration_seconds_bucket" in text
+
+
+async def test_healthz_fails_when_a_loop_stops_beating(state):
+    app = create_app(state.settings, state)
+    async with AsyncTestClient(app) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        stuck = Heartbeat("stuck-loop", max_age=0.0)
+        stuck._last -= 10
+        state.heartbeats.append(stuck)
+        answer = await client.get("/healthz")
+        assert answer.status_code == 503 and "stuck-loop" in answer.text
+
+
+async def test_snapshot_swap_is_one_reference(state):
+    creds = load_secret_files({"tokens": f"a sha256:{token_digest(TOKEN).hex()}\n".encode()}, "x")
+    before = Snapshot(creds, state.policy, VerifiedCache(1))
+    state.store.current = before
+    assert state.reloader.apply({"tokens": f"b sha256:{token_digest(TOKEN).hex()}\n".encode()}, "y")
+    assert state.store.current is not before and before.credentials.find_token(TOKEN).name == "a"
+    # An identical Secret is not parsed again and keeps the verified cache.
+    current = state.store.current
+    assert state.reloader.apply({"tokens": f"b sha256:{token_digest(TOKEN).hex()}\n".encode()}, "y")
+    assert state.store.current is current

@@ -1,0 +1,47 @@
+from pathlib import Path
+
+import pytest
+
+from app.errors import ConfigError
+from app.settings import Settings, load_settings
+
+NONE = dict.fromkeys(["host", "port", "secret_dir", "config", "proxy", "log_level", "watch_secret"])
+
+
+def test_defaults():
+    assert load_settings(NONE, {}) == Settings()
+
+
+def test_flags_win_over_environment(tmp_path):
+    policy = tmp_path / "p.yaml"
+    policy.write_text("routes: {a: {}}")
+    env = {
+        "AUTHGATE_PORT": "9000",
+        "AUTHGATE_PROXY": "traefik",
+        "AUTHGATE_CONFIG": str(policy),
+        "AUTHGATE_WATCH_SECRET": "ns/name",
+        "AUTHGATE_LOG_LEVEL": "DEBUG",
+    }
+    settings = load_settings({**NONE, "port": "9001"}, env)
+    assert settings.port == 9001 and settings.proxy == "traefik" and settings.config == policy
+    assert settings.watch_secret == ("ns", "name") and settings.log_level == "debug"
+    assert load_settings({**NONE, "secret_dir": "/x"}, {}).secret_dir == Path("/x")
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        ({"port": "0"}, {}, "--port: must be an integer from 1 to 65535, got '0'"),
+        ({}, {"AUTHGATE_PORT": "80a"}, "AUTHGATE_PORT: must be an integer"),
+        ({"proxy": "haproxy"}, {}, "--proxy: must be one of ingress-nginx, traefik, envoy, got 'haproxy'"),
+        ({"log_level": "loud"}, {}, "--log-level: must be one of"),
+        ({"config": "/no/such/file"}, {}, "--config: no such file"),
+        ({"watch_secret": "justname"}, {}, "--watch-secret: must be NAMESPACE/NAME"),
+        ({"watch_secret": "a/b/c"}, {}, "--watch-secret: must be NAMESPACE/NAME"),
+        ({"host": " "}, {}, "--host: must not be empty"),
+    ],
+)
+def test_bad_values_name_themselves(flags, env, message):
+    with pytest.raises(ConfigError) as err:
+        load_settings({**NONE, **flags}, env)
+    assert message in str(err.value)
