@@ -90,10 +90,26 @@ class WatcherThread:
         return self._thread.is_alive()
 
 
-def make_watcher(apply: Applied, factory: Callable[[], kubernetes.client.ApiClient], *, max_age: float = 30.0,
-                 watch_timeout: int = 30, read_margin: float = 5.0) -> tuple[SecretWatcher, Heartbeat]:
+def make_watcher(
+    apply: Applied,
+    factory: Callable[[], kubernetes.client.ApiClient],
+    *,
+    max_age: float = 30.0,
+    watch_timeout: int = 30,
+    read_margin: float = 5.0,
+) -> tuple[SecretWatcher, Heartbeat]:
     heartbeat = Heartbeat("secret-watch", max_age=max_age)
-    watcher = SecretWatcher(NAMESPACE, SECRET, apply, heartbeat, api_client_factory=factory,
-                            watch_timeout_seconds=watch_timeout, backoff_max=0.4, backoff_base=0.05,
-                            connect_timeout=1.0, request_timeout=3.0, read_timeout_margin=read_margin)
+    watcher = SecretWatcher(
+        NAMESPACE,
+        SECRET,
+        apply,
+        heartbeat,
+        api_client_factory=factory,
+        watch_timeout_seconds=watch_timeout,
+        backoff_max=0.4,
+        backoff_base=0.05,
+        connect_timeout=1.0,
+        request_timeout=3.0,
+        read_timeout_margin=read_margin,
+    )
     return watcher, heartbeat

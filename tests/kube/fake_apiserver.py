@@ -112,6 +112,7 @@ class FakeApiServer:
         self.drop_after_events: int | None = None
         self.stall = threading.Event()
         self.gone_next_watches = 0
+        self.stall_next_watches = 0  # those streams send headers, then nothing, until the server stops
         self.open_streams = 0
         self._connections: set[socket.socket] = set()
 
@@ -442,6 +443,9 @@ def _handler_for(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 gone = fake.gone_next_watches > 0
                 if gone:
                     fake.gone_next_watches -= 1
+                stalled_forever = fake.stall_next_watches > 0
+                if stalled_forever:
+                    fake.stall_next_watches -= 1
             try:
                 if gone:
                     self._chunk(
@@ -458,7 +462,7 @@ def _handler_for(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                         if fake._closing:
                             self._abort()
                             return
-                        if fake.stall.is_set():
+                        if fake.stall.is_set() or stalled_forever:
                             fake._cond.wait(0.05)
                             continue
                         found = fake.watch_events(namespace, name, since)

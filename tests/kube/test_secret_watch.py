@@ -20,8 +20,7 @@ def tokens(n: int) -> dict[str, bytes]:
     return {"tokens": f"t{n} sha256:{n:064x}\n".encode()}
 
 
-def test_lists_then_applies_each_change_from_the_resource_version(fake: FakeApiServer,
-                                                                  client_factory: Factory) -> None:
+def test_lists_then_applies_each_change_from_the_resource_version(fake: FakeApiServer, client_factory: Factory) -> None:
     fake.put_secret(NAMESPACE, SECRET, tokens(1))
     applied = Applied()
     watcher, heartbeat = make_watcher(applied, client_factory)
@@ -69,8 +68,9 @@ def test_410_gone_relists_and_picks_up_what_was_missed(fake: FakeApiServer, clie
         assert lists_after == lists_before + 1
 
 
-def test_410_error_event_at_watch_start_relists(fake: FakeApiServer, client_factory: Factory,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_410_error_event_at_watch_start_relists(
+    fake: FakeApiServer, client_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, "authgate.watch")
     fake.put_secret(NAMESPACE, SECRET, tokens(1))
     fake.gone_next_watches = 1
@@ -82,8 +82,7 @@ def test_410_error_event_at_watch_start_relists(fake: FakeApiServer, client_fact
     assert "410 Gone" in caplog.text
 
 
-def test_stream_dropped_midway_resumes_from_its_resource_version(fake: FakeApiServer,
-                                                                 client_factory: Factory) -> None:
+def test_stream_dropped_midway_resumes_from_its_resource_version(fake: FakeApiServer, client_factory: Factory) -> None:
     fake.put_secret(NAMESPACE, SECRET, tokens(1))
     applied = Applied()
     watcher, _ = make_watcher(applied, client_factory)
@@ -101,8 +100,9 @@ def test_stream_dropped_midway_resumes_from_its_resource_version(fake: FakeApiSe
     assert [c[0] for c in applied.calls] == [tokens(1), tokens(2), tokens(3)]  # nothing missed or replayed
 
 
-def test_api_down_at_start_then_up(fake: FakeApiServer, client_factory: Factory,
-                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_api_down_at_start_then_up(
+    fake: FakeApiServer, client_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, "authgate.watch")
     fake.stop()
     fake.put_secret(NAMESPACE, SECRET, tokens(1))
@@ -119,24 +119,28 @@ def test_api_down_at_start_then_up(fake: FakeApiServer, client_factory: Factory,
     assert len(delays) >= 2 and max(delays) <= 0.4  # capped backoff
 
 
-def test_stalled_stream_stops_the_heartbeat_then_times_out_and_recovers(fake: FakeApiServer,
-                                                                       client_factory: Factory) -> None:
+def test_stalled_stream_stops_the_heartbeat_then_the_read_timeout_recovers(
+    fake: FakeApiServer, client_factory: Factory
+) -> None:
     fake.put_secret(NAMESPACE, SECRET, tokens(1))
     applied = Applied()
-    # server-side timeout 1 s + client read margin 1 s: a silent stream raises after 2 s, not never
+    # server-side timeout 1 s + client read margin 1 s: a silent stream raises after 2 s instead of never
     watcher, heartbeat = make_watcher(applied, client_factory, max_age=0.5, watch_timeout=1, read_margin=1.0)
-    fake.stall.set()
+    fake.stall_next_watches = 1  # the first watch stream goes silent for good
     with WatcherThread(watcher):
-        wait_for(lambda: watcher.synced, what="listed")
+        wait_for(lambda: watcher.synced and fake.open_streams == 1, what="listed and watching")
+        fake.put_secret(NAMESPACE, SECRET, tokens(2))  # never sent on the stalled stream
         wait_for(lambda: not heartbeat.is_alive(), timeout=3, what="liveness noticing the stall")
-        fake.put_secret(NAMESPACE, SECRET, tokens(2))  # happens while the stream is silent
-        fake.stall.clear()
-        wait_for(lambda: applied.last_tokens() == tokens(2)["tokens"], timeout=6, what="recovered after stall")
+        assert applied.last_tokens() == tokens(1)["tokens"]
+        wait_for(lambda: applied.last_tokens() == tokens(2)["tokens"], timeout=6, what="recovery by read timeout")
         assert heartbeat.is_alive()
+    watches = [p for _, p in fake.requests.log if "watch=true" in p]
+    assert len(watches) >= 2 and "timeoutSeconds=1" in watches[0]
 
 
-def test_deleted_secret_keeps_credentials_and_recreated_one_applies(fake: FakeApiServer,
-                                                                     client_factory: Factory) -> None:
+def test_deleted_secret_keeps_credentials_and_recreated_one_applies(
+    fake: FakeApiServer, client_factory: Factory
+) -> None:
     fake.put_secret(NAMESPACE, SECRET, tokens(1))
     applied = Applied()
     watcher, heartbeat = make_watcher(applied, client_factory)
@@ -152,7 +156,7 @@ def test_deleted_secret_keeps_credentials_and_recreated_one_applies(fake: FakeAp
 def test_rejected_update_is_not_synced(fake: FakeApiServer, client_factory: Factory) -> None:
     fake.put_secret(NAMESPACE, SECRET, {"htpasswd": b"x"})
     applied = Applied()  # rejects data without "tokens"
-    watcher, heartbeat = make_watcher(applied, client_factory)
+    watcher, _heartbeat = make_watcher(applied, client_factory)
     with WatcherThread(watcher):
         wait_for(lambda: applied.calls, what="apply called")
         assert not watcher.synced
@@ -160,8 +164,9 @@ def test_rejected_update_is_not_synced(fake: FakeApiServer, client_factory: Fact
         wait_for(lambda: watcher.synced, what="synced by a good update")
 
 
-def test_forbidden_watch_is_logged_and_retried(fake: FakeApiServer, client_factory: Factory,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_forbidden_watch_is_logged_and_retried(
+    fake: FakeApiServer, client_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, "authgate.watch")
     fake.put_secret(NAMESPACE, SECRET, tokens(1))
     fake.forbidden_verbs.add("list")

@@ -1,0 +1,304 @@
+"""``authgate token ...`` and ``authgate user ...``: credential lifecycle through the Kubernetes API.
+
+Each change is a read-modify-write of the Secret guarded by its ``resourceVersion`` (``app.kube``), the
+edit itself is a pure text edit (``app.token_admin``), and the edited Secret is parsed with the server's
+own loader before it is written, so the CLI can never write a Secret the server would reject.
+
+Output: a new token goes alone to standard output (so it can be piped into another Secret or a vault)
+and is never stored or logged; everything else goes to standard error. Failures are one line,
+``authgate: error: ...``, with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+import sys
+from collections.abc import Callable, Mapping
+from typing import TextIO
+
+from app.credentials import HTPASSWD_FILE, TOKENS_FILE, load_secret_files
+from app.errors import ConfigError
+from app.kube import KubeError, SecretRef, default_namespace, new_api_client, read_secret, update_secret
+from app.token_admin import (
+    TokenAdminError,
+    add_token,
+    check_name,
+    list_tokens,
+    list_users,
+    parse_duration,
+    parse_time,
+    remove_user,
+    resolve_expiry,
+    revoke_token,
+    rotate_token,
+    set_user,
+)
+
+DEFAULT_SECRET_NAME = "authgate"  # noqa: S105 - a Secret object name, not a secret
+DEFAULT_OVERLAP = "24h"
+Files = dict[str, bytes]
+Handler = Callable[[argparse.Namespace], int]
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Registers ``token`` and ``user`` on the main parser; each leaf sets ``func(args) -> int``."""
+    target = argparse.ArgumentParser(add_help=False)
+    where = target.add_argument_group("which Secret (in-cluster config, else kubeconfig)")
+    where.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+    where.add_argument("--context", help="kubeconfig context (default: the current one)")
+    where.add_argument("-n", "--namespace", help="namespace (default: the context's, else the pod's, else default)")
+    where.add_argument("--secret", default=DEFAULT_SECRET_NAME, help=f"Secret name (default: {DEFAULT_SECRET_NAME})")
+
+    token = subparsers.add_parser("token", help="create, list, rotate, revoke tokens in the Secret")
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
+    create = token_sub.add_parser("create", parents=[target], help="add a new token; prints it once")
+    create.add_argument("name")
+    _add_token_attributes(create)
+    create.set_defaults(func=token_create)
+    listing = token_sub.add_parser("list", parents=[target], help="names, expiry, attributes (never a secret)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per token")
+    listing.set_defaults(func=token_list)
+    revoke = token_sub.add_parser("revoke", parents=[target], help="remove a token now")
+    revoke.add_argument("name")
+    revoke.set_defaults(func=token_revoke)
+    rotate = token_sub.add_parser("rotate", parents=[target], help="new token; the old one expires after --overlap")
+    rotate.add_argument("name")
+    rotate.add_argument(
+        "--overlap", default=DEFAULT_OVERLAP, help=f"how long the old token keeps working (default {DEFAULT_OVERLAP})"
+    )
+    rotate.set_defaults(func=token_rotate)
+
+    user = subparsers.add_parser("user", help="add or remove htpasswd users (bcrypt) in the Secret")
+    user_sub = user.add_subparsers(dest="user_command", required=True, metavar="COMMAND")
+    add = user_sub.add_parser("add", parents=[target], help="add a user; password from stdin or a prompt")
+    add.add_argument("name")
+    add.add_argument("--replace", action="store_true", help="set a new password for an existing user")
+    add.set_defaults(func=user_add)
+    remove = user_sub.add_parser("remove", parents=[target], help="remove a user")
+    remove.add_argument("name")
+    remove.set_defaults(func=user_remove)
+    users = user_sub.add_parser("list", parents=[target], help="user names")
+    users.set_defaults(func=user_list)
+
+
+def _add_token_attributes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--expires", help="RFC 3339 time (2027-01-31T00:00:00Z) or a duration from now (90d)")
+    parser.add_argument("--routes", help="comma-separated policy routes (default: every route)")
+    parser.add_argument("--methods", help="comma-separated HTTP methods (default: any)")
+    parser.add_argument("--paths", help="comma-separated path prefixes (default: any)")
+
+
+# --- plumbing shared by the commands ----------------------------------------------------------------
+
+
+def _ref(args: argparse.Namespace) -> SecretRef:
+    namespace = args.namespace or default_namespace(args.kubeconfig, args.context)
+    return SecretRef(namespace, args.secret)
+
+
+def _text(files: Mapping[str, bytes], key: str) -> str:
+    return files.get(key, b"").decode("utf-8")
+
+
+def _validated(files: Files, ref: SecretRef) -> Files:
+    """Parses the edited Secret exactly as the server will, so a bad edit is refused before the write."""
+    load_secret_files(files, f"secret {ref}")
+    return files
+
+
+def _fail(message: str) -> int:
+    print(f"authgate: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _run(args: argparse.Namespace, body: Callable[[SecretRef], int]) -> int:
+    """The one place that turns expected failures into one line and exit status 1."""
+    try:
+        return body(_ref(args))
+    except (KubeError, TokenAdminError, ConfigError) as exc:
+        return _fail(str(exc))
+    except UnicodeDecodeError:
+        return _fail("the Secret's file is not valid UTF-8")
+
+
+def _edit(args: argparse.Namespace, ref: SecretRef, key: str, change: Callable[[str], str]) -> str:
+    """Applies ``change`` to one file of the Secret with the resourceVersion-guarded update."""
+
+    def edit(files: Mapping[str, bytes]) -> Files:
+        new = dict(files)
+        new[key] = change(_text(files, key)).encode()
+        return _validated(new, ref)
+
+    api = new_api_client(args.kubeconfig, args.context)
+    try:
+        result = update_secret(api, ref, edit)
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+    return result.resource_version
+
+
+def _attributes(args: argparse.Namespace, now: dt.datetime) -> dict[str, str]:
+    attrs: dict[str, str] = {}
+    if args.expires:
+        attrs["expires"] = resolve_expiry(args.expires, now)
+    for key in ("routes", "methods", "paths"):
+        value = getattr(args, key)
+        if value:
+            attrs[key] = ",".join(item.strip() for item in value.split(","))
+    return attrs
+
+
+def _print_new_token(name: str, token: str, ref: SecretRef) -> None:
+    print(f"token for {name!r} (shown only now; the Secret {ref} keeps its sha256 digest):", file=sys.stderr)
+    print(token)
+
+
+# --- token ------------------------------------------------------------------------------------------
+
+
+def token_create(args: argparse.Namespace) -> int:
+    def body(ref: SecretRef) -> int:
+        check_name(args.name)
+        attrs = _attributes(args, dt.datetime.now(dt.UTC))
+        made: dict[str, str] = {}
+
+        def change(text: str) -> str:
+            new = add_token(text, args.name, attrs)
+            made["token"] = new.token  # the edit may run again after a conflict: keep the one written
+            return new.text
+
+        version = _edit(args, ref, TOKENS_FILE, change)
+        print(f"added token {args.name!r} to secret {ref} (resourceVersion {version})", file=sys.stderr)
+        _print_new_token(args.name, made["token"], ref)
+        return 0
+
+    return _run(args, body)
+
+
+def token_rotate(args: argparse.Namespace) -> int:
+    def body(ref: SecretRef) -> int:
+        overlap = parse_duration(args.overlap)
+        made: dict[str, str] = {}
+
+        def change(text: str) -> str:
+            new = rotate_token(text, args.name, overlap, dt.datetime.now(dt.UTC))
+            made["token"] = new.token
+            return new.text
+
+        version = _edit(args, ref, TOKENS_FILE, change)
+        print(
+            f"rotated token {args.name!r} in secret {ref} (resourceVersion {version}); "
+            f"the old token works for {args.overlap} more under a '.until-' name",
+            file=sys.stderr,
+        )
+        _print_new_token(args.name, made["token"], ref)
+        return 0
+
+    return _run(args, body)
+
+
+def token_revoke(args: argparse.Namespace) -> int:
+    def body(ref: SecretRef) -> int:
+        version = _edit(args, ref, TOKENS_FILE, lambda text: revoke_token(text, args.name))
+        print(f"revoked token {args.name!r} in secret {ref} (resourceVersion {version})", file=sys.stderr)
+        return 0
+
+    return _run(args, body)
+
+
+def token_list(args: argparse.Namespace) -> int:
+    def body(ref: SecretRef) -> int:
+        api = new_api_client(args.kubeconfig, args.context)
+        try:
+            snapshot = read_secret(api, ref)
+        finally:
+            api.close()  # type: ignore[no-untyped-call]
+        now = dt.datetime.now(dt.UTC)
+        infos = list_tokens(_text(snapshot.files, TOKENS_FILE))
+        rows = []
+        for info in infos:
+            expired = info.expires is not None and _expired(info.expires, now)
+            rows.append(
+                {
+                    "name": info.name,
+                    "stored": "sha256" if info.hashed else "plain",
+                    "expired": expired,
+                    **info.attributes,
+                }
+            )
+        if args.json:
+            for row in rows:
+                print(json.dumps(row, sort_keys=True))
+            return 0
+        if not rows:
+            print(f"no tokens in secret {ref}", file=sys.stderr)
+            return 0
+        width = max(len(str(row["name"])) for row in rows)
+        print(f"{'NAME':<{width}}  {'STORED':<6}  {'EXPIRES':<22}  ATTRIBUTES")
+        for info, row in zip(infos, rows, strict=True):
+            expires = (info.expires or "never") + (" (expired)" if row["expired"] else "")
+            others = " ".join(f"{k}={v}" for k, v in info.attributes.items() if k != "expires")
+            print(f"{info.name:<{width}}  {row['stored']:<6}  {expires:<22}  {others}".rstrip())
+        return 0
+
+    return _run(args, body)
+
+
+def _expired(expires: str, now: dt.datetime) -> bool:
+    try:
+        return parse_time(expires) <= now
+    except TokenAdminError:
+        return False
+
+
+# --- user -------------------------------------------------------------------------------------------
+
+
+def read_password(stdin: TextIO | None = None) -> str:
+    """From a pipe: the first line. At a terminal: a prompt, twice, without echo."""
+    stdin = stdin or sys.stdin
+    if not stdin.isatty():
+        return stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise TokenAdminError("the passwords differ")
+    return first
+
+
+def user_add(args: argparse.Namespace) -> int:
+    def body(ref: SecretRef) -> int:
+        check_name(args.name)
+        password = read_password()
+        version = _edit(
+            args, ref, HTPASSWD_FILE, lambda text: set_user(text, args.name, password, replace=args.replace)
+        )
+        print(f"set user {args.name!r} (bcrypt) in secret {ref} (resourceVersion {version})", file=sys.stderr)
+        return 0
+
+    return _run(args, body)
+
+
+def user_remove(args: argparse.Namespace) -> int:
+    def body(ref: SecretRef) -> int:
+        version = _edit(args, ref, HTPASSWD_FILE, lambda text: remove_user(text, args.name))
+        print(f"removed user {args.name!r} from secret {ref} (resourceVersion {version})", file=sys.stderr)
+        return 0
+
+    return _run(args, body)
+
+
+def user_list(args: argparse.Namespace) -> int:
+    def body(ref: SecretRef) -> int:
+        api = new_api_client(args.kubeconfig, args.context)
+        try:
+            snapshot = read_secret(api, ref)
+        finally:
+            api.close()  # type: ignore[no-untyped-call]
+        for name in list_users(_text(snapshot.files, HTPASSWD_FILE)):
+            print(name)
+        return 0
+
+    return _run(args, body)
