@@ -222,6 +222,12 @@ def traefik_routes(authgate_port: int, backend: str) -> list[TraefikRoute]:
     ]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Deliberately slow tests (modules with ``SLOW = True``) first, so xdist starts them at once and the
+    rest runs beside them instead of after them. A stable sort: every other order is kept."""
+    items.sort(key=lambda item: not getattr(getattr(item, "module", None), "SLOW", False))
+
+
 @pytest.fixture(scope="session")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     up = Upstream(tmp_path_factory.mktemp("upstream"))

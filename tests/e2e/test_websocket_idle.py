@@ -21,6 +21,7 @@ from tests.e2e.nginx import IngressSpec, NginxProcess
 pytestmark = pytest.mark.e2e
 
 IDLE_SECONDS = 65.0
+SLOW = True  # scheduled first (see conftest.pytest_collection_modifyitems)
 
 
 def test_websocket_survives_65s_idle(gateway: Gateway) -> None:
