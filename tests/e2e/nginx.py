@@ -47,7 +47,7 @@ import re
 import signal
 import subprocess
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -384,21 +384,22 @@ def prefect_ingresses(
 ) -> list[IngressSpec]:
     """The recommended Prefect shape (docs/prefect.md): one host, two Ingresses, each its own auth route —
     the API at ``/api`` (WebSocket timeouts raised to 3600 s) and the UI at ``/``."""
-    common = {
-        "host": host,
-        "backend": backend,
-        "auth_response_headers": ("X-Auth-Request-User",),
-        "auth_cache_key": auth_cache_key,
-        "auth_cache_duration": tuple(auth_cache_duration),
-    }
-    return [
-        IngressSpec(
-            name="prefect-api",
-            path="/api",
-            auth_url=f"http://127.0.0.1:{authgate_port}/auth/api",
-            proxy_read_timeout=3600,
-            proxy_send_timeout=3600,
-            **common,
-        ),  # type: ignore[arg-type]
-        IngressSpec(name="prefect-ui", path="/", auth_url=f"http://127.0.0.1:{authgate_port}/auth/ui", **common),  # type: ignore[arg-type]
-    ]
+    ui = IngressSpec(
+        name="prefect-ui",
+        host=host,
+        path="/",
+        backend=backend,
+        auth_url=f"http://127.0.0.1:{authgate_port}/auth/ui",
+        auth_response_headers=("X-Auth-Request-User",),
+        auth_cache_key=auth_cache_key,
+        auth_cache_duration=tuple(auth_cache_duration),
+    )
+    api = replace(
+        ui,
+        name="prefect-api",
+        path="/api",
+        auth_url=f"http://127.0.0.1:{authgate_port}/auth/api",
+        proxy_read_timeout=3600,
+        proxy_send_timeout=3600,
+    )
+    return [api, ui]
