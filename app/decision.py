@@ -12,6 +12,7 @@ import binascii
 import datetime as dt
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from app.credentials import TOKEN68_RE, Credentials, Token, User
 from app.passwords import VerifiedCache, is_slow, verify_hash
@@ -22,15 +23,18 @@ MAX_AUTHORIZATION_BYTES = 8192
 # Percent-encoded '.', '/', '\' or a raw backslash: a path that could mean something else after decoding.
 _AMBIGUOUS_PATH_RE = re.compile(r"%(?:2[eEfF]|5[cC])|\\")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+TOKEN68_BYTES_RE = re.compile(TOKEN68_RE.pattern.encode())
 
 # A bcrypt hash of a random password nobody knows, checked when the user name is unknown so that "no such
 # user" costs as long as "wrong password" and user names cannot be told apart by timing.
 _DUMMY_USER = User(name="", hash="$2b$10$4w5xgFbicosG7nQPShiXzezDaA2hDNPJ4btYAomGnS3vTo6wos9f6", kind="bcrypt")
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
-    """What the proxy says about the original request. None = the proxy did not say."""
+class RequestFacts(NamedTuple):
+    """What the proxy says about the original request. None = the proxy did not say.
+
+    NamedTuples rather than frozen dataclasses: as immutable, and several times cheaper to build, which
+    matters for the two objects made on every request."""
 
     method: str | None
     path: str | None  # raw path, without the query, never decoded or normalised
@@ -39,8 +43,7 @@ class RequestFacts:
     preflight: bool = False  # carries Origin and Access-Control-Request-Method
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     status: int  # exactly 200, 401, 403 (503 is the HTTP layer's, before any snapshot exists)
     reason: str
     scheme: str = "none"  # bearer, basic, none, other
@@ -80,17 +83,21 @@ def parse_authorization(values: tuple[bytes, ...]) -> BearerCredential | BasicCr
         return "missing"
     if len(values) > 1 or len(values[0]) > MAX_AUTHORIZATION_BYTES:
         return "malformed"
+    value = values[0]
+    if value[:7].lower() == b"bearer ":  # the hot path: stay in bytes until the token is known to be clean
+        param_bytes = value[7:].strip(b" \t")
+        if not TOKEN68_BYTES_RE.fullmatch(param_bytes):
+            return "malformed"
+        return BearerCredential(param_bytes.decode("ascii"))
     try:
-        text = values[0].decode("ascii").strip()
+        text = value.decode("ascii").strip()
     except UnicodeDecodeError:
         return "malformed"
     scheme, _, param = text.partition(" ")
     param = param.strip()
     scheme = scheme.lower()
     if scheme == "bearer":
-        if not TOKEN68_RE.fullmatch(param):
-            return "malformed"
-        return BearerCredential(param)
+        return "malformed"  # "Bearer" with no space-separated token
     if scheme == "basic":
         try:
             decoded = base64.b64decode(param, validate=True).decode("utf-8")

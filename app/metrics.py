@@ -1,32 +1,64 @@
-"""Prometheus metrics on a registry the app owns (never the global one), with the hot-path children
-resolved once so a decision costs a dict lookup and an increment."""
+"""Prometheus metrics on a registry the app owns (never the global one).
+
+The two per-decision metrics (the decision counter and the latency histogram) are plain integers kept by
+``DecisionStats`` and turned into metric families only when Prometheus scrapes: a decision then costs two
+dict updates and a bisect instead of three lock round-trips inside prometheus_client. They are only ever
+updated from the event-loop thread."""
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from app.credentials import Credentials
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
+class DecisionStats(Collector):
+    """``authgate_decisions_total`` and ``authgate_decision_duration_seconds``, collected at scrape time."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, str, str], int] = {}
+        self.bucket_counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self.latency_sum = 0.0
+
+    def count(self, route: str, allowed: bool, reason: str, scheme: str, seconds: float) -> None:
+        key = (route, "allow" if allowed else "deny", reason, scheme)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.bucket_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        decisions = CounterMetricFamily(
+            "authgate_decisions",
+            "Decisions by route, result, reason and scheme.",
+            labels=["route", "result", "reason", "scheme"],
+        )
+        for key, value in list(self.counts.items()):
+            decisions.add_metric(list(key), value)
+        yield decisions
+        cumulative, buckets = 0, []
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), self.bucket_counts, strict=True):
+            cumulative += count
+            buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
+        latency = HistogramMetricFamily(
+            "authgate_decision_duration_seconds", "Time to decide one request (inside authgate)."
+        )
+        latency.add_metric([], buckets, self.latency_sum)
+        yield latency
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        self.decisions = Counter(
-            "authgate_decisions",
-            "Decisions by route, result, reason and scheme.",
-            ["route", "result", "reason", "scheme"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "authgate_decision_duration_seconds",
-            "Time to decide one request (inside authgate).",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self.decision_stats = DecisionStats()
+        self.registry.register(self.decision_stats)
         self.credentials_loaded = Gauge(
             "authgate_credentials_loaded",
             "Credentials in the current snapshot, by kind.",
@@ -49,17 +81,8 @@ class Metrics:
             "authgate_throttled_clients", "Addresses and users banned right now.", ["kind"], registry=self.registry
         )
         self._expiries: dict[str, dt.datetime] = {}
-        self._decision_children: dict[tuple[str, str, str, str], Counter] = {}
         for result in ("success", "error"):
             self.reloads.labels(result=result)
-
-    def count_decision(self, route: str, allowed: bool, reason: str, scheme: str) -> None:
-        key = (route, "allow" if allowed else "deny", reason, scheme)
-        child = self._decision_children.get(key)
-        if child is None:
-            child = self.decisions.labels(*key)
-            self._decision_children[key] = child
-        child.inc()
 
     def loaded(self, credentials: Credentials, when: dt.datetime) -> None:
         """Records a good reload: counts by kind and the expiry of each token."""
@@ -70,9 +93,9 @@ class Metrics:
         for name in self._expiries:
             self.token_expiry.remove(name)
         self._expiries = {t.name: t.expires for t in credentials.tokens if t.expires is not None}
-        for name in self._expiries:
-            self.token_expiry.labels(name=name).set_function(self._seconds_left(name))
+        for name, expires in self._expiries.items():
+            self.token_expiry.labels(name=name).set_function(_seconds_until(expires))
 
-    def _seconds_left(self, name: str):  # type: ignore[no-untyped-def]
-        expires = self._expiries[name]
-        return lambda: (expires - dt.datetime.now(dt.UTC)).total_seconds()
+
+def _seconds_until(expires: dt.datetime) -> Callable[[], float]:
+    return lambda: (expires - dt.datetime.now(dt.UTC)).total_seconds()

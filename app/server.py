@@ -6,7 +6,7 @@ import logging
 
 import uvicorn
 
-from app.http import create_app
+from app.http import create_asgi
 from app.logs import configure_logging
 from app.settings import Settings
 
@@ -15,7 +15,7 @@ log = logging.getLogger("authgate")
 
 def serve(settings: Settings) -> int:
     configure_logging(settings.log_level)
-    app = create_app(settings)
+    app = create_asgi(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
