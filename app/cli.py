@@ -19,6 +19,7 @@ from app.credentials import (
     token_digest,
 )
 from app.errors import ConfigError
+from app.kube_cli import add_commands
 from app.policy import load_policy
 from app.settings import LOG_LEVELS, PROXY_KINDS, load_settings
 
@@ -188,12 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     new_token.add_argument("--routes", help="comma-separated route names")
     new_token.set_defaults(func=_new_token)
 
-    try:
-        from app.kube_cli import add_commands
-    except ImportError:  # the Kubernetes commands are optional in a stripped build
-        pass
-    else:
-        add_commands(sub)
+    add_commands(sub)
     return parser
 
 
