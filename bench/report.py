@@ -56,16 +56,22 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"| ≤ {case['target_s']:g} s | {_status(case['met'])} |"
             )
         for key, v in case.get("variants", {}).items():
+            cpu = v.get("cpu_us_per_request_median")
+            by_process = " + ".join(
+                f"{c} {us:.0f}" for c, us in v.get("cpu_us_per_request_by_process_median", {}).items()
+            )
             extra.append(
                 f"| {number} | {v['label']} | `{key}` | {v['rps_median']:,.0f} | "
-                f"{v['p50_ms_median']:.2f} | {v['p99_ms_median']:.2f} |"
+                f"{v['p50_ms_median']:.2f} | {v['p99_ms_median']:.2f} | "
+                f"{'—' if cpu is None else f'{cpu:.0f}'} ({by_process}) |"
             )
     lines += [
         "",
-        "Every variant, medians over the rounds:",
+        "Every variant, medians over the rounds. Server CPU per request is the CPU time of the serving "
+        "processes (all threads) during a round divided by its requests: steadier than req/s on a shared machine.",
         "",
-        "| # | variant | key | req/s | p50 ms | p99 ms |",
-        "|---|---|---|---:|---:|---:|",
+        "| # | variant | key | req/s | p50 ms | p99 ms | server CPU µs/request (processes counted) |",
+        "|---|---|---|---:|---:|---:|---|",
         *extra,
         "",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gb']} GB, Linux {m['kernel']}; "

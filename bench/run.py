@@ -40,8 +40,8 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
-from bench import report  # noqa: E402
-from bench.servers import BCRYPT_COST, Credentials, Stack, find_tool, large_secret  # noqa: E402
+from bench import procstat, report  # noqa: E402
+from bench.servers import BCRYPT_COST, POLICY_NO_THROTTLE, Credentials, Stack, find_tool, large_secret  # noqa: E402
 from bench.wrk import Wrk, WrkResult  # noqa: E402
 
 CASES = ("direct", "nginx", "bcrypt", "traefik", "scale", "rotation")
@@ -58,6 +58,7 @@ class Variant:
     headers: dict[str, str]
     extra: dict[str, str] = field(default_factory=dict)  # sent with and without the credential
     open: bool = False  # the no-auth ceiling: 200 for everyone
+    serves: tuple[str, ...] = ()  # Stack components doing the work (their CPU is counted per request)
 
 
 @dataclass(frozen=True)
@@ -95,41 +96,57 @@ def check_variant(v: Variant) -> None:
         )
 
 
-def measure(wrk: Wrk, variants: Sequence[Variant], p: Params, log: Callable[[str], None]) -> dict[str, list[WrkResult]]:
+Runs = dict[str, list[tuple[WrkResult, dict[str, float]]]]  # variant -> [(wrk, server CPU µs/request by process)]
+
+
+def measure(stack: Stack, wrk: Wrk, variants: Sequence[Variant], p: Params, log: Callable[[str], None]) -> Runs:
     for v in variants:
         check_variant(v)
+    pids = {v.key: {c: procstat.tree([stack.pids[c]]) for c in v.serves} for v in variants}
     for v in variants:
         wrk.run(v.url, {**v.extra, **v.headers}, p.warmup)
-    results: dict[str, list[WrkResult]] = {v.key: [] for v in variants}
+    results: Runs = {v.key: [] for v in variants}
     for r in range(p.rounds):
         order = variants if r % 2 == 0 else list(reversed(variants))
         for v in order:
+            before = {c: procstat.cpu_seconds(tree) for c, tree in pids[v.key].items()}
             res = wrk.run(v.url, {**v.extra, **v.headers}, p.seconds)
+            cpu = {
+                c: 1e6 * (procstat.cpu_seconds(tree) - before[c]) / max(res.requests, 1)
+                for c, tree in pids[v.key].items()
+            }
             if res.errors:
                 raise HarnessError(f"{v.label}: {res.errors} errors (socket errors or non-2xx) in round {r + 1}")
-            results[v.key].append(res)
-        rates = "  ".join(f"{v.key}={results[v.key][-1].rps:,.0f}/s" for v in variants)
+            results[v.key].append((res, cpu))
+        rates = "  ".join(f"{v.key}={results[v.key][-1][0].rps:,.0f}/s" for v in variants)
         log(f"  round {r + 1}/{p.rounds}: {rates}")
     return results
 
 
 def summarize(
-    case: str, title: str, variants: Sequence[Variant], ratios: Sequence[Ratio], results: dict[str, list[WrkResult]]
+    case: str, title: str, variants: Sequence[Variant], ratios: Sequence[Ratio], results: Runs
 ) -> dict[str, Any]:
     out_variants = {}
     for v in variants:
-        runs = results[v.key]
+        runs = [r for r, _ in results[v.key]]
+        cpu = [sum(c.values()) for _, c in results[v.key] if c]
         out_variants[v.key] = {
             "label": v.label,
+            "serves": list(v.serves),
             "rps": [r.rps for r in runs],
             "rps_median": statistics.median(r.rps for r in runs),
             "p50_ms_median": statistics.median(r.p50_ms for r in runs),
             "p99_ms_median": statistics.median(r.p99_ms for r in runs),
-            "runs": [r.as_dict() for r in runs],
+            "cpu_us_per_request_median": statistics.median(cpu) if cpu else None,
+            "cpu_us_per_request_by_process_median": {
+                c: statistics.median(cpus[c] for _, cpus in results[v.key]) for c in v.serves
+            },
+            "runs": [{**r.as_dict(), "cpu_us_per_request_by_process": c} for r, c in results[v.key]],
         }
     out_ratios = []
     for ratio in ratios:
-        per_round = [a.rps / b.rps for a, b in zip(results[ratio.subject], results[ratio.baseline], strict=True)]
+        pairs = zip(results[ratio.subject], results[ratio.baseline], strict=True)
+        per_round = [a.rps / b.rps for (a, _), (b, _) in pairs]
         median = statistics.median(per_round)
         out_ratios.append(
             {
@@ -157,12 +174,20 @@ def case_direct(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) -
             stack.authgate_small().base_url + "/auth/api",
             creds.bearer,
             ORIGINAL,
+            serves=("authgate:small",),
         ),
-        Variant("baseline", "raw-ASGI baseline (Bearer)", stack.baseline() + "/auth/api", creds.bearer, ORIGINAL),
+        Variant(
+            "baseline",
+            "raw-ASGI baseline (Bearer)",
+            stack.baseline() + "/auth/api",
+            creds.bearer,
+            ORIGINAL,
+            serves=("baseline",),
+        ),
     ]
     ratios = [Ratio("authgate / raw-ASGI baseline, same uvicorn", "authgate", "baseline", 0.8)]
     return summarize(
-        "direct", "1. Direct, Bearer, one uvicorn worker each", variants, ratios, measure(wrk, variants, p, log)
+        "direct", "1. Direct, Bearer, one uvicorn worker each", variants, ratios, measure(stack, wrk, variants, p, log)
     )
 
 
@@ -174,27 +199,37 @@ def case_nginx(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) ->
             "nginx auth_request → authgate (Bearer, Connection: close)",
             urls["authreq"] + "/api/ok",
             creds.bearer,
+            serves=("nginx", "authgate:small"),
         ),
         Variant(
             "authreq_keepalive",
             "nginx auth_request → authgate, keepalive pool (Bearer)",
             urls["authreq_keepalive"] + "/api/ok",
             creds.bearer,
+            serves=("nginx", "authgate:small"),
         ),
-        Variant("sha", "nginx auth_basic {SHA}", urls["sha"] + "/api/ok", creds.basic),
-        Variant("none", "nginx, no auth", urls["none"] + "/api/ok", {}, open=True),
+        Variant(
+            "authreq_cache",
+            "nginx auth_request → authgate, auth-cache-key + decision_cache 60 s (Bearer)",
+            urls["authreq_cache"] + "/api/ok",
+            creds.bearer,
+            serves=("nginx", "authgate:cacheable"),
+        ),
+        Variant("sha", "nginx auth_basic {SHA}", urls["sha"] + "/api/ok", creds.basic, serves=("nginx",)),
+        Variant("none", "nginx, no auth", urls["none"] + "/api/ok", {}, open=True, serves=("nginx",)),
     ]
     ratios = [
         Ratio("nginx→authgate / nginx auth_basic {SHA}", "authreq", "sha", 0.6),
         Ratio("nginx→authgate / nginx without auth (ceiling)", "authreq", "none"),
         Ratio("nginx→authgate keepalive / nginx auth_basic {SHA}", "authreq_keepalive", "sha"),
+        Ratio("nginx→authgate decision cache / nginx auth_basic {SHA}", "authreq_cache", "sha"),
     ]
     return summarize(
         "nginx",
         "2. Through nginx (1 worker): auth_request vs native auth_basic",
         variants,
         ratios,
-        measure(wrk, variants, p, log),
+        measure(stack, wrk, variants, p, log),
     )
 
 
@@ -207,26 +242,33 @@ def case_bcrypt(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) -
             "nginx auth_request → authgate (Basic bcrypt, cache warm)",
             urls["authreq"] + "/api/ok",
             creds.basic,
+            serves=("nginx", "authgate:small"),
         ),
-        Variant("bcrypt", "nginx auth_basic bcrypt", urls["bcrypt"] + "/api/ok", creds.basic),
-        Variant("caddy", "Caddy basic_auth bcrypt", caddy + "/api/ok", creds.basic),
+        Variant("bcrypt", "nginx auth_basic bcrypt", urls["bcrypt"] + "/api/ok", creds.basic, serves=("nginx",)),
+        Variant("caddy", "Caddy basic_auth bcrypt", caddy + "/api/ok", creds.basic, serves=("caddy",)),
     ]
     ratios = [
         Ratio("nginx→authgate / nginx auth_basic bcrypt", "authreq_basic", "bcrypt", 20.0),
         Ratio("nginx→authgate / Caddy basic_auth bcrypt", "authreq_basic", "caddy"),
     ]
     title = f"3. Basic with bcrypt (cost {BCRYPT_COST})"
-    return summarize("bcrypt", title, variants, ratios, measure(wrk, variants, p, log))
+    return summarize("bcrypt", title, variants, ratios, measure(stack, wrk, variants, p, log))
 
 
 def case_traefik(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) -> dict[str, Any]:
     creds, urls = stack.creds, stack.traefik()
     variants = [
         Variant(
-            "forwardauth", "Traefik ForwardAuth → authgate (Bearer)", urls["forwardauth"] + "/api/ok", creds.bearer
+            "forwardauth",
+            "Traefik ForwardAuth → authgate (Bearer)",
+            urls["forwardauth"] + "/api/ok",
+            creds.bearer,
+            serves=("traefik", "authgate:traefik", "nginx"),
         ),
-        Variant("basic", "Traefik basicAuth {SHA}", urls["basic"] + "/api/ok", creds.basic),
-        Variant("none", "Traefik, no auth", urls["none"] + "/api/ok", {}, open=True),
+        Variant(
+            "basic", "Traefik basicAuth {SHA}", urls["basic"] + "/api/ok", creds.basic, serves=("traefik", "nginx")
+        ),
+        Variant("none", "Traefik, no auth", urls["none"] + "/api/ok", {}, open=True, serves=("traefik", "nginx")),
     ]
     ratios = [
         Ratio("Traefik→authgate / Traefik basicAuth {SHA}", "forwardauth", "basic"),
@@ -237,30 +279,8 @@ def case_traefik(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) 
         "4. Traefik (GOMAXPROCS=1): ForwardAuth vs basicAuth",
         variants,
         ratios,
-        measure(wrk, variants, p, log),
+        measure(stack, wrk, variants, p, log),
     )
-
-
-def rss_bytes(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of ``pid`` and every descendant, summed."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    total = {"VmRSS": 0, "VmHWM": 0}
-    stack = [pid]
-    while stack:
-        current = stack.pop()
-        stack.extend(children.get(current, []))
-        for line in Path(f"/proc/{current}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in total:
-                total[key] += int(value.split()[0]) * 1024
-    return total
 
 
 def case_scale(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) -> dict[str, Any]:
@@ -275,12 +295,23 @@ def case_scale(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) ->
             large.base_url + "/auth/api",
             creds.bearer,
             ORIGINAL,
+            serves=("authgate:large",),
         ),
-        Variant("small", "authgate, 1 token + 1 user (Bearer)", small.base_url + "/auth/api", creds.bearer, ORIGINAL),
+        Variant(
+            "small",
+            "authgate, 1 token + 1 user (Bearer)",
+            small.base_url + "/auth/api",
+            creds.bearer,
+            ORIGINAL,
+            serves=("authgate:small",),
+        ),
     ]
     ratios = [Ratio(f"{p.tokens:,} tokens + {p.users:,} users / 1 token", "large", "small", 0.95)]
-    summary = summarize("scale", "5. Scale: credentials loaded", variants, ratios, measure(wrk, variants, p, log))
-    rss_large, rss_small = rss_bytes(large.proc.pid), rss_bytes(small.proc.pid)
+    summary = summarize(
+        "scale", "5. Scale: credentials loaded", variants, ratios, measure(stack, wrk, variants, p, log)
+    )
+    rss_large = procstat.memory_bytes(procstat.tree([large.proc.pid]))
+    rss_small = procstat.memory_bytes(procstat.tree([small.proc.pid]))
     mb = 1024 * 1024
     summary["rss"] = {
         "large_mb": rss_large["VmRSS"] / mb,
@@ -300,7 +331,7 @@ def case_scale(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) ->
 
 
 def case_rotation(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) -> dict[str, Any]:
-    ag = stack.authgate("rotation", stack.small_files(), throttle=False)
+    ag = stack.authgate("rotation", stack.small_files(), policy=POLICY_NO_THROTTLE)
     secret = ag.secret  # type: ignore[attr-defined]
     rng = random.Random(6)  # spacing between swaps, not a secret
     samples: list[float] = []

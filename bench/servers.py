@@ -122,6 +122,8 @@ routes:
 # The rotation probe polls with a token authgate does not know yet; each miss is a failure from 127.0.0.1,
 # so the throttle (which would ban the address after 50) is off for that instance only.
 POLICY_NO_THROTTLE = POLICY + "throttle:\n  enabled: false\n"
+# For nginx's decision cache (ingress-nginx auth-cache-key): authgate must allow caching of its 200s.
+POLICY_CACHEABLE = POLICY + "decision_cache:\n  max_age_seconds: 60\n"
 
 
 class Stack:
@@ -132,26 +134,27 @@ class Stack:
         self.creds = creds
         self._procs: list[Process] = []
         self._started: dict[str, object] = {}
+        self.pids: dict[str, int] = {}  # component -> pid, for CPU and memory accounting
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "policy.yaml").write_text(POLICY)
-        (workdir / "policy-no-throttle.yaml").write_text(POLICY_NO_THROTTLE)
 
     # -- authgate and the baseline -------------------------------------------------------------
     def authgate(
-        self, name: str, files: dict[str, str], *, proxy: str = "ingress-nginx", throttle: bool = True
+        self, name: str, files: dict[str, str], *, proxy: str = "ingress-nginx", policy: str = POLICY
     ) -> AuthgateProcess:
         key = f"authgate:{name}"
         if key not in self._started:
             secret = KubeletSecretDir(self.workdir / f"secret-{name}")
             secret.write(files)
-            policy = self.workdir / ("policy.yaml" if throttle else "policy-no-throttle.yaml")
+            policy_file = self.workdir / f"policy-{name}.yaml"
+            policy_file.write_text(policy)
             proc = AuthgateProcess(
-                secret.path, self.workdir / f"authgate-{name}.log", config=policy, proxy=proxy, log_level="warning"
+                secret.path, self.workdir / f"authgate-{name}.log", config=policy_file, proxy=proxy, log_level="warning"
             )
             self._procs.append(proc)
             proc.wait_ready(timeout=60)
             proc.secret = secret  # type: ignore[attr-defined]
             self._started[key] = proc
+            self.pids[key] = proc.proc.pid
         return self._started[key]  # type: ignore[return-value]
 
     def small_files(self) -> dict[str, str]:
@@ -178,21 +181,26 @@ class Stack:
             self._procs.append(proc)
             wait_for(lambda: proc.proc.poll() is None and _listening(port), timeout=30, what="baseline app")
             self._started["baseline"] = f"http://127.0.0.1:{port}"
+            self.pids["baseline"] = proc.proc.pid
         return self._started["baseline"]  # type: ignore[return-value]
 
     # -- nginx ----------------------------------------------------------------------------------
     def nginx(self) -> dict[str, str]:
-        """Base URLs by variant: none, sha, bcrypt, authreq, authreq_keepalive, backend."""
+        """Base URLs by variant: none, sha, bcrypt, authreq, authreq_keepalive, authreq_cache, backend."""
         if "nginx" not in self._started:
             ag = self.authgate_small()
+            cacheable = self.authgate("cacheable", self.small_files(), policy=POLICY_CACHEABLE)
             prefix = self.workdir / "nginx"
             (prefix / "www" / "api").mkdir(parents=True, exist_ok=True)
             (prefix / "www" / "api" / "ok").write_text("ok\n")
             (prefix / "htpasswd-sha").write_text(self.creds.sha_line + "\n")
             (prefix / "htpasswd-bcrypt").write_text(self.creds.bcrypt_line + "\n")
-            ports = {v: free_port() for v in ("none", "sha", "bcrypt", "authreq", "authreq_keepalive", "backend")}
+            ports = {
+                v: free_port()
+                for v in ("none", "sha", "bcrypt", "authreq", "authreq_keepalive", "authreq_cache", "backend")
+            }
             conf = prefix / "nginx.conf"
-            conf.write_text(render_nginx_conf(prefix, ports, ag.port))
+            conf.write_text(render_nginx_conf(prefix, ports, ag.port, cacheable.port))
             nginx = find_tool("nginx")
             argv = [nginx, "-p", str(prefix), "-c", str(conf)]
             check = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
@@ -202,6 +210,7 @@ class Stack:
             self._procs.append(proc)
             wait_for(lambda: all(_listening(p) for p in ports.values()), timeout=15, what="nginx")
             self._started["nginx"] = {v: f"http://127.0.0.1:{p}" for v, p in ports.items()}
+            self.pids["nginx"] = proc.proc.pid
         return self._started["nginx"]  # type: ignore[return-value]
 
     # -- Traefik ----------------------------------------------------------------------------------
@@ -266,6 +275,7 @@ class Stack:
 
             wait_for(ready, timeout=30, what="traefik routers")
             self._started["traefik"] = urls
+            self.pids["traefik"] = proc.proc.pid
         return self._started["traefik"]  # type: ignore[return-value]
 
     # -- Caddy ------------------------------------------------------------------------------------
@@ -301,6 +311,7 @@ class Stack:
 
             wait_for(ready, timeout=30, what="caddy")
             self._started["caddy"] = f"http://127.0.0.1:{port}"
+            self.pids["caddy"] = proc.proc.pid
         return self._started["caddy"]  # type: ignore[return-value]
 
     def stop(self) -> None:
@@ -338,7 +349,7 @@ _AUTH_LOCATION = """\
             proxy_set_header            X-Real-IP               $remote_addr;
             proxy_set_header            X-Forwarded-For         $remote_addr;
             proxy_set_header            X-Auth-Request-Redirect $request_uri;
-            proxy_buffering             off;
+            proxy_buffering             {buffering};
             proxy_buffer_size           4k;
             proxy_buffers               4 4k;
             proxy_request_buffering     on;
@@ -356,7 +367,17 @@ _AUTH_LOCATION = """\
 """
 
 
-def render_nginx_conf(prefix: Path, ports: dict[str, int], authgate_port: int) -> str:
+# ingress-nginx's auth-cache-key '$http_authorization' with auth-cache-duration's default. The controller
+# hashes the key in Lua (Debian's nginx has none), so here it is the unhashed string, as in tests/e2e.
+_CACHE_EXTRA = """\
+            set $cache_key              'bench.test/_external-auth-L2FwaS8-Prefix$http_authorization';
+            proxy_cache                 auth_cache;
+            proxy_cache_valid           200 202 401 5m;
+            proxy_cache_key             "$cache_key";
+"""
+
+
+def render_nginx_conf(prefix: Path, ports: dict[str, int], authgate_port: int, cacheable_port: int) -> str:
     """One nginx, one worker, one server per variant. Protected content is a static file (content phase:
     ``return`` would answer in the rewrite phase, before any auth ran)."""
     user = "user root root;\n" if os.geteuid() == 0 else ""
@@ -380,12 +401,19 @@ def render_nginx_conf(prefix: Path, ports: dict[str, int], authgate_port: int) -
             f'        location /api/ {{\n            auth_basic "bench";\n'
             f"            auth_basic_user_file {prefix}/htpasswd-bcrypt;\n        }}\n",
         ),
-        server("authreq", _AUTH_LOCATION.format(extra="", target=plain)),
+        server("authreq", _AUTH_LOCATION.format(extra="", target=plain, buffering="off")),
         server(
             "authreq_keepalive",
             _AUTH_LOCATION.format(
                 extra='            proxy_set_header            Connection              "";\n',
                 target="http://authgate_keepalive/auth/api",
+                buffering="off",
+            ),
+        ),
+        server(
+            "authreq_cache",
+            _AUTH_LOCATION.format(
+                extra=_CACHE_EXTRA, target=f"http://127.0.0.1:{cacheable_port}/auth/api", buffering="on"
             ),
         ),
         server("backend", '        location / {\n            return 200 "ok\\n";\n        }\n'),
@@ -416,5 +444,8 @@ http {{
         server 127.0.0.1:{authgate_port};
         keepalive 32;
     }}
+    # ingress-nginx's auth-cache-key annotation (not the default): decisions cached by nginx
+    proxy_cache_path {prefix}/auth-cache levels=1:2 keys_zone=auth_cache:10m max_size=128m inactive=30m
+                     use_temp_path=off;
 {"".join(servers)}}}
 """
