@@ -29,7 +29,7 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
             "1",
             "--warmup",
             "1",
-                        "--out",
+            "--out",
             str(tmp_path),
         ],
         capture_output=True,
