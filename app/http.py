@@ -282,12 +282,21 @@ def start_credential_source(state: AppState) -> Any:
     """The loop that keeps credentials current: the mounted directory (default) or a Secret watch."""
     settings = state.settings
     if settings.watch_secret is not None:
-        from app.secret_watch import SecretWatcher  # imported only in watch mode (pulls in the k8s client)
+        # imported only in watch mode: it pulls in the Kubernetes client
+        from app.secret_watch import SecretWatcher, recommended_max_age
 
-        heartbeat = Heartbeat("secret-watch", max_age=120.0)
+        watch_timeout, backoff_max = 60, 30.0
+        heartbeat = Heartbeat("secret-watch", max_age=recommended_max_age(watch_timeout, backoff_max))
         state.heartbeats.append(heartbeat)
         namespace, name = settings.watch_secret
-        return SecretWatcher(namespace, name, state.reloader.apply, heartbeat)
+        return SecretWatcher(
+            namespace,
+            name,
+            state.reloader.apply,
+            heartbeat,
+            watch_timeout_seconds=watch_timeout,
+            backoff_max=backoff_max,
+        )
     heartbeat = Heartbeat("secret-directory-watch", max_age=30.0)
     state.heartbeats.append(heartbeat)
     return DirectoryWatcher(settings.secret_dir, state.reloader, heartbeat)
