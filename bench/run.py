@@ -244,12 +244,20 @@ def case_bcrypt(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) -
             creds.basic,
             serves=("nginx", "authgate:small"),
         ),
+        Variant(
+            "authreq_keepalive_basic",
+            "nginx auth_request → authgate, keepalive pool (Basic bcrypt, cache warm)",
+            urls["authreq_keepalive"] + "/api/ok",
+            creds.basic,
+            serves=("nginx", "authgate:small"),
+        ),
         Variant("bcrypt", "nginx auth_basic bcrypt", urls["bcrypt"] + "/api/ok", creds.basic, serves=("nginx",)),
         Variant("caddy", "Caddy basic_auth bcrypt", caddy + "/api/ok", creds.basic, serves=("caddy",)),
     ]
     ratios = [
         Ratio("nginx→authgate / nginx auth_basic bcrypt", "authreq_basic", "bcrypt", 20.0),
         Ratio("nginx→authgate / Caddy basic_auth bcrypt", "authreq_basic", "caddy"),
+        Ratio("nginx→authgate keepalive / nginx auth_basic bcrypt", "authreq_keepalive_basic", "bcrypt"),
     ]
     title = f"3. Basic with bcrypt (cost {BCRYPT_COST})"
     return summarize("bcrypt", title, variants, ratios, measure(stack, wrk, variants, p, log))
