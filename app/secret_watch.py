@@ -171,6 +171,7 @@ class SecretWatcher:
         )
         resource_version = str(getattr(result.metadata, "resource_version", None) or "")
         secret = next((s for s in result.items or [] if getattr(s.metadata, "name", None) == self.ref.name), None)
+        self._resource_version = resource_version
         if secret is None:
             log.warning(
                 "secret watch %s: secret not found; keeping %s credentials until it is created",
@@ -179,7 +180,6 @@ class SecretWatcher:
             )
         else:
             self._deliver(secret.data, "list")
-        self._resource_version = resource_version
         self._failures = 0
         self._heartbeat.beat(f"listed at resourceVersion {resource_version}")
 
