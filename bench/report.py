@@ -10,6 +10,10 @@ def _status(met: bool | None) -> str:
     return "—" if met is None else ("met" if met else "**missed**")
 
 
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}"
+
+
 def _num(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
@@ -20,10 +24,12 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Run {doc['started_utc']} (UTC), {doc['duration_s']:.0f} s: `{doc['command'].strip()}` — "
         f"{p['rounds']} interleaved rounds x {p['seconds']:g} s per variant, `wrk -t1 -c{p['connections']}`, "
         f"median of the per-round ratios. Load average {m['loadavg_start'][0]:.2f} at the start, "
-        f"{m['loadavg_end'][0]:.2f} at the end.",
+        f"{m['loadavg_end'][0]:.2f} at the end. CPU-cost ratio: the baseline's server CPU per request over the "
+        "subject's, i.e. the ratio a run bound by CPU rather than by a busy machine's scheduling would show.",
         "",
-        "| # | comparison | subject req/s | baseline req/s | ratio (median) | per-round range | target | |",
-        "|---|---|---:|---:|---:|---|---|---|",
+        "| # | comparison | subject req/s | baseline req/s | ratio (median) | per-round range | target | "
+        "| CPU-cost ratio |",
+        "|---|---|---:|---:|---:|---|---|---|---:|",
     ]
     extra: list[str] = []
     for case in doc["cases"]:
@@ -33,27 +39,28 @@ def markdown(doc: dict[str, Any]) -> str:
             target = "—" if r["target"] is None else f"≥ {r['target']:g}"
             lines.append(
                 f"| {number} | {r['name']} | {_num(a['rps_median'])} | {_num(b['rps_median'])} | "
-                f"**{r['median']:.3g}** | {r['min']:.3g} to {r['max']:.3g} | {target} | {_status(r['met'])} |"
+                f"**{r['median']:.3g}** | {r['min']:.3g} to {r['max']:.3g} | {target} | {_status(r['met'])} | "
+                f"{_ratio(r.get('cpu_cost_ratio_median'))} |"
             )
         if "rss" in case:
             rss = case["rss"]
             lines.append(
                 f"| {number} | RSS of authgate with {p['tokens']:,} tokens + {p['users']:,} users "
                 f"(1 token: {rss['small_mb']:.1f} MB; peak {rss['large_peak_mb']:.1f} MB) | | | "
-                f"**{rss['large_mb']:.1f} MB** | | ≤ {rss['target_mb']:g} MB | {_status(rss['met'])} |"
+                f"**{rss['large_mb']:.1f} MB** | | ≤ {rss['target_mb']:g} MB | {_status(rss['met'])} | |"
             )
             lat = case["latency"]
             lines.append(
                 f"| {number} | latency at {lat['connections']} connections, {p['tokens']:,} tokens "
                 f"(p50 / p99, wrk, median of rounds) | | | **{lat['p50_ms']:.2f} / {lat['p99_ms']:.2f} ms** "
-                "| | — | — |"
+                "| | — | — | |"
             )
         if case["case"] == "rotation":
             timeouts = f", {case['timeouts']} never accepted within 10 s" if case["timeouts"] else ""
             lines.append(
                 f"| 6 | Secret swap → new token accepted ({len(case['samples_s'])} swaps{timeouts}; "
                 f"p50 {case['p50_s']:.2f} s, max {case['max_s']:.2f} s) | | | **p99 {case['p99_s']:.2f} s** | "
-                f"| ≤ {case['target_s']:g} s | {_status(case['met'])} |"
+                f"| ≤ {case['target_s']:g} s | {_status(case['met'])} | |"
             )
         for key, v in case.get("variants", {}).items():
             cpu = v.get("cpu_us_per_request_median")

@@ -146,7 +146,11 @@ def summarize(
     out_ratios = []
     for ratio in ratios:
         pairs = zip(results[ratio.subject], results[ratio.baseline], strict=True)
-        per_round = [a.rps / b.rps for (a, _), (b, _) in pairs]
+        per_round, cpu_per_round = [], []
+        for (a, a_cpu), (b, b_cpu) in pairs:
+            per_round.append(a.rps / b.rps)
+            if a_cpu and b_cpu and sum(a_cpu.values()) > 0:
+                cpu_per_round.append(sum(b_cpu.values()) / sum(a_cpu.values()))
         median = statistics.median(per_round)
         out_ratios.append(
             {
@@ -159,6 +163,8 @@ def summarize(
                 "max": max(per_round),
                 "target": ratio.target,
                 "met": None if ratio.target is None else median >= ratio.target,
+                # baseline CPU per request / subject CPU per request: the ratio a CPU-bound run would show
+                "cpu_cost_ratio_median": statistics.median(cpu_per_round) if cpu_per_round else None,
             }
         )
     return {"case": case, "title": title, "variants": out_variants, "ratios": out_ratios}
