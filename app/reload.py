@@ -48,21 +48,7 @@ class Reloader:
         try:
             credentials = load_secret_files(files, source)
         except ConfigError as exc:
-            self.metrics.reloads.labels(result="error").inc()
-            log.error(
-                "reload failed, keeping the last good credentials: %s",
-                exc,
-                extra={
-                    "event": "reload",
-                    "result": "error",
-                    "source": source,
-                    "file": exc.source,
-                    "line": exc.line,
-                    "reason": exc.reason,
-                    "kept_previous": current is not None,
-                },
-            )
-            return False
+            return self._failed(source, exc)
         self.store.current = Snapshot(credentials, self.policy, VerifiedCache(self.policy.verify_cache_max_entries))
         now = dt.datetime.now(dt.UTC)
         self.metrics.loaded(credentials, now)
@@ -84,27 +70,28 @@ class Reloader:
         try:
             files = read_secret_dir(directory)
         except FileNotFoundError:
-            self.metrics.reloads.labels(result="error").inc()
-            log.error(
-                "secret directory missing, keeping the last good credentials",
-                extra={"event": "reload", "result": "error", "source": str(directory), "reason": "no such directory"},
-            )
-            return False
+            return self._failed(str(directory), ConfigError("no such directory", str(directory)))
         except ConfigError as exc:
-            self.metrics.reloads.labels(result="error").inc()
-            log.error(
-                "reload failed, keeping the last good credentials: %s",
-                exc,
-                extra={
-                    "event": "reload",
-                    "result": "error",
-                    "source": str(directory),
-                    "file": exc.source,
-                    "reason": exc.reason,
-                },
-            )
-            return False
+            return self._failed(str(directory), exc)
         return self.apply(files, str(directory))
+
+    def _failed(self, source: str, exc: ConfigError) -> bool:
+        """Counts and logs a rejected update (where and why, never the content); the old snapshot stays."""
+        self.metrics.reloads.labels(result="error").inc()
+        log.error(
+            "reload failed, keeping the last good credentials: %s",
+            exc,
+            extra={
+                "event": "reload",
+                "result": "error",
+                "source": source,
+                "file": exc.source,
+                "line": exc.line,
+                "reason": exc.reason,
+                "kept_previous": self.store.current is not None,
+            },
+        )
+        return False
 
 
 class DirectoryWatcher:
