@@ -161,6 +161,9 @@ class SecretWatcher:
                 await self._backoff(describe_error(exc, self.ref, "list/watch", self._host))
             except TRANSPORT_ERRORS as exc:
                 await self._backoff(describe_error(exc, self.ref, "list/watch", self._host))
+            except Exception:  # a bug or a malformed answer: say so once, keep trying, never die silently
+                log.exception("secret watch %s: unexpected error", self.ref)
+                await self._backoff("unexpected error (traceback above)")
 
     async def _list(self, core: CoreV1Api) -> None:
         result = await self._call(
@@ -254,7 +257,10 @@ class SecretWatcher:
             pending.exception()  # retrieved: already handled, or moot because we are stopping
         return True
 
-    def _handle(self, event: Mapping[str, Any]) -> None:
+    def _handle(self, event: object) -> None:
+        if not isinstance(event, Mapping):  # the client yields None for a line that is not JSON
+            log.warning("secret watch %s: ignoring a watch line that is not a JSON event", self.ref)
+            return
         kind = str(event.get("type"))
         raw = event.get("raw_object") or {}
         metadata = raw.get("metadata") or {}

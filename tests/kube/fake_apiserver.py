@@ -224,6 +224,12 @@ class FakeApiServer:
             self._oldest_watchable = self._rv + 1
             self._history.clear()
 
+    def send_garbage_line(self, line: str) -> None:
+        """A line on open watch streams that is not a JSON event (a misbehaving proxy in between)."""
+        with self._cond:
+            self._history.append(Event(self._rv, "RAW", {"line": line}))
+            self._cond.notify_all()
+
     def send_bookmark(self) -> None:
         with self._cond:
             self._history.append(Event(self._rv, "BOOKMARK", {}))
@@ -306,7 +312,10 @@ class FakeApiServer:
         out: list[dict[str, Any]] = []
         reached = since
         for event in self._history:
-            if event.resource_version <= since and event.type != "BOOKMARK":
+            if event.resource_version <= since and event.type not in ("BOOKMARK", "RAW"):
+                continue
+            if event.type == "RAW":
+                out.append({"type": "RAW", "line": event.object["line"]})
                 continue
             if event.type == "BOOKMARK":
                 if event.resource_version >= reached:
@@ -423,7 +432,8 @@ def _handler_for(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 self._send_json(*fake.handle_patch(route[0], route[1], content_type, raw))
 
         def _chunk(self, line: dict[str, Any]) -> None:
-            data = json.dumps(line).encode() + b"\n"
+            raw = line["line"] if line.get("type") == "RAW" else json.dumps(line)
+            data = raw.encode() + b"\n"
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
 
@@ -507,8 +517,8 @@ def _handler_for(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                             self._abort()
                             return
                     since = reached
-                    with fake._cond:  # consumed bookmarks are not sent again on this stream
-                        fake._history = [e for e in fake._history if e.type != "BOOKMARK"]
+                    with fake._cond:  # consumed bookmarks and raw lines are not sent again
+                        fake._history = [e for e in fake._history if e.type not in ("BOOKMARK", "RAW")]
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):

@@ -177,3 +177,19 @@ def test_forbidden_watch_is_logged_and_retried(
         fake.forbidden_verbs.clear()
         wait_for(lambda: watcher.synced, what="synced once allowed")
     assert "sha256:" not in caplog.text  # never secret data in the log
+
+
+def test_a_line_that_is_not_json_is_skipped_and_the_watch_goes_on(
+    fake: FakeApiServer, client_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "authgate.watch")
+    fake.put_secret(NAMESPACE, SECRET, tokens(1))
+    applied = Applied()
+    watcher, _ = make_watcher(applied, client_factory)
+    with WatcherThread(watcher) as running:
+        wait_for(lambda: fake.open_streams == 1, what="watch open")
+        fake.send_garbage_line("<html>502 Bad Gateway</html>")
+        fake.put_secret(NAMESPACE, SECRET, tokens(2))
+        wait_for(lambda: applied.last_tokens() == tokens(2)["tokens"], what="next event applied")
+        assert running.alive and running.error is None
+    assert "not a JSON event" in caplog.text
