@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # authgate's image: two stages from the same base, so the virtualenv's interpreter path exists in both.
 # The base is a build argument: the public default is the official slim Python image; the tests build from a
 # local Debian base (python3 at /usr/bin/python3) made with debootstrap, with no registry at all:
