@@ -114,7 +114,7 @@ def test_api_down_at_start_then_up(
         assert not watcher.synced
         fake.start()
         wait_for(lambda: watcher.synced, timeout=5, what="synced once the API is up")
-        assert heartbeat.detail.startswith("listed")  # stamped by the list itself (max_age is too short to poll)
+        wait_for(lambda: heartbeat.detail.startswith("listed"), what="stamped by the list itself")
     delays = [r.args[2] for r in caplog.records if "retrying in" in r.getMessage()]
     assert len(delays) >= 2 and max(delays) <= 0.4  # capped backoff
 
@@ -133,7 +133,7 @@ def test_stalled_stream_stops_the_heartbeat_then_the_read_timeout_recovers(
         wait_for(lambda: not heartbeat.is_alive(), timeout=3, what="liveness noticing the stall")
         assert applied.last_tokens() == tokens(1)["tokens"]
         wait_for(lambda: applied.last_tokens() == tokens(2)["tokens"], timeout=6, what="recovery by read timeout")
-        assert heartbeat.detail.startswith("modified")  # the resumed watch stamped it
+        wait_for(lambda: heartbeat.detail.startswith("modified"), what="stamped by the resumed watch")
     watches = [p for _, p in fake.requests.log if "watch=true" in p]
     assert len(watches) >= 2 and "timeoutSeconds=1" in watches[0]
 
