@@ -132,6 +132,24 @@ def chart(doc: dict[str, Any], path: Path) -> None:
         f"authgate benchmarks {doc['started_utc']} — {doc['machine']['nproc']} CPUs {doc['machine']['cpu']}",
         fontsize=10,
     )
-    fig.tight_layout()
+    notes = []
+    for case in doc["cases"]:
+        if "rss" in case:
+            rss, lat = case["rss"], case["latency"]
+            notes.append(
+                f"RSS with {doc['params']['tokens']:,} tokens: {rss['large_mb']:.1f} MB "
+                f"(target ≤ {rss['target_mb']:g} MB, {'met' if rss['met'] else 'MISSED'})"
+            )
+            notes.append(
+                f"latency at {lat['connections']} connections: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms"
+            )
+        if case["case"] == "rotation":
+            notes.append(
+                f"rotation: p99 {case['p99_s']:.2f} s (target ≤ {case['target_s']:g} s, "
+                f"{'met' if case['met'] else 'MISSED'})"
+            )
+    if notes:
+        fig.text(0.01, 0.005, "   ·   ".join(notes), fontsize=9)
+    fig.tight_layout(rect=(0, 0.03 if notes else 0, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
