@@ -221,12 +221,22 @@ def case_nginx(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) ->
             creds.bearer,
             serves=("nginx", "authgate:cacheable"),
         ),
+        Variant(
+            "authreq_baseline",
+            "nginx auth_request → raw-ASGI baseline (Bearer, Connection: close)",
+            urls["authreq_baseline"] + "/api/ok",
+            creds.bearer,
+            serves=("nginx", "baseline"),
+        ),
         Variant("sha", "nginx auth_basic {SHA}", urls["sha"] + "/api/ok", creds.basic, serves=("nginx",)),
         Variant("none", "nginx, no auth", urls["none"] + "/api/ok", {}, open=True, serves=("nginx",)),
     ]
     ratios = [
         Ratio("nginx→authgate / nginx auth_basic {SHA}", "authreq", "sha", 0.6),
         Ratio("nginx→authgate / nginx without auth (ceiling)", "authreq", "none"),
+        Ratio(
+            "nginx→raw-ASGI baseline / nginx auth_basic {SHA} (floor of a Python validator)", "authreq_baseline", "sha"
+        ),
         Ratio("nginx→authgate keepalive / nginx auth_basic {SHA}", "authreq_keepalive", "sha"),
         Ratio("nginx→authgate decision cache / nginx auth_basic {SHA}", "authreq_cache", "sha"),
     ]

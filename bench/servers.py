@@ -186,10 +186,12 @@ class Stack:
 
     # -- nginx ----------------------------------------------------------------------------------
     def nginx(self) -> dict[str, str]:
-        """Base URLs by variant: none, sha, bcrypt, authreq, authreq_keepalive, authreq_cache, backend."""
+        """Base URLs by variant: none, sha, bcrypt, authreq, authreq_keepalive, authreq_cache, authreq_baseline,
+        backend."""
         if "nginx" not in self._started:
             ag = self.authgate_small()
             cacheable = self.authgate("cacheable", self.small_files(), policy=POLICY_CACHEABLE)
+            baseline_port = int(self.baseline().rsplit(":", 1)[1])
             prefix = self.workdir / "nginx"
             (prefix / "www" / "api").mkdir(parents=True, exist_ok=True)
             (prefix / "www" / "api" / "ok").write_text("ok\n")
@@ -197,10 +199,19 @@ class Stack:
             (prefix / "htpasswd-bcrypt").write_text(self.creds.bcrypt_line + "\n")
             ports = {
                 v: free_port()
-                for v in ("none", "sha", "bcrypt", "authreq", "authreq_keepalive", "authreq_cache", "backend")
+                for v in (
+                    "none",
+                    "sha",
+                    "bcrypt",
+                    "authreq",
+                    "authreq_keepalive",
+                    "authreq_cache",
+                    "authreq_baseline",
+                    "backend",
+                )
             }
             conf = prefix / "nginx.conf"
-            conf.write_text(render_nginx_conf(prefix, ports, ag.port, cacheable.port))
+            conf.write_text(render_nginx_conf(prefix, ports, ag.port, cacheable.port, baseline_port))
             nginx = find_tool("nginx")
             argv = [nginx, "-p", str(prefix), "-c", str(conf)]
             check = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
@@ -377,7 +388,9 @@ _CACHE_EXTRA = """\
 """
 
 
-def render_nginx_conf(prefix: Path, ports: dict[str, int], authgate_port: int, cacheable_port: int) -> str:
+def render_nginx_conf(
+    prefix: Path, ports: dict[str, int], authgate_port: int, cacheable_port: int, baseline_port: int
+) -> str:
     """One nginx, one worker, one server per variant. Protected content is a static file (content phase:
     ``return`` would answer in the rewrite phase, before any auth ran)."""
     user = "user root root;\n" if os.geteuid() == 0 else ""
@@ -402,6 +415,11 @@ def render_nginx_conf(prefix: Path, ports: dict[str, int], authgate_port: int, c
             f"            auth_basic_user_file {prefix}/htpasswd-bcrypt;\n        }}\n",
         ),
         server("authreq", _AUTH_LOCATION.format(extra="", target=plain, buffering="off")),
+        # the floor of any Python validator behind auth_request: the raw-ASGI baseline in authgate's place
+        server(
+            "authreq_baseline",
+            _AUTH_LOCATION.format(extra="", target=f"http://127.0.0.1:{baseline_port}/auth/api", buffering="off"),
+        ),
         server(
             "authreq_keepalive",
             _AUTH_LOCATION.format(
