@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """authgate benchmarks: every figure a ratio against a baseline measured in the same run, interleaved.
 
-    .venv/bin/python bench/run.py            # full run, ~8 minutes
+    .venv/bin/python bench/run.py            # full run, ~9 minutes
     .venv/bin/python bench/run.py --quick    # ~2 minutes, fewer and shorter rounds
 
 Writes ``bench/results/<UTC timestamp>/results.{md,json,png}`` and prints the Markdown table. Exit status:
@@ -472,7 +472,7 @@ def verdicts(cases: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="authgate benchmarks (ratios, interleaved, one run)")
-    parser.add_argument("--quick", action="store_true", help="3 rounds of 2 s, 5 rotations (~2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 1 s, 5 rotations (~2 minutes)")
     parser.add_argument(
         "--out",
         type=Path,
@@ -481,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma list of {', '.join(CASES)}")
     parser.add_argument("--rounds", type=int, help="rounds per case (default 5, quick 3)")
-    parser.add_argument("--seconds", type=float, help="seconds per wrk run (default 5, quick 2; whole seconds)")
+    parser.add_argument("--seconds", type=float, help="seconds per wrk run (default 5, quick 1; whole seconds)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds per variant (default 2, quick 1)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--rotations", type=int, help="Secret swaps timed (default 20, quick 5)")
@@ -494,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--cases: unknown {', '.join(unknown)}; choose from {', '.join(CASES)}")
     params = Params(
         rounds=args.rounds or (3 if args.quick else 5),
-        seconds=args.seconds or (2 if args.quick else 5),
+        seconds=args.seconds or (1 if args.quick else 5),
         warmup=args.warmup or (1 if args.quick else 2),
         connections=args.connections,
         rotations=args.rotations or (5 if args.quick else 20),
