@@ -17,11 +17,10 @@ import getpass
 import json
 import sys
 from collections.abc import Callable, Mapping
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from app.credentials import HTPASSWD_FILE, TOKENS_FILE, load_secret_files
 from app.errors import ConfigError
-from app.kube import KubeError, SecretRef, default_namespace, new_api_client, read_secret, update_secret
 from app.token_admin import (
     TokenAdminError,
     add_token,
@@ -41,6 +40,13 @@ DEFAULT_SECRET_NAME = "authgate"  # noqa: S105 - a Secret object name, not a sec
 DEFAULT_OVERLAP = "24h"
 Files = dict[str, bytes]
 Handler = Callable[[argparse.Namespace], int]
+
+
+if TYPE_CHECKING:
+    from app.kube import SecretRef
+
+# app.kube pulls in the Kubernetes client (~30 MB, a second to import): the functions below import it when a
+# token/user command actually runs, so `authgate serve` in its default file mode never loads it.
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -95,6 +101,8 @@ def _add_token_attributes(parser: argparse.ArgumentParser) -> None:
 
 
 def _ref(args: argparse.Namespace) -> SecretRef:
+    from app.kube import SecretRef, default_namespace
+
     namespace = args.namespace or default_namespace(args.kubeconfig, args.context)
     return SecretRef(namespace, args.secret)
 
@@ -116,6 +124,8 @@ def _fail(message: str) -> int:
 
 def _run(args: argparse.Namespace, body: Callable[[SecretRef], int]) -> int:
     """The one place that turns expected failures into one line and exit status 1."""
+    from app.kube import KubeError
+
     try:
         return body(_ref(args))
     except (KubeError, TokenAdminError, ConfigError) as exc:
@@ -132,12 +142,24 @@ def _edit(args: argparse.Namespace, ref: SecretRef, key: str, change: Callable[[
         new[key] = change(_text(files, key)).encode()
         return _validated(new, ref)
 
+    from app.kube import new_api_client, update_secret
+
     api = new_api_client(args.kubeconfig, args.context)
     try:
         result = update_secret(api, ref, edit)
     finally:
         api.close()  # type: ignore[no-untyped-call]
     return result.resource_version
+
+
+def _read_files(args: argparse.Namespace, ref: SecretRef) -> Mapping[str, bytes]:
+    from app.kube import new_api_client, read_secret
+
+    api = new_api_client(args.kubeconfig, args.context)
+    try:
+        return read_secret(api, ref).files
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
 
 
 def _attributes(args: argparse.Namespace, now: dt.datetime) -> dict[str, str]:
@@ -211,13 +233,9 @@ def token_revoke(args: argparse.Namespace) -> int:
 
 def token_list(args: argparse.Namespace) -> int:
     def body(ref: SecretRef) -> int:
-        api = new_api_client(args.kubeconfig, args.context)
-        try:
-            snapshot = read_secret(api, ref)
-        finally:
-            api.close()  # type: ignore[no-untyped-call]
+        files = _read_files(args, ref)
         now = dt.datetime.now(dt.UTC)
-        infos = list_tokens(_text(snapshot.files, TOKENS_FILE))
+        infos = list_tokens(_text(files, TOKENS_FILE))
         rows = []
         for info in infos:
             expired = info.expires is not None and _expired(info.expires, now)
@@ -292,12 +310,8 @@ def user_remove(args: argparse.Namespace) -> int:
 
 def user_list(args: argparse.Namespace) -> int:
     def body(ref: SecretRef) -> int:
-        api = new_api_client(args.kubeconfig, args.context)
-        try:
-            snapshot = read_secret(api, ref)
-        finally:
-            api.close()  # type: ignore[no-untyped-call]
-        for name in list_users(_text(snapshot.files, HTPASSWD_FILE)):
+        files = _read_files(args, ref)
+        for name in list_users(_text(files, HTPASSWD_FILE)):
             print(name)
         return 0
 

@@ -85,3 +85,17 @@ def test_new_token_line_works_in_a_running_server(tmp_path):
         assert allowed.status_code == 200 and allowed.headers["x-auth-request-user"] == "ci-deploy"
     finally:
         proc.stop()
+
+
+def test_file_mode_server_does_not_load_the_kubernetes_client():
+    # ~30 MB of RSS and a second of start-up that only the token/user commands and --watch-secret need.
+    code = (
+        "import sys, app.cli, app.server, app.http\n"
+        "from app.http import create_app\nfrom app.settings import Settings\n"
+        "create_app(Settings())\n"
+        "assert 'kubernetes' not in sys.modules, 'kubernetes imported'\n"
+        "app.cli.build_parser().parse_args(['token', 'list'])\n"
+        "assert 'kubernetes' not in sys.modules, 'kubernetes imported by the parser'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
