@@ -66,6 +66,14 @@ def _serve(args: argparse.Namespace) -> int:
         }
     )
     load_policy(settings.config)  # fail fast, before binding the port, on a bad policy
+    if settings.watch_secret is not None:
+        # Fail at start, not after a liveness timeout, when there is no usable Kubernetes configuration.
+        from app.kube import KubeError, new_api_client
+
+        try:
+            new_api_client().close()  # type: ignore[no-untyped-call]
+        except KubeError as exc:
+            raise ConfigError(str(exc), "--watch-secret") from None
     return serve(settings)
 
 

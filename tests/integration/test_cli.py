@@ -54,6 +54,23 @@ def test_bad_arguments_name_themselves():
     assert result.returncode == 2 and "name" in result.stderr
 
 
+def test_watch_mode_without_kubernetes_configuration_fails_at_start(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--watch-secret", "ns/name", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={
+            **__import__("os").environ,
+            "KUBECONFIG": str(tmp_path / "missing-kubeconfig"),
+            "KUBERNETES_SERVICE_HOST": "",
+        },
+    )
+    assert result.returncode == 2
+    assert "--watch-secret: no usable Kubernetes configuration" in result.stderr
+
+
 def test_serve_refuses_a_bad_policy_before_listening(tmp_path):
     policy = tmp_path / "p.yaml"
     policy.write_text("routes: {api: {realm: 5, typo: 1}}\n")
