@@ -101,6 +101,7 @@ class DecisionEndpoint:
         self.state = state
         self.proxy = state.settings.proxy
         self.wanted_headers = _COMMON_HEADERS | _PROXY_HEADERS[self.proxy]
+        self.log_allows = log.isEnabledFor(logging.DEBUG)  # the level is set once, at start
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -153,7 +154,7 @@ class DecisionEndpoint:
         )
         if not decision.allowed:
             self._log_denial(route_name, decision, facts)
-        elif log.isEnabledFor(logging.DEBUG):
+        elif self.log_allows:
             log.debug(
                 "allowed",
                 extra={
