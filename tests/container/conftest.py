@@ -8,6 +8,7 @@ image, the whole store, the default-location state podman created, and checks th
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -37,6 +38,7 @@ from tests.support.tools import require_tool
 
 IMAGE = "localhost/authgate:test"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+HOST_LOCK = Path("/tmp/authgate-container-tests.lock")
 EXAMPLES = REPO_ROOT / "examples"
 # The chart's container: `serve` with these args, the Secret and the policy ConfigMap mounted read-only.
 CHART_ARGS = (
@@ -72,6 +74,16 @@ def built_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage
     require_tool("runc")
     require_tool("slirp4netns")
 
+    # One session at a time on a host: another test run's containers would show up in this one's before/after
+    # comparison of the host's networking, and its clean-up could remove state this one is using.
+    with HOST_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield from _image_session(tmp_path_factory, podman, buildah, debootstrap)
+
+
+def _image_session(
+    tmp_path_factory: pytest.TempPathFactory, podman: Path, buildah: Path, debootstrap: Path
+) -> Iterator[BuiltImage]:
     network_before = HostNetworkState.snapshot()
     state_before = existing(DEFAULT_STATE_PATHS)
     workdir = tmp_path_factory.mktemp("container")
