@@ -61,6 +61,18 @@ SCENARIOS: dict[str, list[str]] = {
         "--set-json",
         'rbac.operator.subjects=[{"kind":"Group","name":"platform-admins","apiGroup":"rbac.authorization.k8s.io"}]',
     ],
+    "keepalive": [
+        "-f",
+        str(PREFECT_VALUES),
+        "--set",
+        "ingress.authKeepalive=32",
+        "--set",
+        "ingress.authKeepaliveRequests=500",
+        "--set",
+        "ingress.authKeepaliveTimeout=50",
+        "--set-json",
+        "ingress.authResponseHeaders=[]",
+    ],
     "traefik": [
         "-f",
         str(PREFECT_VALUES),

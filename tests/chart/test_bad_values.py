@@ -48,6 +48,14 @@ CASES = {
     "api and ui on the same path": ([*PREFECT, "--set", "ingress.api.path=/"], "both serve prefect.example.com/"),
     "traefik provider, nginx headers": ([*PREFECT, "--set", "ingress.provider=traefik"], "set config.proxy=traefik"),
     "nginx provider, traefik headers": ([*PREFECT, "--set", "config.proxy=traefik"], "set config.proxy=ingress-nginx"),
+    "auth keepalive with auth response headers": (
+        [*PREFECT, "--set", "ingress.authKeepalive=32"],
+        "ingress.authKeepalive=32 needs ingress.authResponseHeaders: []",
+    ),
+    "auth keepalive timeout past authgate's idle timeout": (
+        ["--set", "ingress.authKeepaliveTimeout=75"],
+        "/ingress/authKeepaliveTimeout",
+    ),
     "operator role on a chart-owned secret": (
         ["--set", "rbac.operator.create=true"],
         "use secret.create=false with secret.existingSecret",

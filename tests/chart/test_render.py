@@ -240,6 +240,52 @@ def test_websocket_timeouts_on_the_api_ingress_only(rendered: Rendered) -> None:
     assert not any("timeout" in k for k in ui)
 
 
+KEEPALIVE = ("auth-keepalive", "auth-keepalive-requests", "auth-keepalive-timeout")
+
+
+def keepalive_annotations(ingress: dict[str, Any]) -> dict[str, str]:
+    annotations = ingress["metadata"]["annotations"]
+    return {
+        k: annotations[f"nginx.ingress.kubernetes.io/{k}"]
+        for k in KEEPALIVE
+        if f"nginx.ingress.kubernetes.io/{k}" in annotations
+    }
+
+
+def test_auth_keepalive_is_off_by_default(rendered: Rendered) -> None:
+    # ingress-nginx ignores it on default controllers (use-http2) and breaks allows where it applies
+    # with auth-response-headers set: docs/proxies.md, "Keepalive to authgate".
+    for ingress in ingresses(rendered("prefect")).values():
+        assert keepalive_annotations(ingress) == {}
+        assert not any("keepalive" in k for k in ingress["metadata"]["annotations"])
+
+
+def test_auth_keepalive_on_the_api_ingress_only(rendered: Rendered) -> None:
+    ing = ingresses(rendered("keepalive"))
+    assert keepalive_annotations(ing["api-ingress"]) == {
+        "auth-keepalive": "32",
+        "auth-keepalive-requests": "500",
+        "auth-keepalive-timeout": "50",
+    }
+    # The Lua path drops authgate's WWW-Authenticate: the UI's browser prompt would never appear.
+    assert keepalive_annotations(ing["ui-ingress"]) == {}
+    assert "nginx.ingress.kubernetes.io/auth-response-headers" not in ing["api-ingress"]["metadata"]["annotations"]
+
+
+def test_auth_keepalive_zero_renders_nothing() -> None:
+    r = Render.of("keepalive-zero", [*SCENARIOS["keepalive"], "--set", "ingress.authKeepalive=0"])
+    for ingress in ingresses(r).values():
+        assert not any("keepalive" in k for k in ingress["metadata"]["annotations"])
+
+
+def test_auth_keepalive_not_rendered_for_traefik() -> None:
+    r = Render.of("traefik-keepalive", [*SCENARIOS["traefik"], "--set", "ingress.authKeepalive=32"])
+    assert len(r.all("Ingress")) == 2
+    for o in r.objects:
+        assert not any("keepalive" in k for k in o["metadata"].get("annotations") or {})
+    assert all("keepalive" not in json.dumps(m["spec"]).lower() for m in r.all("Middleware"))
+
+
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_no_snippet_annotations(rendered: Rendered, scenario: str) -> None:
     for o in rendered(scenario).objects:

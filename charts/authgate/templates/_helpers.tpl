@@ -154,6 +154,9 @@ The schema catches wrong types and unknown keys; this catches combinations.
 {{- if and $v.ingress.api.enabled $v.ingress.ui.enabled (eq (default $v.ingress.host $v.ingress.api.host) (default $v.ingress.host $v.ingress.ui.host)) (eq $v.ingress.api.path $v.ingress.ui.path) }}
 {{- fail (printf "ingress.api and ingress.ui both serve %s%s: give them different paths or hosts" (default $v.ingress.host $v.ingress.api.host) $v.ingress.api.path) }}
 {{- end }}
+{{- if and $v.ingress.api.enabled (eq $v.ingress.provider "nginx") (gt (int $v.ingress.authKeepalive) 0) $v.ingress.authResponseHeaders }}
+{{- fail (printf "ingress.authKeepalive=%d needs ingress.authResponseHeaders: [] - ingress-nginx v1.12-v1.15's keepalive (Lua) auth path answers 500 to every allowed request when auth-response-headers is set (docs/proxies.md, \"Keepalive to authgate\")" (int $v.ingress.authKeepalive)) }}
+{{- end }}
 {{- if and $v.tests.enabled (not (hasKey $routes $v.tests.route)) }}
 {{- fail (printf "tests.route=%q is not a route of config.policy.routes" $v.tests.route) }}
 {{- end }}
