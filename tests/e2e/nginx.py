@@ -35,8 +35,20 @@ What is mirrored from ingress-nginx's ``nginx.tmpl`` (and why it matters to auth
 - path types: ``Prefix /api`` -> ``location = /api`` + ``location /api/``; ``Prefix /`` -> ``location /``;
   ``Exact`` -> ``location = PATH``; ``ImplementationSpecific`` -> ``location PATH``.
 
+- ``auth-keepalive`` (+ ``-requests``, ``-timeout``), which the controller applies only when its ConfigMap
+  sets ``use-http2: "false"`` (``NginxProcess(use_http2=False)`` here; the default ``True`` ignores the
+  annotations, as the controller does) and the auth-url host has no ``$``: an ``upstream`` block per auth
+  location (``server host:port; keepalive N; keepalive_requests R; keepalive_timeout Ts;``), the auth
+  location with ``proxy_set_header Connection ""`` proxying to that upstream, and the main location
+  authorising in Lua (``ngx.location.capture``) instead of ``auth_request`` — ``auth_request`` would not reuse
+  the connections. The Lua mirrors the controller's ``ngx_conf_external_auth.lua`` (v1.12+): exactly 200
+  allows; 401 and 403 are passed on **without** the auth answer's headers (no ``WWW-Authenticate``); anything
+  else is 500; and it writes the response headers to ``$authHeader1..N`` while the template declares
+  ``$authHeader0..N-1``, so with ``auth-response-headers`` set an allowed request fails (500). Needs Debian's
+  ``libnginx-mod-http-lua``.
+
 Not mirrored: Lua balancer, TLS, snippets (refused by default on a real controller anyway), ``auth-signin``,
-``auth-method``, ``auth-keepalive``, global auth.
+``auth-method``, ``auth-keepalive-share-vars``, global auth.
 """
 
 from __future__ import annotations
@@ -61,6 +73,29 @@ PathType = Literal["Prefix", "Exact", "ImplementationSpecific"]
 # ingress-nginx's default for auth-cache-duration when auth-cache-key is set.
 DEFAULT_AUTH_CACHE_DURATION: tuple[str, ...] = ("200 202 401 5m",)
 
+# Debian's libnginx-mod-http-lua (and the NDK it needs), loaded only when a location authorises in Lua.
+LUA_MODULES = ("/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_lua_module.so")
+
+# What the controller's rootfs/etc/nginx/lua/nginx/ngx_conf_external_auth.lua does (v1.12+), written
+# here from its behaviour. Note `"authHeader" .. i` with ipairs' 1-based i, against `$authHeader0..`.
+EXTERNAL_AUTH_LUA = """\
+local res = ngx.location.capture(ngx.var.auth_path, {
+    method = ngx.HTTP_GET, body = '',
+    share_all_vars = ngx.var.auth_keepalive_share_vars == "true" })
+if res.status == ngx.HTTP_OK then
+    local names = require("ngx.re").split(ngx.var.auth_response_headers, ",")
+    ngx.var.auth_cookie = res.header['Set-Cookie']
+    for i, name in ipairs(names) do
+        ngx.var["authHeader" .. tostring(i)] = res.header[name]
+    end
+    return
+end
+if res.status == ngx.HTTP_UNAUTHORIZED or res.status == ngx.HTTP_FORBIDDEN then
+    ngx.exit(res.status)
+end
+ngx.exit(ngx.HTTP_INTERNAL_SERVER_ERROR)
+"""
+
 
 @dataclass(frozen=True)
 class IngressSpec:
@@ -74,6 +109,9 @@ class IngressSpec:
     names, in seconds;
     ``auth_cache_key``/``auth_cache_duration`` = ``.../auth-cache-key`` and ``.../auth-cache-duration``
     (each duration entry a ``proxy_cache_valid`` argument, e.g. ``"200 202 401 5m"``);
+    ``auth_keepalive``/``auth_keepalive_requests``/``auth_keepalive_timeout`` = ``.../auth-keepalive``,
+    ``-requests``, ``-timeout`` (0 connections = off, the controller's default; they take effect only
+    under ``use_http2=False``, see :func:`render_nginx_conf`);
     ``name`` = ``metadata.name`` (only shown in comments and ``$ingress_name``).
     """
 
@@ -88,6 +126,9 @@ class IngressSpec:
     proxy_connect_timeout: int = 5
     auth_cache_key: str | None = None
     auth_cache_duration: tuple[str, ...] = DEFAULT_AUTH_CACHE_DURATION
+    auth_keepalive: int = 0
+    auth_keepalive_requests: int = 1000
+    auth_keepalive_timeout: int = 60
     name: str = "ingress"
 
     def __post_init__(self) -> None:
@@ -121,6 +162,35 @@ class _Location:
         encoded = base64.urlsafe_b64encode(self.path.encode()).decode().rstrip("=")
         return f"/_external-auth-{encoded}-{self.path_type}"
 
+    @property
+    def auth_upstream(self) -> str:
+        """The controller's ``buildAuthUpstreamName``: ``<host>-<auth location without "/_">``."""
+        return f"{self.spec.host}-{self.auth_location[2:]}"
+
+
+def _auth_keepalive_applies(spec: IngressSpec, *, use_http2: bool) -> bool:
+    """The controller's ``authreq`` parser + ``shouldApplyAuthUpstream``: keepalive needs a positive pool,
+    positive requests and timeout, no ``$`` in the auth-url's host:port, and ``use-http2: "false"``."""
+    if spec.auth_url is None or spec.auth_keepalive <= 0 or use_http2:
+        return False
+    if spec.auth_keepalive_requests <= 0 or spec.auth_keepalive_timeout <= 0:
+        return False
+    return "$" not in urlsplit(spec.auth_url).netloc
+
+
+def _auth_upstream_block(loc: _Location) -> str:
+    spec = loc.spec
+    assert spec.auth_url is not None
+    return (
+        f"    ## start auth upstream {spec.host}{spec.path}\n"
+        f"    upstream {loc.auth_upstream} {{\n"
+        f"        server {urlsplit(spec.auth_url).netloc};\n"
+        f"        keepalive {spec.auth_keepalive};\n"
+        f"        keepalive_requests {spec.auth_keepalive_requests};\n"
+        f"        keepalive_timeout {spec.auth_keepalive_timeout}s;\n"
+        "    }\n"
+    )
+
 
 def _locations(spec: IngressSpec) -> list[_Location]:
     if spec.path_type == "Exact":
@@ -133,10 +203,17 @@ def _locations(spec: IngressSpec) -> list[_Location]:
     return [_Location(spec, "=", spec.path, "Exact"), _Location(spec, "", spec.path + "/", "Prefix")]
 
 
-def _auth_location_block(loc: _Location) -> str:
+def _auth_location_block(loc: _Location, *, keepalive: bool) -> str:
     spec = loc.spec
     assert spec.auth_url is not None
     auth_host = urlsplit(spec.auth_url).hostname
+    if keepalive:
+        # changeHostPort: the auth-url with its host:port replaced by the upstream's name.
+        parts = urlsplit(spec.auth_url)
+        target = urlunsplit((parts.scheme, loc.auth_upstream, parts.path, parts.query, ""))
+        connection = ['            proxy_set_header            Connection              "";']
+    else:
+        target, connection = spec.auth_url, []
     lines = [
         f"        location = {loc.auth_location} {{",
         "            internal;",
@@ -170,21 +247,37 @@ def _auth_location_block(loc: _Location) -> str:
         "            proxy_pass_request_headers  on;",
         "            client_max_body_size        1m;",
         "            proxy_http_version          1.1;",
-        f"            set $target {spec.auth_url};",
+        *connection,
+        f"            set $target {target};",
         "            proxy_pass $target;",
         "        }",
     ]
     return "\n".join(lines)
 
 
-def _main_location_block(loc: _Location) -> str:
+def _main_location_block(loc: _Location, *, keepalive: bool, lua_file: Path) -> str:
     spec = loc.spec
     lines = [
         f"        location {loc.modifier + ' ' if loc.modifier else ''}{loc.path} {{",
         f'            set $ingress_name "{spec.name}";',
         f'            set $location_path "{spec.path}";',
     ]
-    if spec.auth_url is not None:
+    if spec.auth_url is not None and keepalive:
+        # `auth_request` does not reuse upstream keepalive connections: the controller authorises in Lua.
+        lines += [
+            "            # this location requires authentication",
+            "            set $auth_cookie '';",
+            "            add_header Set-Cookie $auth_cookie;",
+        ]
+        for i, header in enumerate(spec.auth_response_headers):
+            lines += [f"            set $authHeader{i} '';", f"            proxy_set_header '{header}' $authHeader{i};"]
+        lines += [
+            f"            set $auth_response_headers '{','.join(spec.auth_response_headers)}';",
+            f"            set $auth_path '{loc.auth_location}';",
+            "            set $auth_keepalive_share_vars false;",
+            f"            access_by_lua_file {lua_file};",
+        ]
+    elif spec.auth_url is not None:
         lines += [
             "            # this location requires authentication",
             f"            auth_request        {loc.auth_location};",
@@ -232,8 +325,12 @@ def _main_location_block(loc: _Location) -> str:
     return "\n".join(lines)
 
 
-def render_nginx_conf(specs: Sequence[IngressSpec], *, listen_port: int, prefix: Path) -> str:
+def render_nginx_conf(specs: Sequence[IngressSpec], *, listen_port: int, prefix: Path, use_http2: bool = True) -> str:
     """The whole nginx.conf for ``specs``: one ``server`` per host, every runtime path under ``prefix``.
+
+    ``use_http2`` is the controller ConfigMap's ``use-http2`` (default ``"true"``), which turns every
+    ``auth-keepalive`` annotation off. With keepalive in use the Lua file is expected at
+    ``prefix/ngx_conf_external_auth.lua`` (:class:`NginxProcess` writes it).
 
     Raises ``ValueError`` on two specs claiming the same host, path and path type (the controller would
     merge or reject them; the harness refuses rather than guess).
@@ -248,6 +345,12 @@ def render_nginx_conf(specs: Sequence[IngressSpec], *, listen_port: int, prefix:
             seen.add(key)
             by_host.setdefault(spec.host, []).append(loc)
     user = "user root root;\n" if os.geteuid() == 0 else ""
+    lua_file = prefix / "ngx_conf_external_auth.lua"
+    keepalive = {
+        id(loc) for locs in by_host.values() for loc in locs if _auth_keepalive_applies(loc.spec, use_http2=use_http2)
+    }
+    modules = "".join(f"load_module {m};\n" for m in LUA_MODULES) if keepalive else ""
+    upstreams = "".join(_auth_upstream_block(loc) for locs in by_host.values() for loc in locs if id(loc) in keepalive)
     servers = []
     for host, locs in by_host.items():
         # The controller sorts locations by path, longest first; nginx picks by specificity anyway.
@@ -255,15 +358,15 @@ def render_nginx_conf(specs: Sequence[IngressSpec], *, listen_port: int, prefix:
         body = [f"        # {loc.spec.name}: {loc.path_type} {loc.path}" for loc in locs]
         for loc in locs:
             if loc.spec.auth_url is not None:
-                body.append(_auth_location_block(loc))
-            body.append(_main_location_block(loc))
+                body.append(_auth_location_block(loc, keepalive=id(loc) in keepalive))
+            body.append(_main_location_block(loc, keepalive=id(loc) in keepalive, lua_file=lua_file))
         servers.append(
             "    server {\n"
             f"        server_name {host};\n"
             f"        listen 127.0.0.1:{listen_port};\n" + "\n".join(body) + "\n    }\n"
         )
     return f"""# Rendered by tests/e2e/nginx.py in the shape of ingress-nginx v1.15's nginx.tmpl.
-{user}daemon off;
+{modules}{user}daemon off;
 master_process on;
 worker_processes 1;
 pid {prefix}/nginx.pid;
@@ -290,6 +393,7 @@ http {{
     proxy_cache_path {prefix}/nginx-cache-auth levels=1:2 keys_zone=auth_cache:10m max_size=128m
                      inactive=30m use_temp_path=off;
 
+{upstreams}
     # default server: the controller's default backend answers 404
     server {{
         listen 127.0.0.1:{listen_port} default_server;
@@ -324,13 +428,17 @@ class NginxProcess:
     specs: Sequence[IngressSpec]
     workdir: Path
     port: int = field(default_factory=free_port)
+    use_http2: bool = True  # the controller ConfigMap's use-http2; False lets auth-keepalive apply
 
     def __post_init__(self) -> None:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf_path = self.workdir / "nginx.conf"
-        self.conf_text = render_nginx_conf(self.specs, listen_port=self.port, prefix=self.workdir)
+        self.conf_text = render_nginx_conf(
+            self.specs, listen_port=self.port, prefix=self.workdir, use_http2=self.use_http2
+        )
         self.conf_path.write_text(self.conf_text)
+        (self.workdir / "ngx_conf_external_auth.lua").write_text(EXTERNAL_AUTH_LUA)
         self._process: Process | None = None
 
     def start(self) -> NginxProcess:

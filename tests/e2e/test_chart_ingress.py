@@ -22,7 +22,8 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,13 +33,14 @@ from websockets.exceptions import InvalidStatus
 
 from tests.chart.render import PREFECT_VALUES, RELEASE, Render
 from tests.e2e.conftest import Gateway, Upstream, basic, bearer, new_test_id
-from tests.e2e.nginx import IngressSpec, NginxProcess, to_loopback
+from tests.e2e.nginx import IngressSpec, NginxProcess, render_nginx_conf, to_loopback
 from tests.support.kubelet import KubeletSecretDir
 from tests.support.procs import AuthgateProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.helm]
 
 HOST = "prefect.example.com"  # the example values' host, sent as Host to nginx
+HEADERS_HOST = "headers.example.com"  # a harness-only Ingress: keepalive with auth-response-headers
 WORKER_TOKEN = "chart-e2e-worker-token-0123456789abcdef"
 UI_USER, UI_PASSWORD = "alice", "chart-e2e-password"
 AUTH_PREFIX = "nginx.ingress.kubernetes.io/"
@@ -78,6 +80,9 @@ def ingress_specs(render: Render, *, authgate_port: int, backend: str) -> list[I
                         ),
                         proxy_read_timeout=int(annotations.get(AUTH_PREFIX + "proxy-read-timeout", 60)),
                         proxy_send_timeout=int(annotations.get(AUTH_PREFIX + "proxy-send-timeout", 60)),
+                        auth_keepalive=int(annotations.get(AUTH_PREFIX + "auth-keepalive", 0)),
+                        auth_keepalive_requests=int(annotations.get(AUTH_PREFIX + "auth-keepalive-requests", 1000)),
+                        auth_keepalive_timeout=int(annotations.get(AUTH_PREFIX + "auth-keepalive-timeout", 60)),
                     )
                 )
     return specs
@@ -96,14 +101,19 @@ class ChartStack:
     workdir: Path
 
 
-@pytest.fixture(scope="module")
-def chart_stack(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator[ChartStack]:
-    workdir = tmp_path_factory.mktemp("chart-e2e")
+@contextmanager
+def run_chart(
+    workdir: Path, upstream: Upstream, extra_values: list[str], *, use_http2: bool = True, more_specs: int = 0
+) -> Iterator[ChartStack]:
+    """authgate and nginx from a render of the Prefect example values plus ``extra_values``; nginx runs
+    with the controller's ``use-http2`` as given. ``more_specs`` > 0 adds a harness-only Ingress (host
+    ``headers.example.com``, ``/api`` with ``auth-response-headers`` and that many keepalive connections)."""
     render = Render.of(
         "prefect-e2e",
         [
             "-f",
             str(PREFECT_VALUES),
+            *extra_values,
             "--set-json",
             "secret.tokens="
             + json.dumps([f"worker sha256:{hashlib.sha256(WORKER_TOKEN.encode()).hexdigest()} routes=api"]),
@@ -127,15 +137,107 @@ def chart_stack(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) ->
     nginx: NginxProcess | None = None
     try:
         authgate.wait_ready()
-        nginx = NginxProcess(
-            ingress_specs(render, authgate_port=authgate.port, backend=upstream.address), workdir / "nginx"
-        )
+        specs = ingress_specs(render, authgate_port=authgate.port, backend=upstream.address)
+        if more_specs:
+            specs.append(
+                replace(
+                    next(s for s in specs if s.path == "/api"),
+                    name="headers",
+                    host=HEADERS_HOST,
+                    auth_response_headers=("X-Auth-Request-User",),
+                    auth_keepalive=more_specs,
+                )
+            )
+        nginx = NginxProcess(specs, workdir / "nginx", use_http2=use_http2)
         nginx.start()
         yield ChartStack(render, Gateway("nginx", nginx.port, upstream, host=HOST), nginx, authgate, workdir)
     finally:
         if nginx is not None:
             nginx.stop()
         authgate.stop()
+
+
+@pytest.fixture(scope="module")
+def chart_stack(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator[ChartStack]:
+    with run_chart(tmp_path_factory.mktemp("chart-e2e"), upstream, []) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def keepalive_stack(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator[ChartStack]:
+    """The chart with ``ingress.authKeepalive`` on (and, as it requires, no auth-response-headers), behind a
+    controller configured with ``use-http2: "false"`` - the only setting under which the annotations apply."""
+    values = ["--set", "ingress.authKeepalive=32", "--set-json", "ingress.authResponseHeaders=[]"]
+    with run_chart(tmp_path_factory.mktemp("chart-e2e-ka"), upstream, values, use_http2=False, more_specs=8) as stack:
+        yield stack
+
+
+def peer_ports(port: int) -> set[int]:
+    """Client-side ports of every TCP connection to 127.0.0.1:``port`` the kernel still knows, closed ones
+    included (TIME_WAIT lasts 60 s): one per connection nginx opened to authgate."""
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote = (int(field.split(":")[1], 16) for field in line.split()[1:3])
+        if local == port and remote != 0:
+            ports.add(remote)
+        elif remote == port:
+            ports.add(local)
+    return ports
+
+
+def auth_connections_for(stack: ChartStack, requests: int) -> int:
+    """How many new connections to authgate ``requests`` allowed API requests through nginx opened."""
+    before = peer_ports(stack.authgate.port)
+    for _ in range(requests):
+        assert stack.gateway.request("GET", "/api/flows", bearer(WORKER_TOKEN)).status == 200
+    return len(peer_ports(stack.authgate.port) - before)
+
+
+def test_auth_keepalive_reuses_connections_to_authgate_and_keeps_the_decisions(
+    keepalive_stack: ChartStack, chart_stack: ChartStack
+) -> None:
+    conf = keepalive_stack.nginx.conf_text
+    assert "keepalive 32;" in conf and "keepalive_requests 1000;" in conf and "keepalive_timeout 60s;" in conf
+    assert conf.count("access_by_lua_file") == 4  # location = /api and /api/, here and on HEADERS_HOST
+    # Without keepalive (the chart's default), every auth subrequest is a new connection (Connection: close).
+    assert auth_connections_for(chart_stack, 20) >= 20
+    # With it, nginx's one worker reuses its idle connection to authgate.
+    assert auth_connections_for(keepalive_stack, 20) <= 2
+
+    gateway = keepalive_stack.gateway
+    test_id = new_test_id()
+    assert gateway.request("GET", "/api/flows", {**bearer(WORKER_TOKEN), "X-Test-Id": test_id}).status == 200
+    assert [r["raw_path"] for r in gateway.upstream.records(test_id)] == ["/api/flows"]
+    denied = gateway.request("GET", "/api/flows", {"X-Test-Id": test_id})
+    assert denied.status == 401
+    # The controller's Lua path passes the status only: authgate's challenge does not reach the client.
+    assert denied.headers.get_all("WWW-Authenticate") is None
+    token = base64.b64decode(keepalive_stack.render.one("Secret", f"{RELEASE}-test-token")["data"]["token"]).decode()
+    assert gateway.request("GET", "/api/flows", {**bearer(token), "X-Test-Id": test_id}).status == 403
+    assert len(gateway.upstream.records(test_id)) == 1
+    # The UI Ingress never gets keepalive from the chart: its browser prompt still works.
+    challenge = gateway.request("GET", "/", {})
+    assert challenge.status == 401
+    assert any(c.startswith('Basic realm="prefect"') for c in challenge.headers.get_all("WWW-Authenticate") or [])
+
+
+def test_auth_keepalive_with_auth_response_headers_fails_every_allowed_request(keepalive_stack: ChartStack) -> None:
+    """Why the chart refuses ``authKeepalive`` together with ``authResponseHeaders``."""
+    headers_host = Gateway("nginx", keepalive_stack.nginx.port, keepalive_stack.gateway.upstream, host=HEADERS_HOST)
+    test_id = new_test_id()
+    assert headers_host.request("GET", "/api/flows", {**bearer(WORKER_TOKEN), "X-Test-Id": test_id}).status == 500
+    assert headers_host.upstream.records(test_id) == []
+    assert 'variable "authheader1" not found for writing' in keepalive_stack.nginx.error_log().lower()
+
+
+def test_auth_keepalive_is_ignored_under_the_controllers_default_use_http2(tmp_path: Path) -> None:
+    spec = IngressSpec(host=HOST, path="/api", backend="127.0.0.1:9", auth_url="http://127.0.0.1:9/auth/api")
+    spec = replace(spec, auth_keepalive=32)
+    default = render_nginx_conf([spec], listen_port=1, prefix=tmp_path)
+    assert "upstream prefect" not in default and "access_by_lua" not in default and "auth_request " in default
+    http1 = render_nginx_conf([spec], listen_port=1, prefix=tmp_path, use_http2=False)
+    assert http1.count("upstream prefect.example.com-external-auth-") == 2
+    assert 'proxy_set_header            Connection              "";' in http1 and "auth_request " not in http1
 
 
 def test_the_rendered_ingresses_became_nginx_locations(chart_stack: ChartStack) -> None:
