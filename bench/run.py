@@ -545,21 +545,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack.stop()
             wrk.close()
     info["loadavg_end"] = os.getloadavg()
-    doc = {
+    outcome = verdicts(results)
+    doc: dict[str, Any] = {
         "started_utc": stamp,
         "command": command,
         "duration_s": round(time.monotonic() - started, 1),
-        "params": params.__dict__,
+        "params": dataclasses.asdict(params),
         "machine": info,
         "cases": results,
-        "verdicts": verdicts(results),
+        "verdicts": outcome,
     }
     (out_dir / "results.json").write_text(json.dumps(doc, indent=2, default=float))
     markdown = report.markdown(doc)
     (out_dir / "results.md").write_text(markdown)
     report.chart(doc, out_dir / "results.png")
     print(markdown)
-    missed = [(what, detail) for what, met, detail in doc["verdicts"] if not met]
+    missed = [(what, detail) for what, met, detail in outcome if not met]
     for what, detail in missed:
         log(f"TARGET MISSED: {what}: {detail}")
     log(f"done in {doc['duration_s']:.0f} s → {out_dir}")
