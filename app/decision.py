@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import re
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from app.credentials import TOKEN68_RE, Credentials, Token, User
@@ -20,6 +22,10 @@ from app.policy import Policy, RoutePolicy
 from app.throttle import Throttle
 
 MAX_AUTHORIZATION_BYTES = 8192
+# Distinct (route, credential) allows remembered per snapshot. Only a valid credential gets in, so this is
+# bounded by the credentials anyway; the cap stops one valid client from filling memory with spelling
+# variants of its header ("Basic  x", "basic x", ...).
+MAX_REMEMBERED_ALLOWS = 10_000
 # Percent-encoded '.', '/', '\' or a raw backslash: a path that could mean something else after decoding.
 _AMBIGUOUS_PATH_RE = re.compile(r"%(?:2[eEfF]|5[cC])|\\")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -58,11 +64,22 @@ class Decision(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Everything a decision reads. Immutable; a reload builds a new one and swaps one reference."""
+    """Everything a decision reads. Immutable; a reload builds a new one and swaps one reference.
+
+    ``allows`` remembers finished allow decisions (see ``decide``) and ``answers`` the response headers of
+    each distinct decision; both start empty with every snapshot, so a reload or rotation drops them."""
 
     credentials: Credentials
     policy: Policy
     verified: VerifiedCache
+    allows: dict[tuple[str, bytes], Decision] = field(default_factory=dict)
+    answers: dict[tuple[str, Decision], list[tuple[bytes, bytes]]] = field(default_factory=dict)
+    memo_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+
+    def credential_key(self, route_name: str, authorization: bytes) -> tuple[str, bytes]:
+        """Keys the allow memo by a keyed BLAKE2b of the whole Authorization value under a per-snapshot
+        secret: nothing in the memo can be reversed or brute-forced offline into a token or password."""
+        return route_name, hashlib.blake2b(authorization, key=self.memo_key, digest_size=16).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +165,15 @@ def decide(
     if facts.method is not None and facts.path is not None and (facts.method, facts.path) in route.anonymous:
         return Decision(200, "anonymous")
 
+    # The same credential on the same route gets the same answer until the snapshot changes, unless the
+    # token has per-request limits (methods, paths) or an expiry still to come: answer it from the memo.
+    memo_key = None
+    if len(facts.authorization) == 1:
+        memo_key = snapshot.credential_key(route.name, facts.authorization[0])
+        remembered = snapshot.allows.get(memo_key)
+        if remembered is not None and (remembered.expires is None or now < remembered.expires):
+            return remembered
+
     credential = parse_authorization(facts.authorization)
     if isinstance(credential, str):
         if credential == "malformed":
@@ -192,9 +218,16 @@ def decide(
             return Decision(403, forbidden, scheme=scheme, principal=principal)
     if route.principals is not None and principal not in route.principals:
         return Decision(403, "principal_forbidden", scheme=scheme, principal=principal)
-    return Decision(
+    decision = Decision(
         200, "allowed", scheme=scheme, principal=principal, expires=token.expires if token is not None else None
     )
+    if (
+        memo_key is not None
+        and (token is None or (token.methods is None and token.paths is None))
+        and len(snapshot.allows) < MAX_REMEMBERED_ALLOWS
+    ):
+        snapshot.allows[memo_key] = decision
+    return decision
 
 
 def challenges(route: RoutePolicy, decision: Decision) -> list[str]:

@@ -17,7 +17,7 @@ from litestar.handlers import asgi
 from litestar.types import Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.decision import Decision, RequestFacts, decide, response_headers
+from app.decision import Decision, RequestFacts, Snapshot, decide, response_headers
 from app.health import Heartbeat
 from app.metrics import Metrics
 from app.policy import Policy, load_policy
@@ -28,12 +28,8 @@ from app.throttle import Throttle
 log = logging.getLogger("authgate.decision")
 
 _AUTH_PREFIX = b"/auth/"
-_COMMON_HEADERS = frozenset({b"origin", b"access-control-request-method"})
-_PROXY_HEADERS = {
-    "ingress-nginx": frozenset({b"x-original-method", b"x-original-url", b"x-real-ip"}),
-    "traefik": frozenset({b"x-forwarded-method", b"x-forwarded-uri", b"x-forwarded-for"}),
-    "envoy": frozenset({b"x-forwarded-for"}),
-}
+_MAX_ANSWERS = 10_000
+_NOT_READY_HEADERS = [(b"cache-control", b"no-store"), (b"retry-after", b"1"), (b"content-length", b"0")]
 _UNKNOWN_ROUTE_LABEL = "_unknown"
 _WS_CLOSE: Any = {"type": "websocket.close", "code": 1008}
 _EMPTY_BODY: Any = {"type": "http.response.body", "body": b"", "more_body": False}
@@ -100,7 +96,6 @@ class DecisionEndpoint:
     def __init__(self, state: AppState) -> None:
         self.state = state
         self.proxy = state.settings.proxy
-        self.wanted_headers = _COMMON_HEADERS | _PROXY_HEADERS[self.proxy]
         self.log_allows = log.isEnabledFor(logging.DEBUG)  # the level is set once, at start
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -117,24 +112,25 @@ class DecisionEndpoint:
 
         snapshot = state.store.current
         if snapshot is None:
-            await self._send(send, 503, [(b"cache-control", b"no-store"), (b"retry-after", b"1")])
+            await self._send(send, 503, _NOT_READY_HEADERS)
             state.metrics.decision_stats.count(_UNKNOWN_ROUTE_LABEL, False, "not_ready", "none", 0.0)
             return
 
-        # One pass over the headers, keeping only the ones this proxy kind sets (plus Authorization).
-        wanted = self.wanted_headers
-        headers: dict[bytes, bytes] = {}
-        authorization: list[bytes] = []
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization.append(value)
-            elif name in wanted:
-                headers[name] = value
+        # The headers as a dict, built in C; only the names this proxy kind sets are read from it. A repeated
+        # name (rare) means another pass, so that two Authorization headers are seen as two, never one.
+        raw_headers = scope["headers"]
+        headers: dict[bytes, bytes] = dict(raw_headers)
+        authorization: tuple[bytes, ...]
+        if len(headers) == len(raw_headers):
+            value = headers.get(b"authorization")
+            authorization = () if value is None else (value,)
+        else:
+            authorization = tuple(value for name, value in raw_headers if name == b"authorization")
         method, path, client = _original_request(self.proxy, headers, rest if slash else None, scope)
         facts = RequestFacts(
             method=method,
             path=path,
-            authorization=tuple(authorization),
+            authorization=authorization,
             client=client,
             preflight=b"origin" in headers and b"access-control-request-method" in headers,
         )
@@ -143,7 +139,7 @@ class DecisionEndpoint:
         if decision is None:
             decision = await asyncio.to_thread(decide, route_name, facts, snapshot, state.throttle, now, slow_ok=True)
             assert decision is not None
-        await self._send(send, decision.status, response_headers(decision, snapshot.policy, route_name, now))
+        await self._send(send, decision.status, self._headers(snapshot, route_name, decision, now))
 
         state.metrics.decision_stats.count(
             route_name if route_name in snapshot.policy.routes else _UNKNOWN_ROUTE_LABEL,
@@ -170,8 +166,22 @@ class DecisionEndpoint:
             )
 
     @staticmethod
+    def _headers(
+        snapshot: Snapshot, route_name: str, decision: Decision, now: dt.datetime
+    ) -> list[tuple[bytes, bytes]]:
+        """The answer's headers, built once per distinct decision on a configured route and snapshot (they
+        depend on nothing else unless a Cache-Control max-age is bounded by a token's expiry)."""
+        key = (route_name, decision)
+        headers = snapshot.answers.get(key)
+        if headers is None:
+            headers = [*response_headers(decision, snapshot.policy, route_name, now), (b"content-length", b"0")]
+            constant = snapshot.policy.decision_cache_max_age == 0 or decision.expires is None
+            if constant and route_name in snapshot.policy.routes and len(snapshot.answers) < _MAX_ANSWERS:
+                snapshot.answers[key] = headers
+        return headers
+
+    @staticmethod
     async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        headers.append((b"content-length", b"0"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send(_EMPTY_BODY)
 

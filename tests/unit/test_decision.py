@@ -238,3 +238,55 @@ def test_parse_authorization_accepts_case_insensitive_scheme():
     assert parse_authorization((b"bEaReR " + CI.encode(),)).token == CI  # type: ignore[union-attr]
     cred = parse_authorization((b"basic " + base64.b64encode(b"bob:pa:ss"),))
     assert (cred.user, cred.password) == ("bob", "pa:ss")  # type: ignore[union-attr]
+
+
+def test_allow_memo_answers_repeats_without_changing_any_outcome():
+    snap = snapshot()
+    throttle = Throttle(POLICY.throttle)
+    first = run("api", facts(bearer(CI)), snap, throttle)
+    assert first.allowed and len(snap.allows) == 1
+    (key,) = snap.allows
+    assert key[0] == "api" and len(key[1]) == 16  # a keyed hash: neither the token nor its SHA-256
+    assert CI.encode() not in key[1] and token_digest(CI) != key[1]
+    assert run("api", facts(bearer(CI)), snap, throttle) is snap.allows[key]
+    # Anonymous exceptions still come first, and other routes are decided on their own.
+    assert run("api", facts(bearer(CI), path="/api/health"), snap, throttle).reason == "anonymous"
+    assert run("ui", facts(bearer(CI)), snap, throttle).reason == "scheme_not_accepted"
+    # A new snapshot (a reload) starts with an empty memo.
+    assert snapshot().allows == {}
+
+
+def test_tokens_with_per_request_limits_are_never_remembered():
+    snap = snapshot()
+    assert run("api", facts(bearer(RO), method="GET", path="/api/flows"), snap).allowed
+    assert snap.allows == {}
+    assert run("api", facts(bearer(RO), method="POST", path="/api/flows"), snap).reason == "method_forbidden"
+
+
+def test_a_remembered_allow_still_expires():
+    policy = parse_policy({"routes": {"r": {}}}, "t")
+    tokens = f"soon sha256:{token_digest(CI).hex()} expires=2026-11-22T12:00:30Z\n"
+    snap = Snapshot(load_secret_files({"tokens": tokens.encode()}, "t"), policy, VerifiedCache(10))
+    throttle = Throttle(policy.throttle)
+    assert decide("r", facts(bearer(CI)), snap, throttle, NOW, slow_ok=False).allowed
+    assert len(snap.allows) == 1
+    later = NOW + dt.timedelta(seconds=31)
+    assert decide("r", facts(bearer(CI)), snap, throttle, later, slow_ok=False).reason == "expired"
+
+
+def test_known_good_basic_is_remembered_and_duplicates_are_not():
+    snap = snapshot()
+    assert run("ui", facts(basic("alice", "right")), snap).allowed
+    assert decide("ui", facts(basic("alice", "right")), snap, Throttle(POLICY.throttle), NOW, slow_ok=False).allowed
+    two = basic("alice", "right") * 2
+    assert run("ui", facts(two), snap).reason == "malformed"
+
+
+def test_memo_is_capped(monkeypatch):
+    import app.decision as decision_module
+
+    monkeypatch.setattr(decision_module, "MAX_REMEMBERED_ALLOWS", 2)
+    snap = snapshot()
+    for spelling in (b"Bearer ", b"bearer ", b"BEARER ", b"Bearer  "):
+        assert run("api", facts((spelling + CI.encode(),)), snap).allowed
+    assert len(snap.allows) == 2

@@ -99,3 +99,17 @@ async def test_snapshot_swap_is_one_reference(state):
     current = state.store.current
     assert state.reloader.apply({"tokens": f"b sha256:{token_digest(TOKEN).hex()}\n".encode()}, "y")
     assert state.store.current is current
+
+
+async def test_two_authorization_headers_are_refused_through_the_app(state):
+    app = create_app(state.settings, state)
+    async with AsyncTestClient(app) as client:
+        assert state.reloader.apply({"tokens": f"ci sha256:{token_digest(TOKEN).hex()}\n".encode()}, "test")
+        base = [("X-Original-URL", "http://h/x"), ("X-Original-Method", "GET")]
+        one = await client.get("/auth/default", headers=[*base, ("Authorization", f"Bearer {TOKEN}")])
+        assert one.status_code == 200
+        two = await client.get(
+            "/auth/default",
+            headers=[*base, ("Authorization", f"Bearer {TOKEN}"), ("Authorization", f"Bearer {TOKEN}")],
+        )
+        assert two.status_code == 401
