@@ -56,6 +56,9 @@ class Decision(NamedTuple):
     principal: str | None = None
     expires: dt.datetime | None = None
     bearer_error: str | None = None  # RFC 6750 error for the Bearer challenge
+    # True when the same credential on the same route gets this same answer whatever else the request says,
+    # until ``expires`` or the next snapshot: the HTTP layer may then answer repeats from an AllowMemo.
+    rememberable: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -66,20 +69,50 @@ class Decision(NamedTuple):
 class Snapshot:
     """Everything a decision reads. Immutable; a reload builds a new one and swaps one reference.
 
-    ``allows`` remembers finished allow decisions (see ``decide``) and ``answers`` the response headers of
-    each distinct decision; both start empty with every snapshot, so a reload or rotation drops them."""
+    ``allows`` and ``answers`` are memos that belong to this snapshot, so a reload or rotation drops them."""
 
     credentials: Credentials
     policy: Policy
     verified: VerifiedCache
-    allows: dict[tuple[str, bytes], Decision] = field(default_factory=dict)
+    allows: AllowMemo = field(default_factory=lambda: AllowMemo())
     answers: dict[tuple[str, Decision], list[tuple[bytes, bytes]]] = field(default_factory=dict)
-    memo_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
-    def credential_key(self, route_name: str, authorization: bytes) -> tuple[str, bytes]:
-        """Keys the allow memo by a keyed BLAKE2b of the whole Authorization value under a per-snapshot
-        secret: nothing in the memo can be reversed or brute-forced offline into a token or password."""
-        return route_name, hashlib.blake2b(authorization, key=self.memo_key, digest_size=16).digest()
+
+class Remembered(NamedTuple):
+    decision: Decision
+    headers: list[tuple[bytes, bytes]]
+    expires_at: float | None  # Unix time
+
+
+class AllowMemo:
+    """Finished allow answers by (route, credential), so a repeat costs one keyed hash and a dict lookup.
+
+    Keys are a keyed BLAKE2b of the whole Authorization value under a random per-memo secret: nothing in
+    the memo can be reversed or brute-forced offline into a token or password. Only rememberable allows get
+    in (valid credentials, so the size is bounded by the Secret anyway); the cap stops one valid client from
+    filling memory with spelling variants of its header ("Basic  x", "basic x", ...)."""
+
+    def __init__(self, max_entries: int = MAX_REMEMBERED_ALLOWS) -> None:
+        self.max_entries = max_entries
+        self._secret = secrets.token_bytes(32)
+        self._entries: dict[tuple[str, bytes], Remembered] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def key(self, route_name: str, authorization: bytes) -> tuple[str, bytes]:
+        return route_name, hashlib.blake2b(authorization, key=self._secret, digest_size=16).digest()
+
+    def recall(self, key: tuple[str, bytes], now: float) -> Remembered | None:
+        entry = self._entries.get(key)
+        if entry is None or (entry.expires_at is not None and now >= entry.expires_at):
+            return None
+        return entry
+
+    def remember(self, key: tuple[str, bytes], decision: Decision, headers: list[tuple[bytes, bytes]]) -> None:
+        if decision.rememberable and len(self._entries) < self.max_entries:
+            expires_at = decision.expires.timestamp() if decision.expires is not None else None
+            self._entries[key] = Remembered(decision, headers, expires_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,15 +198,6 @@ def decide(
     if facts.method is not None and facts.path is not None and (facts.method, facts.path) in route.anonymous:
         return Decision(200, "anonymous")
 
-    # The same credential on the same route gets the same answer until the snapshot changes, unless the
-    # token has per-request limits (methods, paths) or an expiry still to come: answer it from the memo.
-    memo_key = None
-    if len(facts.authorization) == 1:
-        memo_key = snapshot.credential_key(route.name, facts.authorization[0])
-        remembered = snapshot.allows.get(memo_key)
-        if remembered is not None and (remembered.expires is None or now < remembered.expires):
-            return remembered
-
     credential = parse_authorization(facts.authorization)
     if isinstance(credential, str):
         if credential == "malformed":
@@ -218,16 +242,15 @@ def decide(
             return Decision(403, forbidden, scheme=scheme, principal=principal)
     if route.principals is not None and principal not in route.principals:
         return Decision(403, "principal_forbidden", scheme=scheme, principal=principal)
-    decision = Decision(
-        200, "allowed", scheme=scheme, principal=principal, expires=token.expires if token is not None else None
+    return Decision(
+        200,
+        "allowed",
+        scheme=scheme,
+        principal=principal,
+        expires=token.expires if token is not None else None,
+        # Per-request limits (methods, paths) make the answer depend on more than the credential.
+        rememberable=token is None or (token.methods is None and token.paths is None),
     )
-    if (
-        memo_key is not None
-        and (token is None or (token.methods is None and token.paths is None))
-        and len(snapshot.allows) < MAX_REMEMBERED_ALLOWS
-    ):
-        snapshot.allows[memo_key] = decision
-    return decision
 
 
 def challenges(route: RoutePolicy, decision: Decision) -> list[str]:

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from app.decision import Decision, RequestFacts, Snapshot, decide, response_headers
 from app.health import Heartbeat
 from app.metrics import Metrics
-from app.policy import Policy, load_policy
+from app.policy import Policy, RoutePolicy, load_policy
 from app.reload import DirectoryWatcher, Reloader, SnapshotStore
 from app.settings import Settings
 from app.throttle import Throttle
@@ -126,7 +126,24 @@ class DecisionEndpoint:
             authorization = () if value is None else (value,)
         else:
             authorization = tuple(value for name, value in raw_headers if name == b"authorization")
-        method, path, client = _original_request(self.proxy, headers, rest if slash else None, scope)
+        original_path = rest if slash else None
+
+        # A repeat of a remembered allow: answered after one keyed hash and a dict lookup, unless this
+        # request could be one of the route's exceptions (anonymous, CORS preflight), which are decided
+        # in full so that their answer stays exactly what `decide` says.
+        route = snapshot.policy.routes.get(route_name)
+        memo_key = None
+        if route is not None and len(authorization) == 1 and not self.log_allows:
+            memo_key = snapshot.allows.key(route_name, authorization[0])
+            remembered = snapshot.allows.recall(memo_key, time.time())
+            if remembered is not None and not self._may_be_exception(route, headers, original_path, scope):
+                await self._send(send, 200, remembered.headers)
+                state.metrics.decision_stats.count(
+                    route_name, True, "allowed", remembered.decision.scheme, time.perf_counter() - started
+                )
+                return
+
+        method, path, client = _original_request(self.proxy, headers, original_path, scope)
         facts = RequestFacts(
             method=method,
             path=path,
@@ -139,7 +156,10 @@ class DecisionEndpoint:
         if decision is None:
             decision = await asyncio.to_thread(decide, route_name, facts, snapshot, state.throttle, now, slow_ok=True)
             assert decision is not None
-        await self._send(send, decision.status, self._headers(snapshot, route_name, decision, now))
+        headers_out = self._headers(snapshot, route_name, decision, now)
+        await self._send(send, decision.status, headers_out)
+        if memo_key is not None and (snapshot.policy.decision_cache_max_age == 0 or decision.expires is None):
+            snapshot.allows.remember(memo_key, decision, headers_out)
 
         state.metrics.decision_stats.count(
             route_name if route_name in snapshot.policy.routes else _UNKNOWN_ROUTE_LABEL,
@@ -164,6 +184,16 @@ class DecisionEndpoint:
                     "path": path,
                 },
             )
+
+    def _may_be_exception(
+        self, route: RoutePolicy, headers: dict[bytes, bytes], original_path: bytes | None, scope: dict[str, Any]
+    ) -> bool:
+        if route.cors_preflight and b"origin" in headers and b"access-control-request-method" in headers:
+            return True
+        if route.anonymous:
+            method, path, _ = _original_request(self.proxy, headers, original_path, scope)
+            return (method, path) in route.anonymous
+        return False
 
     @staticmethod
     def _headers(

@@ -7,6 +7,7 @@ import yaml
 
 from app.credentials import load_secret_files, token_digest
 from app.decision import (
+    AllowMemo,
     Decision,
     RequestFacts,
     Snapshot,
@@ -240,53 +241,37 @@ def test_parse_authorization_accepts_case_insensitive_scheme():
     assert (cred.user, cred.password) == ("bob", "pa:ss")  # type: ignore[union-attr]
 
 
-def test_allow_memo_answers_repeats_without_changing_any_outcome():
-    snap = snapshot()
-    throttle = Throttle(POLICY.throttle)
-    first = run("api", facts(bearer(CI)), snap, throttle)
-    assert first.allowed and len(snap.allows) == 1
-    (key,) = snap.allows
-    assert key[0] == "api" and len(key[1]) == 16  # a keyed hash: neither the token nor its SHA-256
+def test_only_answers_that_depend_on_nothing_but_the_credential_are_rememberable():
+    assert run("api", facts(bearer(CI))).rememberable
+    assert run("ui", facts(basic("alice", "right"))).rememberable
+    assert not run("api", facts(bearer(RO), method="GET", path="/api/flows")).rememberable  # method/path limits
+    assert not run("api", facts((), path="/api/health")).rememberable  # anonymous
+    assert not run("api", facts(bearer("guess-0123456789abcdef"))).rememberable  # denials never
+
+
+def test_allow_memo_keys_hold_no_credential_and_expire():
+    memo = AllowMemo(max_entries=10)
+    allowed = run("api", facts(bearer(CI)))
+    key = memo.key("api", b"Bearer " + CI.encode())
+    assert key[0] == "api" and len(key[1]) == 16
     assert CI.encode() not in key[1] and token_digest(CI) != key[1]
-    assert run("api", facts(bearer(CI)), snap, throttle) is snap.allows[key]
-    # Anonymous exceptions still come first, and other routes are decided on their own.
-    assert run("api", facts(bearer(CI), path="/api/health"), snap, throttle).reason == "anonymous"
-    assert run("ui", facts(bearer(CI)), snap, throttle).reason == "scheme_not_accepted"
-    # A new snapshot (a reload) starts with an empty memo.
-    assert snapshot().allows == {}
+    assert key != AllowMemo().key("api", b"Bearer " + CI.encode())  # a secret per memo: not an unsalted hash
+    memo.remember(key, allowed, [(b"x", b"y")])
+    assert memo.recall(key, NOW.timestamp()).decision is allowed
+    assert memo.recall(memo.key("ui", b"Bearer " + CI.encode()), NOW.timestamp()) is None
+    expiring = run("api", facts(bearer(RO), method="GET", path="/api/flows"))._replace(rememberable=True)
+    soon = memo.key("api", b"Bearer " + RO.encode())
+    memo.remember(soon, expiring, [])
+    assert memo.recall(soon, NOW.timestamp() + 29) is not None
+    assert memo.recall(soon, NOW.timestamp() + 30) is None  # the token expires at 12:00:30
 
 
-def test_tokens_with_per_request_limits_are_never_remembered():
-    snap = snapshot()
-    assert run("api", facts(bearer(RO), method="GET", path="/api/flows"), snap).allowed
-    assert snap.allows == {}
-    assert run("api", facts(bearer(RO), method="POST", path="/api/flows"), snap).reason == "method_forbidden"
-
-
-def test_a_remembered_allow_still_expires():
-    policy = parse_policy({"routes": {"r": {}}}, "t")
-    tokens = f"soon sha256:{token_digest(CI).hex()} expires=2026-11-22T12:00:30Z\n"
-    snap = Snapshot(load_secret_files({"tokens": tokens.encode()}, "t"), policy, VerifiedCache(10))
-    throttle = Throttle(policy.throttle)
-    assert decide("r", facts(bearer(CI)), snap, throttle, NOW, slow_ok=False).allowed
-    assert len(snap.allows) == 1
-    later = NOW + dt.timedelta(seconds=31)
-    assert decide("r", facts(bearer(CI)), snap, throttle, later, slow_ok=False).reason == "expired"
-
-
-def test_known_good_basic_is_remembered_and_duplicates_are_not():
-    snap = snapshot()
-    assert run("ui", facts(basic("alice", "right")), snap).allowed
-    assert decide("ui", facts(basic("alice", "right")), snap, Throttle(POLICY.throttle), NOW, slow_ok=False).allowed
-    two = basic("alice", "right") * 2
-    assert run("ui", facts(two), snap).reason == "malformed"
-
-
-def test_memo_is_capped(monkeypatch):
-    import app.decision as decision_module
-
-    monkeypatch.setattr(decision_module, "MAX_REMEMBERED_ALLOWS", 2)
-    snap = snapshot()
-    for spelling in (b"Bearer ", b"bearer ", b"BEARER ", b"Bearer  "):
-        assert run("api", facts((spelling + CI.encode(),)), snap).allowed
-    assert len(snap.allows) == 2
+def test_allow_memo_refuses_what_is_not_rememberable_and_is_capped():
+    memo = AllowMemo(max_entries=2)
+    limited = run("api", facts(bearer(RO), method="GET", path="/api/flows"))
+    memo.remember(memo.key("api", b"a"), limited, [])
+    assert len(memo) == 0
+    allowed = run("api", facts(bearer(CI)))
+    for spelling in (b"Bearer ", b"bearer ", b"BEARER "):
+        memo.remember(memo.key("api", spelling + CI.encode()), allowed, [])
+    assert len(memo) == 2

@@ -113,3 +113,49 @@ async def test_two_authorization_headers_are_refused_through_the_app(state):
             headers=[*base, ("Authorization", f"Bearer {TOKEN}"), ("Authorization", f"Bearer {TOKEN}")],
         )
         assert two.status_code == 401
+
+
+async def test_remembered_allows_keep_exceptions_exact_and_die_with_the_snapshot(tmp_path):
+    from app.policy import parse_policy
+
+    policy = parse_policy(
+        {"routes": {"api": {"anonymous": ["GET /api/health"]}, "cors": {"cors_preflight": True}}}, "test"
+    )
+    state = build_state(Settings(secret_dir=tmp_path / "absent"), policy=policy)
+    line = f"ci sha256:{token_digest(TOKEN).hex()}\n".encode()
+
+    def nginx(path: str, method: str = "GET", **extra: str) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {TOKEN}",
+            "X-Original-URL": f"http://h{path}",
+            "X-Original-Method": method,
+            **extra,
+        }
+
+    async with AsyncTestClient(create_app(state.settings, state)) as client:
+        assert state.reloader.apply({"tokens": line}, "test")
+        for _ in range(3):
+            answer = await client.get("/auth/api", headers=nginx("/api/flows"))
+            assert answer.status_code == 200 and answer.headers["x-auth-request-user"] == "ci"
+        snapshot = state.store.current
+        assert len(snapshot.allows) == 1
+        # The anonymous exception still answers as an anonymous allow (no identity), memo or not.
+        health = await client.get("/auth/api", headers=nginx("/api/health"))
+        assert health.status_code == 200 and "x-auth-request-user" not in health.headers
+        # A preflight on a route that lets preflights through is decided in full, too.
+        await client.get("/auth/cors", headers=nginx("/x"))
+        preflight = await client.get(
+            "/auth/cors",
+            headers=nginx("/x", "OPTIONS", Origin="https://ui", **{"Access-Control-Request-Method": "POST"}),
+        )
+        assert preflight.status_code == 200 and "x-auth-request-user" not in preflight.headers
+        # Rotation: the token is removed, the new snapshot remembers nothing, the token is refused.
+        assert state.reloader.apply({"tokens": b"# nobody\n"}, "test")
+        assert (await client.get("/auth/api", headers=nginx("/api/flows"))).status_code == 401
+    registry = state.metrics.registry
+    assert (
+        registry.get_sample_value(
+            "authgate_decisions_total", {"route": "api", "result": "allow", "reason": "allowed", "scheme": "bearer"}
+        )
+        == 3
+    )
