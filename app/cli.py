@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,12 +15,12 @@ from app.credentials import (
     TOKEN68_RE,
     load_secret_files,
     read_secret_dir,
-    token_digest,
 )
 from app.errors import ConfigError
 from app.kube_cli import add_commands
 from app.policy import load_policy
 from app.settings import LOG_LEVELS, PROXY_KINDS, load_settings
+from app.token_admin import digest_field, format_token_line, generate_token
 
 
 class _Parser(argparse.ArgumentParser):
@@ -142,7 +141,7 @@ def _hash_token(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print("sha256:" + token_digest(token).hex())
+    print(digest_field(token))
     return 0
 
 
@@ -164,12 +163,8 @@ def _name(value: str) -> str:
 
 
 def _new_token(args: argparse.Namespace) -> int:
-    token = secrets.token_urlsafe(32)
-    line = f"{args.name} sha256:{token_digest(token).hex()}"
-    if args.routes:
-        line += f" routes={args.routes}"
-    if args.expires:
-        line += f" expires={args.expires}"
+    token = generate_token()
+    line = format_token_line(args.name, digest_field(token), {"routes": args.routes, "expires": args.expires})
     print("# the token (shown once; give it to the client):", file=sys.stderr)
     print(token)
     print("# the line for the Secret's 'tokens' file (holds only the digest):", file=sys.stderr)

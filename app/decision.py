@@ -13,6 +13,8 @@ import datetime as dt
 import hashlib
 import re
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -103,9 +105,9 @@ class AllowMemo:
     def key(self, route_name: str, authorization: bytes) -> tuple[str, bytes]:
         return route_name, hashlib.blake2b(authorization, key=self._secret, digest_size=16).digest()
 
-    def recall(self, key: tuple[str, bytes], now: float) -> Remembered | None:
+    def recall(self, key: tuple[str, bytes], clock: Callable[[], float] = time.time) -> Remembered | None:
         entry = self._entries.get(key)
-        if entry is None or (entry.expires_at is not None and now >= entry.expires_at):
+        if entry is None or (entry.expires_at is not None and clock() >= entry.expires_at):
             return None
         return entry
 

@@ -135,9 +135,10 @@ class DecisionEndpoint:
         memo_key = None
         if route is not None and len(authorization) == 1 and not self.log_allows:
             memo_key = snapshot.allows.key(route_name, authorization[0])
-            remembered = snapshot.allows.recall(memo_key, time.time())
+            remembered = snapshot.allows.recall(memo_key)
             if remembered is not None and not self._may_be_exception(route, headers, original_path, scope):
-                await self._send(send, 200, remembered.headers)
+                await send({"type": "http.response.start", "status": 200, "headers": remembered.headers})
+                await send(_EMPTY_BODY)
                 state.metrics.decision_stats.count(
                     route_name, True, "allowed", remembered.decision.scheme, time.perf_counter() - started
                 )

@@ -257,13 +257,13 @@ def test_allow_memo_keys_hold_no_credential_and_expire():
     assert CI.encode() not in key[1] and token_digest(CI) != key[1]
     assert key != AllowMemo().key("api", b"Bearer " + CI.encode())  # a secret per memo: not an unsalted hash
     memo.remember(key, allowed, [(b"x", b"y")])
-    assert memo.recall(key, NOW.timestamp()).decision is allowed
-    assert memo.recall(memo.key("ui", b"Bearer " + CI.encode()), NOW.timestamp()) is None
+    assert memo.recall(key, lambda: NOW.timestamp()).decision is allowed
+    assert memo.recall(memo.key("ui", b"Bearer " + CI.encode())) is None
     expiring = run("api", facts(bearer(RO), method="GET", path="/api/flows"))._replace(rememberable=True)
     soon = memo.key("api", b"Bearer " + RO.encode())
     memo.remember(soon, expiring, [])
-    assert memo.recall(soon, NOW.timestamp() + 29) is not None
-    assert memo.recall(soon, NOW.timestamp() + 30) is None  # the token expires at 12:00:30
+    assert memo.recall(soon, lambda: NOW.timestamp() + 29) is not None
+    assert memo.recall(soon, lambda: NOW.timestamp() + 30) is None  # the token expires at 12:00:30
 
 
 def test_allow_memo_refuses_what_is_not_rememberable_and_is_capped():
