@@ -23,10 +23,6 @@ from app.settings import LOG_LEVELS, PROXY_KINDS, load_settings
 from app.token_admin import digest_field, format_token_line, generate_token
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that exits 2 with one line naming the bad argument (its default behaviour, kept)."""
-
-
 def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve = sub.add_parser("serve", help="run the decision server")
     env = "(env %s)"
@@ -82,10 +78,7 @@ def _check(args: argparse.Namespace) -> int:
         directory = Path(args.secret_dir)
         files = read_secret_dir(directory)
         credentials = load_secret_files(files, str(directory))
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except ConfigError as exc:
+    except (FileNotFoundError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     now = dt.datetime.now(dt.UTC)
@@ -127,13 +120,8 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_token(stream: object) -> str:
-    data = sys.stdin.read()
-    return data.rstrip("\r\n")
-
-
 def _hash_token(args: argparse.Namespace) -> int:
-    token = _read_token(sys.stdin)
+    token = sys.stdin.read().rstrip("\r\n")
     if not TOKEN68_RE.fullmatch(token) or len(token) < MIN_PLAIN_TOKEN_LENGTH:
         print(
             f"error: a token is at least {MIN_PLAIN_TOKEN_LENGTH} of A-Z a-z 0-9 - . _ ~ + / (then = padding), "
@@ -173,9 +161,9 @@ def _new_token(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="authgate", description="Kubernetes external-auth validator.")
+    parser = argparse.ArgumentParser(prog="authgate", description="Kubernetes external-auth validator.")
     parser.add_argument("--version", action="version", version=f"authgate {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
 
     check = sub.add_parser("check", help="validate the Secret files and policy; print what loads (no secrets)")

@@ -1,5 +1,5 @@
-"""HTTP wiring: one Litestar app, with the decision endpoint as a raw ASGI mount (no request parsing,
-no body, one pass over the headers) because it sits on the hot path of every request it guards."""
+"""HTTP wiring: one Litestar app for health, metrics and the lifespan; the decision endpoint is raw ASGI (no
+request parsing, no body, headers read from one dict) because it sits on the hot path of every request."""
 
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ class DecisionEndpoint:
             snapshot.allows.remember(memo_key, decision, headers_out)
 
         state.metrics.decision_stats.count(
-            route_name if route_name in snapshot.policy.routes else _UNKNOWN_ROUTE_LABEL,
+            route_name if route is not None else _UNKNOWN_ROUTE_LABEL,
             decision.allowed,
             decision.reason,
             decision.scheme,
