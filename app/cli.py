@@ -33,7 +33,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     serve.add_argument("--config", help="policy YAML file " + env % "AUTHGATE_CONFIG")
     serve.add_argument(
-        "--proxy", help=f"one of {', '.join(PROXY_KINDS)}; default ingress-nginx " + env % "AUTHGATE_PROXY"
+        "--proxy",
+        help=f"the front door(s) in front: {', '.join(PROXY_KINDS)}, or a comma list of the header-based ones "
+        "(all believed, cross-checked); default ingress-nginx,traefik " + env % "AUTHGATE_PROXY",
     )
     serve.add_argument(
         "--log-level", help=f"one of {', '.join(LOG_LEVELS)}; default info " + env % "AUTHGATE_LOG_LEVEL"

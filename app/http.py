@@ -17,8 +17,10 @@ from litestar.handlers import asgi
 from litestar.types import Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.decision import Decision, RequestFacts, Snapshot, decide, response_headers
+from app.decision import Decision, RequestFacts, Snapshot, decide, is_canonical, response_headers
+from app.doors import Reading, front_doors
 from app.health import Heartbeat
+from app.logs import EveryInterval
 from app.metrics import Metrics
 from app.policy import Policy, RoutePolicy, load_policy
 from app.reload import DirectoryWatcher, Reloader, SnapshotStore
@@ -49,54 +51,15 @@ class AppState:
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
 
 
-def _original_request(
-    proxy: str, headers: dict[bytes, bytes], original_path: bytes | None, scope: dict[str, Any]
-) -> tuple[str | None, str | None, str | None]:
-    """(method, raw path without query, client address) from the headers the configured proxy sets.
-
-    Only the configured proxy's headers are read: ingress-nginx passes a client's own X-Forwarded-Uri
-    through untouched, so reading it there would let a client choose the path being decided.
-    """
-    if proxy == "ingress-nginx":
-        method = headers.get(b"x-original-method")
-        url = headers.get(b"x-original-url")
-        path: bytes | None = None
-        if url is not None:
-            scheme_end = url.find(b"://")
-            if scheme_end >= 0:
-                slash = url.find(b"/", scheme_end + 3)
-                path = url[slash:] if slash >= 0 else b"/"
-            elif url.startswith(b"/"):
-                path = url
-        client = headers.get(b"x-real-ip")
-    elif proxy == "traefik":
-        method = headers.get(b"x-forwarded-method")
-        path = headers.get(b"x-forwarded-uri")
-        forwarded_for = headers.get(b"x-forwarded-for")
-        client = forwarded_for.rsplit(b",", 1)[-1].strip() if forwarded_for else None
-    else:  # envoy: the original request is this request, under /auth/{route}
-        method = scope["method"].encode()
-        path = b"/" + original_path if original_path is not None else b"/"
-        forwarded_for = headers.get(b"x-forwarded-for")
-        client = forwarded_for.rsplit(b",", 1)[-1].strip() if forwarded_for else None
-    if path is not None:
-        path = path.split(b"?", 1)[0].split(b"#", 1)[0]
-    if client is None and scope.get("client"):
-        client = str(scope["client"][0]).encode()
-    return (
-        method.decode("latin-1") if method else None,
-        path.decode("latin-1") if path is not None else None,
-        client.decode("latin-1") if client else None,
-    )
-
-
 class DecisionEndpoint:
     """The raw ASGI app behind ``/auth/{route}`` (and ``/auth/{route}/{original path}`` for Envoy)."""
 
     def __init__(self, state: AppState) -> None:
         self.state = state
-        self.proxy = state.settings.proxy
+        self.doors = front_doors(state.settings.proxy)
         self.log_allows = log.isEnabledFor(logging.DEBUG)  # the level is set once, at start
+        self.problem_log = EveryInterval(60.0)
+        self.pending_slow_checks = 0
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -144,22 +107,29 @@ class DecisionEndpoint:
                 )
                 return
 
-        method, path, client = _original_request(self.proxy, headers, original_path, scope)
+        reading = self.doors.read(headers, original_path, scope)
+        method, path = reading.method, reading.path
         facts = RequestFacts(
             method=method,
             path=path,
             authorization=authorization,
-            client=client,
+            client=reading.client,
             preflight=b"origin" in headers and b"access-control-request-method" in headers,
+            problem=reading.problem,
         )
+        if reading.problem is not None:
+            self._report(route_name if route is not None else _UNKNOWN_ROUTE_LABEL, reading)
         now = state.clock()
         decision = decide(route_name, facts, snapshot, state.throttle, now, slow_ok=False)
         if decision is None:
-            decision = await asyncio.to_thread(decide, route_name, facts, snapshot, state.throttle, now, slow_ok=True)
-            assert decision is not None
+            decision = await self._slow_decision(route_name, facts, snapshot, now)
         headers_out = self._headers(snapshot, route_name, decision, now)
         await self._send(send, decision.status, headers_out)
-        if memo_key is not None and (snapshot.policy.decision_cache_max_age == 0 or decision.expires is None):
+        if (
+            memo_key is not None
+            and (snapshot.policy.decision_cache_max_age == 0 or decision.expires is None)
+            and is_canonical(authorization[0])
+        ):
             snapshot.allows.remember(memo_key, decision, headers_out)
 
         state.metrics.decision_stats.count(
@@ -192,13 +162,71 @@ class DecisionEndpoint:
         if route.cors_preflight and b"origin" in headers and b"access-control-request-method" in headers:
             return True
         if route.anonymous:
-            method, path, _ = _original_request(self.proxy, headers, original_path, scope)
-            return (method, path) in route.anonymous
+            reading = self.doors.read(headers, original_path, scope)
+            return (reading.method, reading.path) in route.anonymous
         return False
 
-    @staticmethod
+    async def _slow_decision(
+        self, route_name: str, facts: RequestFacts, snapshot: Snapshot, now: dt.datetime
+    ) -> Decision:
+        """A decision that needs a slow hash check, in a worker thread. How many may wait is bounded, so a
+        flood of first-time Basic guesses (say from addresses a client may choose, see docs/security.md)
+        cannot queue unbounded bcrypt work: past the bound they are refused (403) without a check, while
+        tokens and already verified passwords, which need none, keep passing."""
+        state = self.state
+        if self.pending_slow_checks >= state.policy.throttle.max_pending_slow_checks:
+            return Decision(403, "slow_checks_saturated", scheme="basic")
+        self.pending_slow_checks += 1
+        try:
+            decision = await asyncio.to_thread(decide, route_name, facts, snapshot, state.throttle, now, slow_ok=True)
+        finally:
+            self.pending_slow_checks -= 1
+        assert decision is not None
+        return decision
+
+    def _report(self, route_label: str, reading: Reading) -> None:
+        """Counts a request whose original method and path could not be trusted; logs it at most once a
+        minute per route and kind, naming the fix."""
+        assert reading.problem is not None
+        self.state.metrics.original_request_problems.labels(route=route_label, problem=reading.problem).inc()
+        held_back = self.problem_log.due((route_label, reading.problem))
+        if held_back is None:
+            return
+        configured = ",".join(self.doors.names)
+        fields = {
+            "event": "front_door",
+            "route": route_label,
+            "problem": reading.problem,
+            "proxy": configured,
+            "seen": ",".join(reading.seen),
+            "similar_not_logged": held_back,
+        }
+        if reading.problem == "missing":
+            marks = "; ".join(f"{door.name}: {door.mark_names}" for door in self.doors.trusted)
+            hint = f" (the request carries what {', '.join(reading.seen)} sets)" if reading.seen else ""
+            fix = ",".join(reading.seen) if reading.seen else "the proxy that calls authgate"
+            log.error(
+                "route %s: requests lack what the configured front door always sends (%s)%s: authgate is "
+                "behind a proxy it is not configured for. Fix: --proxy %s (chart: config.proxy). Until then "
+                "anonymous exceptions, CORS preflights and method/path-limited tokens are refused.",
+                route_label,
+                marks,
+                hint,
+                fix,
+                extra=fields,
+            )
+        else:
+            log.warning(
+                "route %s: the front doors' accounts of the original request disagree (%s); one of them was "
+                "written by the client. Anonymous exceptions and method/path-limited tokens are refused for "
+                "such requests.",
+                route_label,
+                ", ".join(reading.seen),
+                extra=fields,
+            )
+
     def _headers(
-        snapshot: Snapshot, route_name: str, decision: Decision, now: dt.datetime
+        self, snapshot: Snapshot, route_name: str, decision: Decision, now: dt.datetime
     ) -> list[tuple[bytes, bytes]]:
         """The answer's headers, built once per distinct decision on a configured route and snapshot (they
         depend on nothing else unless a Cache-Control max-age is bounded by a token's expiry)."""
@@ -206,6 +234,9 @@ class DecisionEndpoint:
         headers = snapshot.answers.get(key)
         if headers is None:
             headers = [*response_headers(decision, snapshot.policy, route_name, now), (b"content-length", b"0")]
+            if decision.allowed:
+                for door in self.doors.trusted:
+                    headers[-1:-1] = door.allow_headers(decision.principal is not None)
             constant = snapshot.policy.decision_cache_max_age == 0 or decision.expires is None
             if constant and route_name in snapshot.policy.routes and len(snapshot.answers) < _MAX_ANSWERS:
                 snapshot.answers[key] = headers

@@ -6,6 +6,8 @@ import datetime as dt
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable, Hashable
 from typing import Any
 
 # Attributes of every LogRecord; anything else passed with extra= becomes a JSON field.
@@ -44,3 +46,24 @@ def configure_logging(level: str) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+
+
+class EveryInterval:
+    """Lets one log line per key through per interval, and counts the ones it held back, so a condition
+    that hits every request (a misconfigured front door) is loud without flooding the log."""
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._last: dict[Hashable, float] = {}
+        self._held_back: dict[Hashable, int] = {}
+
+    def due(self, key: Hashable) -> int | None:
+        """None while the key was logged less than an interval ago; else how many were held back since."""
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._held_back[key] = self._held_back.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._held_back.pop(key, 0)

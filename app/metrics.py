@@ -77,6 +77,14 @@ class Metrics:
             ["name"],
             registry=self.registry,
         )
+        self.original_request_problems = Counter(
+            "authgate_original_request_problems",
+            "Requests whose original method and path could not be trusted: 'missing' (none of the configured "
+            "front door's headers: authgate is behind another proxy; fix --proxy) or 'conflict' (two doors' "
+            "headers disagree: a client wrote one set).",
+            ["route", "problem"],
+            registry=self.registry,
+        )
         self.throttled = Gauge(
             "authgate_throttled_clients", "Addresses and users banned right now.", ["kind"], registry=self.registry
         )

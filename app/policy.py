@@ -41,6 +41,7 @@ class ThrottleSettings:
     max_failures_per_address: int = 50
     ban_seconds: float = 300.0
     max_tracked: int = 100_000
+    max_pending_slow_checks: int = 64  # slow hash checks (bcrypt...) waiting at once; more are refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +133,11 @@ def _parse_route(name: str, raw: Any, source: str) -> RoutePolicy:
         parts = str(entry).split()
         if len(parts) != 2 or not METHOD_RE.fullmatch(parts[0]) or not parts[1].startswith("/"):
             raise ConfigError(f"{where}.anonymous: {entry!r} is not 'METHOD /exact/path'", source)
-        if "?" in parts[1] or "*" in parts[1]:
-            raise ConfigError(f"{where}.anonymous: {entry!r}: an exact path, no query or wildcard", source)
+        if any(ch in parts[1] for ch in "?*%#;\\"):
+            raise ConfigError(
+                f"{where}.anonymous: {entry!r}: an exact raw path, without query, wildcard, % # ; or backslash",
+                source,
+            )
         anonymous.add((parts[0], parts[1]))
 
     return RoutePolicy(
@@ -165,6 +169,7 @@ def parse_policy(data: Any, source: str) -> Policy:
             "max_failures_per_address",
             "ban_seconds",
             "max_tracked",
+            "max_pending_slow_checks",
         },
         "throttle",
         source,
@@ -181,6 +186,9 @@ def parse_policy(data: Any, source: str) -> Policy:
         ),
         ban_seconds=_number(t, "ban_seconds", defaults.ban_seconds, "throttle", source, minimum=1),
         max_tracked=_number(t, "max_tracked", defaults.max_tracked, "throttle", source, minimum=100, integer=True),
+        max_pending_slow_checks=_number(
+            t, "max_pending_slow_checks", defaults.max_pending_slow_checks, "throttle", source, minimum=1, integer=True
+        ),
     )
 
     dc = _mapping(top.get("decision_cache"), "decision_cache", source)

@@ -38,7 +38,7 @@ def serve(settings: Settings) -> int:
             "event": "start",
             "host": settings.host,
             "port": settings.port,
-            "proxy": settings.proxy,
+            "proxy": ",".join(settings.proxy),
             "secret_dir": str(settings.secret_dir),
             "config": str(settings.config) if settings.config else None,
             "watch_secret": "/".join(settings.watch_secret) if settings.watch_secret else None,

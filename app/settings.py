@@ -14,6 +14,8 @@ ProxyKind = Literal["ingress-nginx", "traefik", "envoy"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 PROXY_KINDS: tuple[str, ...] = get_args(ProxyKind)
+# The chart's Ingresses are served unchanged by ingress-nginx and by Traefik's ingress-nginx provider.
+DEFAULT_PROXY: tuple[ProxyKind, ...] = ("ingress-nginx", "traefik")
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
 
@@ -23,7 +25,7 @@ class Settings:
     port: int = 8080
     secret_dir: Path = Path("/etc/authgate/secret")
     config: Path | None = None
-    proxy: ProxyKind = "ingress-nginx"
+    proxy: tuple[ProxyKind, ...] = DEFAULT_PROXY  # the front doors believed (--proxy, comma-separated)
     log_level: LogLevel = "info"
     watch_secret: tuple[str, str] | None = None  # (namespace, name)
 
@@ -42,6 +44,22 @@ ENV_NAMES: dict[str, str] = {
 
 def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
+
+
+def parse_proxy(value: str, where: str) -> tuple[ProxyKind, ...]:
+    """``--proxy``: one front door, or several header-based ones (``ingress-nginx,traefik``) that are then
+    all believed and cross-checked. Envoy's path mode reads the auth request's own path and cannot share."""
+    names = [name.strip() for name in value.split(",")]
+    for name in names:
+        if name not in PROXY_KINDS:
+            raise ConfigError(
+                f"{name!r} is not a front door (known: {', '.join(PROXY_KINDS)}; several as a comma list)", where
+            )
+    if len(set(names)) != len(names):
+        raise ConfigError(f"names a front door twice: {value!r}", where)
+    if "envoy" in names and len(names) > 1:
+        raise ConfigError(f"envoy reads the auth request's own path and cannot be combined: {value!r}", where)
+    return tuple(names)  # type: ignore[arg-type]  # each name was checked against PROXY_KINDS
 
 
 def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] | None = None) -> Settings:
@@ -79,9 +97,7 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] | 
         values["config"] = path
     if "proxy" in raw:
         where, value = raw["proxy"]
-        if value not in PROXY_KINDS:
-            raise ConfigError(f"must be one of {', '.join(PROXY_KINDS)}, got {value!r}", where)
-        values["proxy"] = value
+        values["proxy"] = parse_proxy(value, where)
     if "log_level" in raw:
         where, value = raw["log_level"]
         if value.lower() not in LOG_LEVELS:

@@ -23,7 +23,7 @@ def test_flags_win_over_environment(tmp_path):
         "AUTHGATE_LOG_LEVEL": "DEBUG",
     }
     settings = load_settings({**NONE, "port": "9001"}, env)
-    assert settings.port == 9001 and settings.proxy == "traefik" and settings.config == policy
+    assert settings.port == 9001 and settings.proxy == ("traefik",) and settings.config == policy
     assert settings.watch_secret == ("ns", "name") and settings.log_level == "debug"
     assert load_settings({**NONE, "secret_dir": "/x"}, {}).secret_dir == Path("/x")
 
@@ -33,7 +33,9 @@ def test_flags_win_over_environment(tmp_path):
     [
         ({"port": "0"}, {}, "--port: must be an integer from 1 to 65535, got '0'"),
         ({}, {"AUTHGATE_PORT": "80a"}, "AUTHGATE_PORT: must be an integer"),
-        ({"proxy": "haproxy"}, {}, "--proxy: must be one of ingress-nginx, traefik, envoy, got 'haproxy'"),
+        ({"proxy": "haproxy"}, {}, "--proxy: 'haproxy' is not a front door (known: ingress-nginx, traefik, envoy"),
+        ({"proxy": "traefik,traefik"}, {}, "--proxy: names a front door twice"),
+        ({"proxy": "envoy,traefik"}, {}, "--proxy: envoy reads the auth request's own path and cannot be combined"),
         ({"log_level": "loud"}, {}, "--log-level: must be one of"),
         ({"config": "/no/such/file"}, {}, "--config: no such file"),
         ({"watch_secret": "justname"}, {}, "--watch-secret: must be NAMESPACE/NAME"),
@@ -45,3 +47,9 @@ def test_bad_values_name_themselves(flags, env, message):
     with pytest.raises(ConfigError) as err:
         load_settings({**NONE, **flags}, env)
     assert message in str(err.value)
+
+
+def test_proxy_defaults_to_both_ingress_doors_and_takes_a_list():
+    assert Settings().proxy == ("ingress-nginx", "traefik")
+    assert load_settings({**NONE, "proxy": "traefik, ingress-nginx"}, {}).proxy == ("traefik", "ingress-nginx")
+    assert load_settings({**NONE, "proxy": "envoy"}, {}).proxy == ("envoy",)

@@ -1,0 +1,73 @@
+"""Reading the original request from the doors the operator trusts, cross-checked against every other door.
+
+The rule (docs/security.md):
+
+* The account used is that of a trusted door (``--proxy``) whose marks the request carries in full.
+* Every other account the request carries — another trusted door's, or an untrusted door's marks that a
+  client may have written — must agree with it on method and path. Each door always overwrites its own
+  marks, so when two accounts are present one of them is the real door's: if they agree, either is true;
+  if they differ, authgate cannot tell which, and the reading is ``conflict``.
+* No trusted account at all is ``missing``: authgate sits behind a door it was not configured for.
+
+Either problem leaves method and path unknown, which refuses anonymous exceptions, CORS preflights and
+method/path-limited tokens (never an allow); credentials that carry no such limits are unaffected.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NamedTuple
+
+from app.doors.base import Door, View
+
+Problem = Literal["missing", "conflict"]
+
+
+class Reading(NamedTuple):
+    method: str | None
+    path: str | None
+    client: str | None
+    problem: Problem | None = None
+    door: str | None = None  # the trusted door whose account was used
+    seen: tuple[str, ...] = ()  # with a problem: the doors whose marks the request carries
+
+
+def _disagree(view: View, other: View) -> bool:
+    return (other.method is not None and other.method != view.method) or (
+        other.path is not None and other.path != view.path
+    )
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
+
+
+class FrontDoors:
+    """The trusted doors (in ``--proxy`` order) and the others whose marks are cross-checked."""
+
+    def __init__(self, trusted: tuple[Door, ...], others: tuple[Door, ...]) -> None:
+        self.trusted = trusted
+        self.others = others
+        self.names = tuple(door.name for door in trusted)
+
+    def read(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> Reading:
+        chosen: tuple[Door, View] | None = None
+        accounts: list[tuple[Door, View]] = []
+        for door in self.trusted:
+            view = door.view(headers, rest, scope)
+            if view is None:
+                continue
+            accounts.append((door, view))
+            if view.complete and (chosen is None or (door.signed(headers) and not chosen[0].signed(headers))):
+                chosen = (door, view)
+        for door in self.others:
+            view = door.view(headers, rest, scope)
+            if view is not None:
+                accounts.append((door, view))
+        peer = str(scope["client"][0]) if scope.get("client") else None
+        if chosen is None:
+            return Reading(None, None, peer, "missing", None, tuple(door.name for door, _ in accounts))
+        door, view = chosen
+        client = _text(view.client) or peer
+        if any(other is not view and _disagree(view, other) for _, other in accounts):
+            return Reading(None, None, client, "conflict", door.name, tuple(d.name for d, _ in accounts))
+        return Reading(_text(view.method), _text(view.path), client, None, door.name)
