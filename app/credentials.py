@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import os
 import re
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +163,13 @@ def parse_token_line(stripped: str, source: str, number: int) -> Token:
             for path in paths:
                 if not path.startswith("/"):
                     raise ConfigError(f"paths: must start with '/': {path!r}", source, number)
+                if any(ch in path for ch in "%#;?\\"):
+                    raise ConfigError(
+                        f"paths: a raw path prefix without % # ; ? or backslash (requests with them never "
+                        f"match): {path!r}",
+                        source,
+                        number,
+                    )
             options[key] = tuple(p.rstrip("/") or "/" for p in paths)
     return Token(name=name, digest=digest, plain=plain, **options)  # type: ignore[arg-type]
 
@@ -238,6 +246,16 @@ def load_secret_files(files: Mapping[str, bytes], source: str) -> Credentials:
         raise ConfigError(f"holds neither {TOKENS_FILE!r} nor {HTPASSWD_FILE!r}", source)
     tokens = parse_tokens(tokens_text, f"{source}/{TOKENS_FILE}") if tokens_text is not None else ()
     users = parse_htpasswd(htpasswd_text, f"{source}/{HTPASSWD_FILE}") if htpasswd_text is not None else ()
+    # A token and a user of one name would be one principal to every route's `principals` and to the
+    # application (X-Auth-Request-User): whoever holds the token would act as the user.
+    user_names = {user.name for user in users}
+    for token in tokens:
+        if token.name in user_names:
+            raise ConfigError(
+                f"token name {token.name!r} is also an htpasswd user: a token would act as that user "
+                "(rename one of them)",
+                f"{source}/{TOKENS_FILE}",
+            )
     return Credentials(
         tokens_by_digest={t.digest: t for t in tokens},
         users={u.name: u for u in users},
@@ -266,13 +284,35 @@ def read_secret_dir(directory: Path) -> dict[str, bytes]:
     for key in SECRET_FILES:
         path = directory / key
         try:
-            with open(path, "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                if size > MAX_FILE_BYTES:
-                    raise ConfigError(f"larger than {MAX_FILE_BYTES} bytes", str(path))
-                files[key] = handle.read()
+            data = _read_regular_file(path)
         except FileNotFoundError:
             continue
-        except (IsADirectoryError, PermissionError) as exc:
-            raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror or exc}", str(path)) from None
+        files[key] = data
     return files
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """A regular file's content, never more than MAX_FILE_BYTES read. Opened non-blocking so that a FIFO
+    cannot stall the reload thread, and checked with fstat so that a device (``/dev/zero``) or FIFO is
+    refused before a byte is read; a file that grows past the cap while being read is refused too."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(
+                "not a regular file (a Secret key is a file; devices, FIFOs and sockets are refused)", str(path)
+            )
+        chunks: list[bytes] = []
+        remaining = MAX_FILE_BYTES + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        if remaining <= 0:
+            raise ConfigError(f"larger than {MAX_FILE_BYTES} bytes", str(path))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

@@ -18,24 +18,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from app.credentials import TOKEN68_RE, Credentials, Token, User
-from app.passwords import VerifiedCache, is_slow, verify_hash
+from app.credentials import TOKEN68_RE, Credentials, Token
+from app.passwords import Decoys, VerifiedCache, is_slow, verify_hash
 from app.policy import Policy, RoutePolicy
 from app.throttle import Throttle
 
 MAX_AUTHORIZATION_BYTES = 8192
-# Distinct (route, credential) allows remembered per snapshot. Only a valid credential gets in, so this is
-# bounded by the credentials anyway; the cap stops one valid client from filling memory with spelling
-# variants of its header ("Basic  x", "basic x", ...).
+# Distinct (route, credential) allows remembered per snapshot. Only a valid credential in its one canonical
+# spelling gets in (is_canonical), so this is bounded by the credentials anyway; the cap is a backstop.
 MAX_REMEMBERED_ALLOWS = 10_000
-# Percent-encoded '.', '/', '\' or a raw backslash: a path that could mean something else after decoding.
-_AMBIGUOUS_PATH_RE = re.compile(r"%(?:2[eEfF]|5[cC])|\\")
+# A path that could mean something else to the application than its raw text says: percent-encoded '.',
+# '/', '\' or '%' (double encoding), a raw backslash, a raw '#' (not a fragment on the wire: nginx forwards
+# it), ';' path parameters, whitespace or control characters.
+_AMBIGUOUS_PATH_RE = re.compile(r"%(?:2[eEfF]|5[cC]|25)|[\\#;\s\x00-\x1f\x7f]")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 TOKEN68_BYTES_RE = re.compile(TOKEN68_RE.pattern.encode())
-
-# A bcrypt hash of a random password nobody knows, checked when the user name is unknown so that "no such
-# user" costs as long as "wrong password" and user names cannot be told apart by timing.
-_DUMMY_USER = User(name="", hash="$2b$10$4w5xgFbicosG7nQPShiXzezDaA2hDNPJ4btYAomGnS3vTo6wos9f6", kind="bcrypt")
 
 
 class RequestFacts(NamedTuple):
@@ -49,6 +46,9 @@ class RequestFacts(NamedTuple):
     authorization: tuple[bytes, ...]  # every Authorization header value received
     client: str | None = None
     preflight: bool = False  # carries Origin and Access-Control-Request-Method
+    # Why method and path are unknown, when the front door's account is missing or contradicted
+    # (app.doors.reading): then no exception and no method/path-limited token can apply.
+    problem: str | None = None
 
 
 class Decision(NamedTuple):
@@ -76,6 +76,7 @@ class Snapshot:
     credentials: Credentials
     policy: Policy
     verified: VerifiedCache
+    decoys: Decoys = field(default_factory=lambda: Decoys({}))
     allows: AllowMemo = field(default_factory=lambda: AllowMemo())
     answers: dict[tuple[str, Decision], list[tuple[bytes, bytes]]] = field(default_factory=dict)
 
@@ -90,9 +91,9 @@ class AllowMemo:
     """Finished allow answers by (route, credential), so a repeat costs one keyed hash and a dict lookup.
 
     Keys are a keyed BLAKE2b of the whole Authorization value under a random per-memo secret: nothing in
-    the memo can be reversed or brute-forced offline into a token or password. Only rememberable allows get
-    in (valid credentials, so the size is bounded by the Secret anyway); the cap stops one valid client from
-    filling memory with spelling variants of its header ("Basic  x", "basic x", ...)."""
+    the memo can be reversed or brute-forced offline into a token or password. Only rememberable allows of
+    a canonically spelt header get in (the caller checks :func:`is_canonical`), so the size is bounded by
+    the Secret's credentials times the routes; the cap is a backstop."""
 
     def __init__(self, max_entries: int = MAX_REMEMBERED_ALLOWS) -> None:
         self.max_entries = max_entries
@@ -162,6 +163,23 @@ def parse_authorization(values: tuple[bytes, ...]) -> BearerCredential | BasicCr
     return "unsupported_scheme" if scheme else "malformed"
 
 
+def is_canonical(authorization: bytes) -> bool:
+    """Whether a header is the one spelling of its credential that the allow memo keeps: ``Bearer <token>``
+    or ``Basic <base64 of user:password>`` with exactly one space and canonical base64. Other spellings
+    ("bearer", extra spaces or tabs, non-zero base64 padding bits) are still decided, just never
+    remembered, so one holder of a valid credential cannot fill the memo with variants of it."""
+    if authorization.startswith(b"Bearer "):
+        param = authorization[7:]
+        return bool(param) and TOKEN68_BYTES_RE.fullmatch(param) is not None
+    if authorization.startswith(b"Basic "):
+        param = authorization[6:]
+        try:
+            return bool(param) and base64.b64encode(base64.b64decode(param, validate=True)) == param
+        except (binascii.Error, ValueError):
+            return False
+    return False
+
+
 def path_allowed(path: str | None, prefixes: tuple[str, ...]) -> bool:
     """Whether a raw path falls under one of the prefixes, on whole segments. Paths that could be read
     differently after decoding or normalisation (dot segments, encoded separators) never match."""
@@ -175,6 +193,8 @@ def path_allowed(path: str | None, prefixes: tuple[str, ...]) -> bool:
 def _forbidden_by_token(token: Token, route: RoutePolicy, facts: RequestFacts) -> str | None:
     if token.routes is not None and route.name not in token.routes:
         return "route_forbidden"
+    if facts.problem is not None and (token.methods is not None or token.paths is not None):
+        return "original_request_unverified"
     if token.methods is not None and (facts.method is None or facts.method not in token.methods):
         return "method_forbidden"
     if token.paths is not None and not path_allowed(facts.path, token.paths):
@@ -225,13 +245,16 @@ def decide(
         user = snapshot.credentials.users.get(credential.user)
         known_good = user is not None and snapshot.verified.contains(user, credential.password)
         if not known_good:
-            if throttle.banned(facts.client, user.name if user is not None else None):
+            # Every name is counted and banned alike, existing or not, so neither the 11th answer nor its
+            # timing tells which names exist; an unknown name costs one check of a decoy hash of a kind and
+            # cost that real users in the file have (app.passwords.Decoys).
+            if throttle.banned(facts.client, credential.user):
                 return Decision(403, "throttled", scheme=scheme)
-            checked = user if user is not None else _DUMMY_USER
+            checked = user if user is not None else snapshot.decoys.for_name(credential.user)
             if is_slow(checked) and not slow_ok:
                 return None
             if not verify_hash(checked, credential.password) or user is None:
-                throttle.record_failure(facts.client, user.name if user is not None else None)
+                throttle.record_failure(facts.client, credential.user)
                 return Decision(401, "unknown_user" if user is None else "bad_password", scheme=scheme)
             if is_slow(user):
                 snapshot.verified.add(user, credential.password)

@@ -4,8 +4,11 @@ bcrypt is deliberately slow (tens of milliseconds). Browsers and Prefect clients
 credential on every request, so after one successful check we remember *that this exact user, password and
 stored hash matched* as an HMAC under a random key that lives only in this process. The cache can answer
 "seen and good" for the same triple, but its keys cannot be reversed or replayed anywhere else. It is bounded
-(least recently used first out), lives in one credentials snapshot and so is emptied on every reload, and a
-changed hash in the Secret changes the key, so a rotated password never hits an old entry.
+(least recently used first out) and kept across reloads: the stored hash is part of each key, so a changed
+password never hits an old entry, while an unrelated change to the Secret does not log everyone out - which
+matters because a verified credential still passes while its user name is banned (app.throttle).
+
+Unknown user names are checked against decoys of the kinds and costs in the file (:class:`Decoys`).
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import bcrypt
@@ -95,3 +100,94 @@ class VerifiedCache:
 
 def is_slow(user: User) -> bool:
     return user.kind in SLOW_KINDS
+
+
+_BCRYPT_COST_RE = re.compile(r"\$2[aby]\$(\d\d)\$")
+_ROUNDS_RE = re.compile(r"\$[56]\$rounds=(\d+)\$")
+SHA_CRYPT_DEFAULT_ROUNDS = 5000  # crypt(3)'s default when a $5$/$6$ hash names no rounds
+
+
+def hash_cost(user: User) -> tuple[str, int]:
+    """What a check of this user's hash costs: its kind and work factor (bcrypt cost, sha-crypt rounds)."""
+    if user.kind == "bcrypt":
+        match = _BCRYPT_COST_RE.match(user.hash)
+        return user.kind, int(match.group(1)) if match else 10
+    if user.kind in ("sha256-crypt", "sha512-crypt"):
+        match = _ROUNDS_RE.match(user.hash)
+        return user.kind, int(match.group(1)) if match else SHA_CRYPT_DEFAULT_ROUNDS
+    return user.kind, 0
+
+
+def make_decoy(kind: str, work: int) -> User:
+    """A hash of a random password nobody knows, of the given kind and work factor (costs one real check
+    to make, so callers keep them: :class:`DecoyFactory`)."""
+    secret = secrets.token_urlsafe(24)
+    if kind == "bcrypt":
+        hashed = bcrypt.hashpw(secret.encode(), bcrypt.gensalt(min(max(work, 4), 31))).decode()
+    elif kind == "apr1":
+        hashed = apr_md5_crypt.hash(secret)
+    elif kind == "sha256-crypt":
+        hashed = sha256_crypt.using(rounds=work, relaxed=True).hash(secret)  # type: ignore[no-untyped-call]
+    elif kind == "sha512-crypt":
+        hashed = sha512_crypt.using(rounds=work, relaxed=True).hash(secret)  # type: ignore[no-untyped-call]
+    else:
+        hashed = "{SHA}" + base64.b64encode(hashlib.sha1(secret.encode()).digest()).decode()  # noqa: S324
+        kind = "sha1"
+    return User(name="", hash=hashed, kind=kind)
+
+
+class DecoyFactory:
+    """Decoy hashes by (kind, work factor), made once per process and kept across reloads."""
+
+    def __init__(self) -> None:
+        self._decoys: dict[tuple[str, int], User] = {}
+        self._lock = threading.Lock()
+
+    def get(self, kind: str, work: int) -> User:
+        with self._lock:
+            decoy = self._decoys.get((kind, work))
+        if decoy is None:
+            decoy = make_decoy(kind, work)
+            with self._lock:
+                decoy = self._decoys.setdefault((kind, work), decoy)
+        return decoy
+
+
+_DEFAULT_FACTORY = DecoyFactory()
+
+
+class Decoys:
+    """What an unknown user name is checked against, so that it costs what a real user's check costs.
+
+    Each unknown name is mapped, by a keyed hash, to one hash kind and work factor *present in the file*,
+    in proportion to how many users have it: with 9 bcrypt-cost-12 users and 1 ``{SHA}`` user, 9 names in
+    10 cost a bcrypt-12 check. The same name always gets the same decoy (a real user's timing does not
+    change between tries either). The key is derived from the stored hashes, so every replica maps a name
+    alike and nobody without the Secret can predict the mapping. What holds, exactly: an unknown name's
+    check takes as long as some real user's check; a name whose timing matches a rare kind in the file is
+    more likely, not certainly, a real user of that kind."""
+
+    def __init__(self, users: Mapping[str, User], factory: DecoyFactory | None = None) -> None:
+        factory = factory if factory is not None else _DEFAULT_FACTORY
+        costs = Counter(hash_cost(user) for user in users.values())
+        self._choices: list[tuple[int, User]] = []  # (cumulative user count, decoy)
+        total = 0
+        for (kind, work), count in sorted(costs.items()):
+            total += count
+            self._choices.append((total, factory.get(kind, work)))
+        if not self._choices:  # no users: nothing to hide, no work to spend
+            self._choices.append((1, factory.get("sha1", 0)))
+            total = 1
+        self._total = total
+        digest = hashlib.sha256(b"authgate decoys")
+        for name in sorted(users):
+            digest.update(b"\0" + users[name].hash.encode("utf-8", "surrogatepass"))
+        self._key = digest.digest()
+
+    def for_name(self, name: str) -> User:
+        mac = hmac.new(self._key, name.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+        index = int.from_bytes(mac[:8], "big") % self._total
+        for bound, decoy in self._choices:
+            if index < bound:
+                return decoy
+        return self._choices[-1][1]

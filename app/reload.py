@@ -21,7 +21,7 @@ from app.decision import Snapshot
 from app.errors import ConfigError
 from app.health import Heartbeat
 from app.metrics import Metrics
-from app.passwords import VerifiedCache
+from app.passwords import DecoyFactory, Decoys, VerifiedCache
 from app.policy import Policy
 
 log = logging.getLogger("authgate.reload")
@@ -39,6 +39,7 @@ class Reloader:
         self.policy = policy
         self.store = store
         self.metrics = metrics
+        self.decoys = DecoyFactory()
 
     def apply(self, files: Mapping[str, bytes], source: str) -> bool:
         """Validates the Secret's files and swaps them in. False (and the old snapshot kept) on error."""
@@ -49,7 +50,10 @@ class Reloader:
             credentials = load_secret_files(files, source)
         except ConfigError as exc:
             return self._failed(source, exc)
-        self.store.current = Snapshot(credentials, self.policy, VerifiedCache(self.policy.verify_cache_max_entries))
+        # Verified passwords stay verified across reloads (their keys include the stored hash).
+        verified = current.verified if current is not None else VerifiedCache(self.policy.verify_cache_max_entries)
+        decoys = Decoys(credentials.users, self.decoys)
+        self.store.current = Snapshot(credentials, self.policy, verified, decoys)
         now = dt.datetime.now(dt.UTC)
         self.metrics.loaded(credentials, now)
         log.info(

@@ -100,3 +100,55 @@ def test_reads_a_kubelet_layout_through_its_symlinks(tmp_path):
     assert read_secret_dir(tmp_path / "secret") == {"htpasswd": b"u:{SHA}x\n"}
     with pytest.raises(FileNotFoundError):
         read_secret_dir(tmp_path / "missing")
+
+
+def test_a_token_named_like_a_user_is_refused():
+    with pytest.raises(ConfigError) as err:
+        load_secret_files({"tokens": f"alice sha256:{DIGEST}\n".encode(), "htpasswd": b"alice:{SHA}x\n"}, "s")
+    assert "token name 'alice' is also an htpasswd user" in str(err.value) and TOKEN not in str(err.value)
+
+
+@pytest.mark.parametrize("path", ["/api/flows#x", "/api/%66lows", "/api/flows;x", "/api/flows?x"])
+def test_token_paths_must_be_raw_prefixes(path):
+    with pytest.raises(ConfigError) as err:
+        parse_tokens(f"t sha256:{DIGEST} paths={path}\n")
+    assert "a raw path prefix" in str(err.value)
+
+
+def test_only_regular_files_are_read_and_never_past_the_cap(tmp_path, monkeypatch):
+    import os
+    import threading
+
+    from app import credentials
+
+    directory = tmp_path / "secret"
+    directory.mkdir()
+    (directory / "tokens").symlink_to("/dev/zero")
+    with pytest.raises(ConfigError) as err:
+        read_secret_dir(directory)
+    assert "not a regular file" in str(err.value)
+
+    (directory / "tokens").unlink()
+    os.mkfifo(directory / "tokens")  # nobody ever writes to it: a blocking open would hang forever
+    result: list[BaseException | dict[str, bytes]] = []
+    reader = threading.Thread(target=lambda: result.append(_catch(read_secret_dir, directory)), daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert not reader.is_alive(), "reading a FIFO blocked the reload"
+    assert isinstance(result[0], ConfigError) and "not a regular file" in str(result[0])
+
+    (directory / "tokens").unlink()
+    monkeypatch.setattr(credentials, "MAX_FILE_BYTES", 1000)
+    (directory / "tokens").write_bytes(b"#" * 1001)
+    with pytest.raises(ConfigError) as err:
+        read_secret_dir(directory)
+    assert "larger than 1000 bytes" in str(err.value)
+    (directory / "tokens").write_bytes(b"#" * 1000)
+    assert read_secret_dir(directory) == {"tokens": b"#" * 1000}
+
+
+def _catch(function, *args):
+    try:
+        return function(*args)
+    except BaseException as exc:
+        return exc

@@ -275,3 +275,113 @@ def test_allow_memo_refuses_what_is_not_rememberable_and_is_capped():
     for spelling in (b"Bearer ", b"bearer ", b"BEARER "):
         memo.remember(memo.key("api", spelling + CI.encode()), allowed, [])
     assert len(memo) == 2
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/flows#/../admin",  # a raw '#' is no fragment on the wire: nginx forwards it to the app
+        "/api/flows;/../admin",  # path parameters
+        "/api/flows/%252e%252e/admin",  # double encoding
+        "/api/flows%25",
+        "/api/flows/x y",
+        "/api/flows/\x00",
+    ],
+)
+def test_paths_that_could_mean_something_else_never_match(path):
+    assert not path_allowed(path, ("/api/flows",))
+    assert not path_allowed(path, ("/",))
+
+
+def test_a_raw_hash_after_the_anonymous_path_needs_credentials():
+    assert run("api", facts((), path="/api/health#/../flows")).status == 401
+    assert run("api", facts((), path="/api/health;x")).status == 401
+
+
+@pytest.mark.parametrize("problem", ["missing", "conflict"])
+def test_an_untrusted_original_request_refuses_exceptions_and_limited_tokens_only(problem):
+    def unsure(auth=(), preflight=False):
+        return RequestFacts(None, None, auth, client="10.0.0.1", preflight=preflight, problem=problem)
+
+    assert run("api", unsure()).status == 401  # no anonymous exception without a trusted method and path
+    assert run("cors", unsure(preflight=True)).status == 401  # nor a preflight
+    limited = run("api", unsure(bearer(RO)))
+    assert (limited.status, limited.reason) == (403, "original_request_unverified")
+    assert run("api", unsure(bearer(CI))).status == 200  # no limits: the path does not matter
+    assert run("api", unsure(basic("bob", "x"))).status in (200, 401)
+
+
+def test_the_nth_failure_answers_alike_for_existing_and_unknown_user_names():
+    """Counting per name must not reveal which names exist: both get banned (403) at the same count."""
+    snap, throttle = snapshot(), Throttle(ThrottleSettings(max_failures_per_address=0, max_failures_per_user=2))
+    answers = {}
+    for name in ("alice", "nobody-by-this-name"):
+        statuses = []
+        for _ in range(3):
+            decision = decide("api", facts(basic(name, "wrong")), snap, throttle, NOW, slow_ok=True)
+            assert decision is not None
+            statuses.append(decision.status)
+        answers[name] = statuses
+    assert answers["alice"] == answers["nobody-by-this-name"] == [401, 401, 403]
+
+
+def test_an_unknown_name_costs_a_check_of_a_kind_in_the_file():
+    """With only {SHA} users, an unknown name is checked against a {SHA} decoy — not a bcrypt one that
+    would take 100 ms where every real user takes microseconds."""
+    from app.passwords import Decoys
+
+    sha = "{SHA}" + base64.b64encode(__import__("hashlib").sha1(b"pw").digest()).decode()
+    creds = load_secret_files({"htpasswd": f"bob:{sha}\ncarol:{sha}\n".encode()}, "t")
+    snap = Snapshot(creds, POLICY, VerifiedCache(10), Decoys(creds.users))
+    for name in ("bob", "nobody", "x" * 40):
+        decision = decide("api", facts(basic(name, "wrong")), snap, Throttle(POLICY.throttle), NOW, slow_ok=False)
+        assert decision is not None and decision.status == 401  # decided at once: no slow check needed
+    # ... while with a bcrypt user in the file, unknown names need a slow check like that user.
+    creds = load_secret_files({"htpasswd": f"alice:{BCRYPT}\n".encode()}, "t")
+    snap = Snapshot(creds, POLICY, VerifiedCache(10), Decoys(creds.users))
+    assert decide("api", facts(basic("nobody", "x")), snap, Throttle(POLICY.throttle), NOW, slow_ok=False) is None
+
+
+def test_a_verified_password_survives_an_unrelated_reload_and_still_passes_a_ban():
+    """Lockout on demand: ten wrong passwords for a name ban it; the real user's verified password still
+    passes — also after a reload that did not change that user's hash."""
+    from app.http import build_state
+    from app.settings import Settings
+
+    state = build_state(Settings(), policy=POLICY)
+    htpasswd = f"alice:{BCRYPT}\n".encode()
+    assert state.reloader.apply({"htpasswd": htpasswd, "tokens": f"ci sha256:{token_digest(CI).hex()}\n".encode()}, "t")
+    first = decide("api", facts(basic("alice", "right")), state.store.current, state.throttle, NOW, slow_ok=True)
+    assert first is not None and first.status == 200
+    # An unrelated change: a token is added.
+    assert state.reloader.apply({"htpasswd": htpasswd, "tokens": f"ro sha256:{token_digest(RO).hex()}\n".encode()}, "t")
+    for client in ("1.1.1.1", "2.2.2.2", "3.3.3.3"):
+        decide(
+            "api", facts(basic("alice", "guess"), client=client), state.store.current, state.throttle, NOW, slow_ok=True
+        )
+    assert state.throttle.banned(None, "alice")
+    again = decide("api", facts(basic("alice", "right")), state.store.current, state.throttle, NOW, slow_ok=False)
+    assert again is not None and again.status == 200
+    # A changed hash is a changed password: the old verification no longer counts.
+    new_hash = bcrypt.hashpw(b"new", bcrypt.gensalt(4)).decode()
+    assert state.reloader.apply({"htpasswd": f"alice:{new_hash}\n".encode()}, "t")
+    after = decide("api", facts(basic("alice", "right")), state.store.current, state.throttle, NOW, slow_ok=True)
+    assert after is not None and after.status == 403
+
+
+def test_only_the_canonical_spelling_of_a_credential_is_rememberable():
+    from app.decision import is_canonical
+
+    assert is_canonical(b"Bearer " + CI.encode())
+    assert is_canonical(b"Basic " + base64.b64encode(b"alice:right"))
+    for variant in (
+        b"bearer " + CI.encode(),
+        b"Bearer  " + CI.encode(),
+        b"Bearer\t" + CI.encode(),
+        b"Bearer " + CI.encode() + b" ",
+        b"BASIC " + base64.b64encode(b"alice:right"),
+        b"Basic YWxpY2U6cmlnaHR=",  # non-zero padding bits: decodes to the same bytes as ...aHQ=
+        b"Basic ",
+        b"Digest x",
+    ):
+        assert not is_canonical(variant), variant

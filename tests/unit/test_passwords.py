@@ -71,3 +71,32 @@ def test_verified_cache_holds_no_credential_and_is_bounded():
     cache.add(a, "p")
     assert not cache.contains(a2, "p")
     assert not VerifiedCache(max_entries=0).contains(a, "p")
+
+
+def test_decoys_follow_the_kinds_and_costs_in_the_file():
+    from collections import Counter
+
+    from app.credentials import User
+    from app.passwords import DecoyFactory, Decoys, hash_cost
+
+    users = {f"b{i}": User(f"b{i}", bcrypt.hashpw(b"x", bcrypt.gensalt(5)).decode(), "bcrypt") for i in range(3)}
+    users["s"] = User("s", "{SHA}" + "A" * 27 + "=", "sha1")
+    users["r"] = User("r", "$6$rounds=6000$salt$" + "x" * 86, "sha512-crypt")
+    factory = DecoyFactory()
+    decoys = Decoys(users, factory)
+    costs = Counter(hash_cost(decoys.for_name(f"unknown-{i}")) for i in range(5000))
+    assert set(costs) == {("bcrypt", 5), ("sha1", 0), ("sha512-crypt", 6000)}
+    # in proportion to the users: 3/5, 1/5, 1/5
+    assert 0.55 < costs[("bcrypt", 5)] / 5000 < 0.65 and 0.15 < costs[("sha1", 0)] / 5000 < 0.25
+    # the same name always gets the same decoy, on every replica (the key comes from the Secret)
+    again = Decoys(dict(reversed(users.items())), DecoyFactory())
+    for i in range(50):
+        assert hash_cost(again.for_name(f"unknown-{i}")) == hash_cost(decoys.for_name(f"unknown-{i}"))
+    # and a decoy never verifies
+    assert not any(verify_hash(decoys.for_name(f"n{i}"), "x") for i in range(20))
+
+
+def test_a_file_without_users_costs_nothing_to_probe():
+    from app.passwords import Decoys, is_slow
+
+    assert not is_slow(Decoys({}).for_name("anyone"))
