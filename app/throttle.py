@@ -13,7 +13,9 @@ The trade-off (documented in the README):
   pass. So one guesser behind a shared NAT or load-balancer address cannot lock out the other clients behind
   it that already work, and guessing at a user name does not log that user out. What a ban can still delay is
   a *first* Basic login from a banned address or for a banned user name (for example right after a pod restart).
-* Random addresses and user names must not grow memory or cost time, however many an attacker sends.
+* Any user name given is counted and banned alike, whether or not it exists (the throttle cannot tell), so the
+  caller can count every name a client sends without the answers revealing which names exist. Random addresses
+  and user names must therefore not grow memory or cost time, however many an attacker sends.
 
 How the table stays bounded, at O(1) per call whatever its size (a full table must not slow the event loop,
 and a valid credential's ``banned()`` check must cost the same with 10 or 100,000 entries):

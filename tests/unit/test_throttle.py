@@ -90,6 +90,15 @@ def test_failures_while_banned_extend_the_ban():
     assert not throttle.banned("a", None)
 
 
+def test_any_user_name_is_counted_and_banned_like_an_existing_one():
+    throttle, _ = make()
+    name = secrets.token_hex(8)  # a name no credential store holds
+    for i in range(3):
+        throttle.record_failure(f"10.0.0.{i}", name)
+    assert throttle.banned("192.168.1.1", name)
+    assert throttle.banned_counts() == {"address": 0, "user": 1}
+
+
 @pytest.mark.parametrize("limit", [1, 3])
 def test_the_table_never_holds_more_than_max_tracked(limit):
     throttle, clock = make(max_tracked=1000, max_failures_per_address=limit, max_failures_per_user=limit)
