@@ -5,25 +5,52 @@ The trade-off (documented in the README):
 * Only *failed checks* count: a wrong password, an unknown user or token, a malformed header. A request
   with no credential at all (a browser's first request before it prompts) never counts.
 * After ``max_failures_per_address`` failures from one address, or ``max_failures_per_user`` against one
-  existing user name, within ``window_seconds``, that address or user is banned for ``ban_seconds``: its
+  user name, within ``window_seconds``, that address or user is banned for ``ban_seconds``: its
   unverified attempts get 403 without being checked, so a guesser learns nothing and burns no bcrypt time.
+  Failures recorded while banned keep counting, and reaching the limit again extends the ban.
 * A ban never locks out a credential that is already known good: a valid Bearer token (unguessable, and
   cheap to check) and a Basic credential this process has verified before (it is in the verified cache) still
   pass. So one guesser behind a shared NAT or load-balancer address cannot lock out the other clients behind
   it that already work, and guessing at a user name does not log that user out. What a ban can still delay is
-  a *first* Basic login from a banned address or for a banned user (for example right after a pod restart).
-* Per-user counters are kept only for user names that exist, and the whole table is bounded, so random
-  names or addresses cannot grow memory without limit.
+  a *first* Basic login from a banned address or for a banned user name (for example right after a pod restart).
+* Any user name given is counted and banned alike, whether or not it exists (the throttle cannot tell), so the
+  caller can count every name a client sends without the answers revealing which names exist. Random addresses
+  and user names must therefore not grow memory or cost time, however many an attacker sends.
+
+How the table stays bounded, at O(1) per call whatever its size (a full table must not slow the event loop,
+and a valid credential's ``banned()`` check must cost the same with 10 or 100,000 entries):
+
+* Bans and mere counters live apart. Bans sit in one ordered dict in expiry order (every ban lasts
+  ``ban_seconds`` from a monotonic clock, so appending, or moving an extended ban to the end, keeps that order):
+  expired bans leave from the front. Counters sit in another in least-recently-failed order (LRU).
+* In total at most ``max_tracked`` keys are kept. Bans may take at most half of them, so counting always has
+  room; counters may also use whatever room the bans leave. A counter is forgotten only after at least
+  ``max_tracked - max_tracked // 2`` other keys have failed since its own last failure.
+* When a new key needs room, an expired ban goes first, then the least recently failed counter (a live ban
+  only when ``max_tracked`` is 1). So flooding new addresses or names, however many,
+  evicts only counters, never an active ban.
+* When a new ban needs room among the bans, the ban closest to expiry goes. So a live ban is cut short only by
+  the ``max_tracked // 2``-th ban after it, and every one of those costs the attacker a full limit of failed
+  checks (``max_failures_per_user`` for a name) from addresses that are not banned themselves.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from app.policy import ThrottleSettings
+
+Kind = Literal["address", "user"]
+_Key = tuple[Kind, str]
+
+# Expired bans swept from the front per recorded failure: spreads the cleanup after a wave of bans expires
+# over later calls, instead of leaving it all to one metrics scrape, without making any call cost more than O(1).
+_SWEEP_PER_FAILURE = 2
 
 
 @dataclass(slots=True)
@@ -40,17 +67,20 @@ class Throttle:
         self.settings = settings
         self._clock = clock
         self._lock = threading.Lock()
-        self._counters: dict[tuple[str, str], _Counter] = {}
+        self._counters: OrderedDict[_Key, _Counter] = OrderedDict()  # not banned; least recently failed first
+        self._bans: OrderedDict[_Key, _Counter] = OrderedDict()  # banned (or expired, not yet swept); expiry order
+        self._ban_counts: dict[str, int] = {"address": 0, "user": 0}  # kept with _bans, so scrapes cost O(1)
+        self._max_bans = max(1, settings.max_tracked // 2)
 
     def banned(self, address: str | None, user: str | None) -> bool:
         """Whether unverified attempts from this address or for this user are refused right now."""
-        if not self.settings.enabled or not self._counters:
+        if not self.settings.enabled or not self._bans:  # no ban at all: skip the lock on the common path
             return False
         now = self._clock()
         with self._lock:
             for key in self._keys(address, user):
-                counter = self._counters.get(key)
-                if counter is not None and counter.banned_until > now:
+                ban = self._bans.get(key)
+                if ban is not None and ban.banned_until > now:
                     return True
         return False
 
@@ -60,53 +90,96 @@ class Throttle:
             return
         now = self._clock()
         with self._lock:
+            self._sweep_expired(now, _SWEEP_PER_FAILURE)
             for key in self._keys(address, user):
                 limit = (
                     self.settings.max_failures_per_address
                     if key[0] == "address"
                     else self.settings.max_failures_per_user
                 )
-                if limit <= 0:
-                    continue
-                counter = self._counters.get(key)
-                if counter is None or now - counter.window_start >= self.settings.window_seconds:
-                    banned_until = counter.banned_until if counter is not None else 0.0
-                    counter = _Counter(window_start=now, banned_until=banned_until)
-                    self._counters[key] = counter
-                counter.failures += 1
-                if counter.failures >= limit:
-                    counter.banned_until = now + self.settings.ban_seconds
-                    counter.failures = 0
-                    counter.window_start = now
-            if len(self._counters) > self.settings.max_tracked:
-                self._prune(now)
+                if limit > 0:
+                    self._count(key, limit, now)
 
     def banned_counts(self) -> dict[str, int]:
         """How many addresses and users are banned now (for the metrics gauge)."""
         now = self._clock()
-        counts = {"address": 0, "user": 0}
         with self._lock:
-            for (kind, _), counter in self._counters.items():
-                if counter.banned_until > now:
-                    counts[kind] += 1
-        return counts
+            self._sweep_expired(now, len(self._bans))  # each ban is swept once: O(1) amortised
+            return dict(self._ban_counts)
+
+    def tracked(self) -> int:
+        """How many addresses and user names are remembered, banned or counting (bounded by ``max_tracked``)."""
+        with self._lock:
+            return len(self._counters) + len(self._bans)
 
     @staticmethod
-    def _keys(address: str | None, user: str | None) -> list[tuple[str, str]]:
-        keys = []
+    def _keys(address: str | None, user: str | None) -> list[_Key]:
+        keys: list[_Key] = []
         if address:
             keys.append(("address", address))
         if user is not None:
             keys.append(("user", user))
         return keys
 
-    def _prune(self, now: float) -> None:
-        """Drops idle counters; if still over the bound, drops the oldest (bans are kept longest)."""
+    def _count(self, key: _Key, limit: int, now: float) -> None:
         window = self.settings.window_seconds
-        for key in [k for k, c in self._counters.items() if c.banned_until <= now and now - c.window_start >= window]:
+        counter = self._bans.get(key)
+        if counter is not None and counter.banned_until <= now:
+            self._drop_ban(key)  # expired: counts on as a plain counter, in the window it was in
+            if now - counter.window_start < window:
+                self._add_counter(key, counter, now)
+            counter = None
+        banned = counter is not None
+        if counter is None:
+            counter = self._counters.get(key)
+            if counter is None:
+                counter = _Counter(window_start=now)
+                self._add_counter(key, counter, now)
+            else:
+                self._counters.move_to_end(key)
+        if now - counter.window_start >= window:
+            counter.window_start = now
+            counter.failures = 0
+        counter.failures += 1
+        if counter.failures < limit:
+            return
+        counter.banned_until = now + self.settings.ban_seconds
+        counter.failures = 0
+        counter.window_start = now
+        if banned:
+            self._bans.move_to_end(key)  # extended: the latest expiry, so the end keeps expiry order
+        else:
             del self._counters[key]
-        overflow = len(self._counters) - self.settings.max_tracked
-        if overflow > 0:
-            unbanned = [k for k, c in self._counters.items() if c.banned_until <= now]
-            for key in (unbanned + list(self._counters))[:overflow]:
-                self._counters.pop(key, None)
+            self._add_ban(key, counter)
+
+    def _add_counter(self, key: _Key, counter: _Counter, now: float) -> None:
+        self._counters[key] = counter
+        while len(self._counters) + len(self._bans) > self.settings.max_tracked:
+            if self._bans and next(iter(self._bans.values())).banned_until <= now:
+                self._drop_ban(next(iter(self._bans)))
+            elif len(self._counters) > 1:
+                self._counters.popitem(last=False)  # least recently failed; never the one just added
+            elif self._bans:
+                self._drop_ban(next(iter(self._bans)))  # only when max_tracked leaves no room besides bans
+            else:
+                break
+
+    def _add_ban(self, key: _Key, counter: _Counter) -> None:
+        if len(self._bans) >= self._max_bans:
+            self._drop_ban(next(iter(self._bans)))  # closest to expiry (or expired already)
+        self._bans[key] = counter
+        self._ban_counts[key[0]] += 1
+
+    def _drop_ban(self, key: _Key) -> None:
+        del self._bans[key]
+        self._ban_counts[key[0]] -= 1
+
+    def _sweep_expired(self, now: float, at_most: int) -> None:
+        """Drops expired bans from the front of the expiry order."""
+        for _ in range(at_most):
+            if not self._bans:
+                return
+            key, first = next(iter(self._bans.items()))
+            if first.banned_until > now:
+                return
+            self._drop_ban(key)

@@ -1,3 +1,12 @@
+import gc
+import math
+import secrets
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
 from app.policy import ThrottleSettings
 from app.throttle import Throttle
 
@@ -65,4 +74,149 @@ def test_table_stays_bounded_under_many_addresses():
     throttle, _clock = make(max_tracked=100, max_failures_per_address=1)
     for i in range(1000):
         throttle.record_failure(f"addr-{i}", None)
-    assert len(throttle._counters) <= 101
+    assert throttle.tracked() <= 100
+
+
+def test_failures_while_banned_extend_the_ban():
+    throttle, clock = make()
+    for _ in range(5):
+        throttle.record_failure("a", None)
+    clock.now += 100
+    for _ in range(5):  # e.g. malformed headers, which are recorded without asking banned() first
+        throttle.record_failure("a", None)
+    clock.now += 299
+    assert throttle.banned("a", None)
+    clock.now += 1
+    assert not throttle.banned("a", None)
+
+
+def test_any_user_name_is_counted_and_banned_like_an_existing_one():
+    throttle, _ = make()
+    name = secrets.token_hex(8)  # a name no credential store holds
+    for i in range(3):
+        throttle.record_failure(f"10.0.0.{i}", name)
+    assert throttle.banned("192.168.1.1", name)
+    assert throttle.banned_counts() == {"address": 0, "user": 1}
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_the_table_never_holds_more_than_max_tracked(limit):
+    throttle, clock = make(max_tracked=1000, max_failures_per_address=limit, max_failures_per_user=limit)
+    for i in range(3000):  # distinct addresses and random names, each failing up to its limit
+        clock.now += 0.01
+        for _ in range(limit):
+            throttle.record_failure(f"10.{i // 256}.{i % 256}.1", secrets.token_hex(4))
+        assert throttle.tracked() <= 1000
+    assert sum(throttle.banned_counts().values()) == 500  # bans take at most half of the table
+    assert throttle.tracked() == (500 if limit == 1 else 1000)  # limit 3: the names (one failure each) count on
+
+
+def test_an_active_ban_survives_a_flood_of_new_addresses_and_names_and_still_expires():
+    throttle, clock = make(max_tracked=1000)
+    banned_at = clock.now
+    for _ in range(5):
+        throttle.record_failure("6.6.6.6", None)
+    for i in range(3):
+        throttle.record_failure(f"7.7.7.{i}", "alice")
+    for i in range(3000):  # 3 x max_tracked new failing addresses and names
+        clock.now += 0.01
+        throttle.record_failure(f"flood-{i}", f"name-{i}")
+    assert throttle.banned("6.6.6.6", None)
+    assert throttle.banned(None, "alice")
+    assert throttle.banned_counts() == {"address": 1, "user": 1}  # 7.7.7.x failed once each: counted, not banned
+    clock.now = banned_at + 299.9
+    assert throttle.banned("6.6.6.6", "alice")
+    clock.now = banned_at + 300
+    assert not throttle.banned("6.6.6.6", None)
+    assert not throttle.banned(None, "alice")
+    assert throttle.banned_counts() == {"address": 0, "user": 0}
+
+
+def test_a_live_ban_is_cut_short_only_after_half_of_max_tracked_later_bans():
+    throttle, clock = make(max_tracked=100, max_failures_per_address=1)
+    throttle.record_failure("first", None)
+    for i in range(49):
+        clock.now += 1
+        throttle.record_failure(f"later-{i}", None)
+    assert throttle.banned("first", None)
+    throttle.record_failure("one-more", None)  # the 51st live ban: the one closest to expiry makes room
+    assert not throttle.banned("first", None)
+    assert throttle.banned("later-0", None) and throttle.banned("one-more", None)
+    assert throttle.banned_counts() == {"address": 50, "user": 0}
+
+
+def test_counts_stay_consistent_under_threads():
+    throttle, _ = make(max_tracked=10_000)
+
+    def ban_range(offset: int) -> None:
+        for i in range(200):  # every thread bans the same 200 addresses, interleaved with the others
+            for _ in range(2):
+                throttle.record_failure(f"a{(i + offset) % 200}", None)
+            throttle.banned(f"a{i}", None)
+            throttle.banned_counts()
+
+    threads = [threading.Thread(target=ban_range, args=(n * 50,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert throttle.banned_counts() == {"address": 200, "user": 0}
+    assert throttle.tracked() == 200
+
+
+# Complexity, measured as CPU time relative to a small table rather than as absolute time, so a slow or busy
+# machine does not fail it. The large run stops once it is clearly over the ratio, so an O(table) throttle fails
+# in about a second instead of running for minutes.
+SMALL, LARGE, RATIO = 1_000, 100_000, 5
+
+
+def full_table(max_tracked: int) -> Throttle:
+    throttle, clock = make(max_tracked=max_tracked)
+    for i in range(max_tracked - 2):
+        throttle.record_failure(f"old-{i}", None)  # one failure each: counters, none banned
+    for _ in range(5):
+        throttle.record_failure("banned", None)  # so banned() does not take its no-ban shortcut
+    clock.now += 1
+    return throttle
+
+
+def cpu_seconds(call: Callable[[int], object], n: int, budget: float = math.inf) -> float:
+    """CPU time of call(0..n-1), best of 3 runs; inf as soon as a run goes over ``budget``."""
+    best = math.inf
+    for run in range(3):
+        gc.collect()
+        start = time.process_time()
+        for i in range(run * n, (run + 1) * n):
+            call(i)
+            if i % 64 == 0 and time.process_time() - start > budget:
+                return math.inf
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def compare(small: Throttle, large: Throttle, call: Callable[[Throttle, int], object], n: int) -> float:
+    small_cost = cpu_seconds(lambda i: call(small, i), n)
+    large_cost = cpu_seconds(lambda i: call(large, i), n, budget=RATIO * small_cost)
+    return large_cost / small_cost
+
+
+@pytest.fixture(scope="module")
+def tables() -> tuple[Throttle, Throttle]:
+    return full_table(SMALL), full_table(LARGE)
+
+
+def test_a_failure_from_a_new_address_costs_the_same_whatever_the_table_size(tables):
+    names = [f"new-{i}" for i in range(3 * 5000)]
+    ratio = compare(*tables, lambda t, i: t.record_failure(names[i], None), 5000)
+    assert ratio < RATIO
+
+
+def test_banned_for_an_untracked_key_costs_the_same_whatever_the_table_size(tables):
+    names = [f"untracked-{i}" for i in range(3 * 5000)]
+    ratio = compare(*tables, lambda t, i: t.banned(names[i], names[i]), 5000)
+    assert ratio < RATIO
+
+
+def test_banned_counts_costs_the_same_whatever_the_table_size(tables):
+    ratio = compare(*tables, lambda t, i: t.banned_counts(), 300)
+    assert ratio < RATIO
