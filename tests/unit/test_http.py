@@ -159,3 +159,92 @@ async def test_remembered_allows_keep_exceptions_exact_and_die_with_the_snapshot
         )
         == 3
     )
+
+
+async def test_spellings_of_one_credential_never_fill_the_allow_memo(state):
+    """One holder of a valid token sending its header in a thousand spellings gets a thousand allows and
+    leaves one memo entry: only the canonical spelling is remembered."""
+    async with AsyncTestClient(create_app(state.settings, state)) as client:
+        assert state.reloader.apply({"tokens": f"ci sha256:{token_digest(TOKEN).hex()}\n".encode()}, "test")
+        base = {"X-Original-URL": "http://h/x", "X-Original-Method": "GET"}
+        spellings = [
+            f"{scheme}{' ' * spaces}{TOKEN}{tail}"
+            for scheme in ("Bearer", "bearer", "BEARER", "bEaReR")
+            for spaces in range(1, 26)
+            for tail in ("", " ", "\t", "  ")
+        ]
+        assert len(set(spellings)) == 400
+        for value in spellings:
+            assert (await client.get("/auth/default", headers={**base, "Authorization": value})).status_code == 200
+        assert len(state.store.current.allows) <= 1
+        assert (
+            await client.get("/auth/default", headers={**base, "Authorization": f"Bearer {TOKEN}"})
+        ).status_code == 200
+        assert len(state.store.current.allows) == 1
+
+
+async def test_envoy_anonymous_allow_asks_envoy_to_drop_client_identity_headers(tmp_path):
+    from app.policy import parse_policy
+
+    policy = parse_policy({"routes": {"api": {"anonymous": ["GET /api/health"]}}}, "test")
+    state = build_state(Settings(secret_dir=tmp_path / "absent", proxy=("envoy",)), policy=policy)
+    async with AsyncTestClient(create_app(state.settings, state)) as client:
+        assert state.reloader.apply({"tokens": f"ci sha256:{token_digest(TOKEN).hex()}\n".encode()}, "test")
+        anonymous = await client.get("/auth/api/api/health", headers={"X-Auth-Request-User": "admin"})
+        assert anonymous.status_code == 200
+        assert anonymous.headers["x-envoy-auth-headers-to-remove"] == "x-auth-request-user, x-auth-request-scheme"
+        identified = await client.get("/auth/api/api/flows", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert identified.status_code == 200 and identified.headers["x-auth-request-user"] == "ci"
+        assert "x-envoy-auth-headers-to-remove" not in identified.headers
+
+
+async def test_a_front_door_mismatch_is_counted_and_logged_once_a_minute(tmp_path, caplog):
+    """--proxy ingress-nginx behind Traefik: every request lacks X-Original-*. The anonymous exception is
+    refused, a metric counts each request, and one error line names the fix."""
+    from app.policy import parse_policy
+
+    policy = parse_policy({"routes": {"api": {"anonymous": ["GET /api/health"]}}}, "test")
+    state = build_state(Settings(secret_dir=tmp_path / "absent", proxy=("ingress-nginx",)), policy=policy)
+    traefik = {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/api/health", "X-Forwarded-Proto": "https"}
+    async with AsyncTestClient(create_app(state.settings, state)) as client:
+        assert state.reloader.apply({"tokens": f"ci sha256:{token_digest(TOKEN).hex()}\n".encode()}, "test")
+        for _ in range(5):
+            assert (await client.get("/auth/api", headers=traefik)).status_code == 401
+        forged = {**traefik, "X-Original-URL": "http://h/api/health", "X-Original-Method": "GET"}
+        assert (await client.get("/auth/api", headers={**forged, "X-Forwarded-Method": "POST"})).status_code == 401
+    registry = state.metrics.registry
+    missing = {"route": "api", "problem": "missing"}
+    assert registry.get_sample_value("authgate_original_request_problems_total", missing) == 5
+    errors = [r for r in caplog.records if getattr(r, "event", None) == "front_door" and r.problem == "missing"]
+    assert len(errors) == 1 and errors[0].levelname == "ERROR"
+    assert "Fix: --proxy traefik" in errors[0].getMessage()
+    conflict = {"route": "api", "problem": "conflict"}
+    assert registry.get_sample_value("authgate_original_request_problems_total", conflict) == 1
+
+
+async def test_slow_checks_waiting_are_bounded(tmp_path):
+    import bcrypt
+
+    from app.policy import parse_policy
+
+    policy = parse_policy({"routes": {"ui": {"schemes": ["basic"]}}, "throttle": {"max_pending_slow_checks": 2}}, "t")
+    state = build_state(Settings(secret_dir=tmp_path / "absent"), policy=policy)
+    app = create_app(state.settings, state)
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    headers = {"X-Original-URL": "http://h/", "X-Original-Method": "GET", "Authorization": "Basic YWxpY2U6cHc="}
+    async with AsyncTestClient(app) as client:
+        assert state.reloader.apply({"htpasswd": f"alice:{hashed}\n".encode()}, "test")
+        endpoint = app.state.decision_endpoint
+        endpoint.pending_slow_checks = 2  # two checks already waiting
+        refused = await client.get("/auth/ui", headers=headers)
+        assert refused.status_code == 403
+        endpoint.pending_slow_checks = 1
+        assert (await client.get("/auth/ui", headers=headers)).status_code == 200
+        assert endpoint.pending_slow_checks == 1
+    assert (
+        state.metrics.registry.get_sample_value(
+            "authgate_decisions_total",
+            {"route": "ui", "result": "deny", "reason": "slow_checks_saturated", "scheme": "basic"},
+        )
+        == 1
+    )
