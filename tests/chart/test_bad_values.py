@@ -46,8 +46,11 @@ CASES = {
         'ingress.api.route="admin" is not a route of config.policy.routes (api, ui)',
     ),
     "api and ui on the same path": ([*PREFECT, "--set", "ingress.api.path=/"], "both serve prefect.example.com/"),
-    "traefik provider, nginx headers": ([*PREFECT, "--set", "ingress.provider=traefik"], "set config.proxy=traefik"),
-    "nginx provider, traefik headers": ([*PREFECT, "--set", "config.proxy=traefik"], "set config.proxy=ingress-nginx"),
+    "traefik provider, nginx headers": (
+        [*PREFECT, "--set", "ingress.provider=traefik", "--set", "config.proxy=ingress-nginx"],
+        "set config.proxy=traefik",
+    ),
+    "nginx provider, traefik headers": ([*PREFECT, "--set", "config.proxy=traefik"], "set config.proxy=ingress-nginx,traefik"),
     "auth keepalive with auth response headers": (
         [*PREFECT, "--set", "ingress.authKeepalive=32"],
         "ingress.authKeepalive=32 needs ingress.authResponseHeaders: []",

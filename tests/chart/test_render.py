@@ -52,7 +52,7 @@ def test_deployment_runs_authgate_serve_with_the_mounted_secret_and_policy(rende
         "--config",
         "/etc/authgate/policy/policy.yaml",
         "--proxy",
-        "ingress-nginx",
+        "ingress-nginx,traefik",
         "--log-level",
         "info",
     ]

@@ -145,11 +145,12 @@ The schema catches wrong types and unknown keys; this catches combinations.
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if and (or $v.ingress.api.enabled $v.ingress.ui.enabled) (eq $v.ingress.provider "traefik") (ne $v.config.proxy "traefik") }}
-{{- fail (printf "ingress.provider=traefik sends ForwardAuth headers, but config.proxy=%q reads ingress-nginx/envoy headers: set config.proxy=traefik" $v.config.proxy) }}
+{{- $doors := splitList "," $v.config.proxy }}
+{{- if and (or $v.ingress.api.enabled $v.ingress.ui.enabled) (eq $v.ingress.provider "traefik") (not (has "traefik" $doors)) }}
+{{- fail (printf "ingress.provider=traefik sends ForwardAuth headers, but config.proxy=%q does not read them: set config.proxy=traefik" $v.config.proxy) }}
 {{- end }}
-{{- if and (or $v.ingress.api.enabled $v.ingress.ui.enabled) (eq $v.ingress.provider "nginx") (ne $v.config.proxy "ingress-nginx") }}
-{{- fail (printf "ingress.provider=nginx sends ingress-nginx auth-url headers, but config.proxy=%q: set config.proxy=ingress-nginx" $v.config.proxy) }}
+{{- if and (or $v.ingress.api.enabled $v.ingress.ui.enabled) (eq $v.ingress.provider "nginx") (not (has "ingress-nginx" $doors)) }}
+{{- fail (printf "ingress.provider=nginx renders ingress-nginx auth-url annotations, but config.proxy=%q does not read ingress-nginx's headers: set config.proxy=ingress-nginx,traefik (the default: ingress-nginx or Traefik's ingress-nginx provider)" $v.config.proxy) }}
 {{- end }}
 {{- if and $v.ingress.api.enabled $v.ingress.ui.enabled (eq (default $v.ingress.host $v.ingress.api.host) (default $v.ingress.host $v.ingress.ui.host)) (eq $v.ingress.api.path $v.ingress.ui.path) }}
 {{- fail (printf "ingress.api and ingress.ui both serve %s%s: give them different paths or hosts" (default $v.ingress.host $v.ingress.api.host) $v.ingress.api.path) }}
