@@ -168,7 +168,7 @@ def describe_error(exc: BaseException, ref: SecretRef, verb: str, host: str = ""
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (urllib3.exceptions.HTTPError, OSError)
 
 
-def _resource_version(metadata: Any) -> str:
+def resource_version_of(metadata: Any) -> str:
     return str(getattr(metadata, "resource_version", None) or "")
 
 
@@ -193,7 +193,7 @@ def read_secret(api: ApiClient, ref: SecretRef, timeout: tuple[float, float] = D
         raise KubeError(describe_error(exc, ref, "get", api.configuration.host)) from None
     except TRANSPORT_ERRORS as exc:
         raise KubeError(describe_error(exc, ref, "get", api.configuration.host)) from None
-    return SecretSnapshot(decode_data(secret.data), _resource_version(secret.metadata))
+    return SecretSnapshot(decode_data(secret.data), resource_version_of(secret.metadata))
 
 
 def patch_body(old: Mapping[str, bytes], new: Mapping[str, bytes], resource_version: str) -> dict[str, Any]:
@@ -237,5 +237,5 @@ def update_secret(
             raise KubeError(describe_error(exc, ref, "patch", host)) from None
         except TRANSPORT_ERRORS as exc:
             raise KubeError(describe_error(exc, ref, "patch", host)) from None
-        return UpdateResult(True, _resource_version(patched.metadata), attempt)
+        return UpdateResult(True, resource_version_of(patched.metadata), attempt)
     raise KubeError(f"secret {ref} kept changing: gave up after {attempts} conflicting attempts")

@@ -31,7 +31,15 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import Watch
 
 from app.health import Heartbeat
-from app.kube import TRANSPORT_ERRORS, KubeError, SecretRef, decode_data, describe_error, new_api_client
+from app.kube import (
+    TRANSPORT_ERRORS,
+    KubeError,
+    SecretRef,
+    decode_data,
+    describe_error,
+    new_api_client,
+    resource_version_of,
+)
 
 log = logging.getLogger("authgate.watch")
 
@@ -182,7 +190,7 @@ class SecretWatcher:
                 "the last good" if self._synced else "no",
             )
         else:
-            self._deliver(secret.data, "list")
+            self._deliver(secret.data, "list", resource_version_of(secret.metadata))
         self._failures = 0
         self._heartbeat.beat(f"listed at resourceVersion {resource_version}")
 
@@ -267,7 +275,7 @@ class SecretWatcher:
         resource_version = metadata.get("resourceVersion")
         if kind in ("ADDED", "MODIFIED"):
             if metadata.get("name") == self.ref.name:
-                self._deliver(raw.get("data"), kind)
+                self._deliver(raw.get("data"), kind, str(resource_version or ""))
         elif kind == "DELETED":
             log.warning("secret watch %s: the Secret was deleted; keeping the last good credentials", self.ref)
         elif kind != "BOOKMARK":
@@ -278,8 +286,14 @@ class SecretWatcher:
         self._gone_streak = 0
         self._heartbeat.beat(f"{kind.lower()} at resourceVersion {self._resource_version}")
 
-    def _deliver(self, data: Mapping[str, str | bytes] | Mapping[str, str] | None, why: str) -> None:
-        """Decodes the Secret's data and hands it to ``apply``; a rejection keeps the last good set."""
+    def _deliver(
+        self, data: Mapping[str, str | bytes] | Mapping[str, str] | None, why: str, resource_version: str
+    ) -> None:
+        """Decodes the Secret's data and hands it to ``apply``; a rejection keeps the last good set.
+
+        ``resource_version`` is the delivered object's own, for the log. The watcher's cursor is not it:
+        during an event it still holds the previous one, and a list's moves with any Secret in the namespace.
+        """
         try:
             files = decode_data(data)
         except ValueError:
@@ -296,7 +310,7 @@ class SecretWatcher:
             return
         if accepted:
             self._synced = True
-            log.info("secret watch %s: applied (%s, resourceVersion %s)", self.ref, why, self._resource_version)
+            log.info("secret watch %s: applied (%s, resourceVersion %s)", self.ref, why, resource_version)
         else:
             log.warning("secret watch %s: %s data rejected; keeping the last good credentials", self.ref, why)
 

@@ -193,3 +193,22 @@ def test_a_line_that_is_not_json_is_skipped_and_the_watch_goes_on(
         wait_for(lambda: applied.last_tokens() == tokens(2)["tokens"], what="next event applied")
         assert running.alive and running.error is None
     assert "not a JSON event" in caplog.text
+
+
+def test_applied_log_names_the_resource_version_of_the_object_applied(
+    fake: FakeApiServer, client_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "authgate.watch")
+    listed_rv = fake.put_secret(NAMESPACE, SECRET, tokens(1))
+    fake.put_secret(NAMESPACE, "other", tokens(9))  # the list's own resourceVersion is now past the Secret's
+    applied = Applied()
+    watcher, _ = make_watcher(applied, client_factory)
+    with WatcherThread(watcher):
+        wait_for(lambda: fake.open_streams == 1, what="listed and watching")
+        modified_rv = fake.put_secret(NAMESPACE, SECRET, tokens(2))
+        wait_for(lambda: applied.last_tokens() == tokens(2)["tokens"], what="change applied")
+    lines = [r.getMessage() for r in caplog.records if ": applied (" in r.getMessage()]
+    assert lines == [
+        f"secret watch {NAMESPACE}/{SECRET}: applied (list, resourceVersion {listed_rv})",
+        f"secret watch {NAMESPACE}/{SECRET}: applied (MODIFIED, resourceVersion {modified_rv})",
+    ]
