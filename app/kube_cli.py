@@ -6,7 +6,8 @@ own loader before it is written, so the CLI can never write a Secret the server 
 
 Output: a new token goes alone to standard output (so it can be piped into another Secret or a vault)
 and is never stored or logged; everything else goes to standard error. Failures are one line,
-``authgate: error: ...``, with exit status 1.
+``authgate: error: ...``, with exit status 1; an unusable kubeconfig file is a configuration error
+like any other, exit status 2.
 """
 
 from __future__ import annotations
@@ -124,10 +125,12 @@ def _fail(message: str) -> int:
 
 def _run(args: argparse.Namespace, body: Callable[[SecretRef], int]) -> int:
     """The one place that turns expected failures into one line and exit status 1."""
-    from app.kube import KubeError
+    from app.kube import KubeconfigError, KubeError
 
     try:
         return body(_ref(args))
+    except KubeconfigError:
+        raise  # the operator's configuration, not the API: main() says so and exits 2
     except (KubeError, TokenAdminError, ConfigError) as exc:
         return _fail(str(exc))
     except UnicodeDecodeError:
