@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, TextIO
 from app.credentials import HTPASSWD_FILE, TOKENS_FILE, load_secret_files
 from app.errors import ConfigError
 from app.token_admin import (
+    NewToken,
     TokenAdminError,
     add_token,
     check_name,
@@ -74,7 +75,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     rotate = token_sub.add_parser("rotate", parents=[target], help="new token; the old one expires after --overlap")
     rotate.add_argument("name")
     rotate.add_argument(
-        "--overlap", default=DEFAULT_OVERLAP, help=f"how long the old token keeps working (default {DEFAULT_OVERLAP})"
+        "--overlap",
+        default=DEFAULT_OVERLAP,
+        help=f"how long the old token keeps working (default {DEFAULT_OVERLAP}; 0h replaces it at once)",
     )
     rotate.set_defaults(func=token_rotate)
 
@@ -206,20 +209,21 @@ def token_create(args: argparse.Namespace) -> int:
 def token_rotate(args: argparse.Namespace) -> int:
     def body(ref: SecretRef) -> int:
         overlap = parse_duration(args.overlap)
-        made: dict[str, str] = {}
+        made: dict[str, NewToken] = {}
 
         def change(text: str) -> str:
             new = rotate_token(text, args.name, overlap, dt.datetime.now(dt.UTC))
-            made["token"] = new.token
+            made["rotation"] = new  # the edit may run again after a conflict: keep the one written
             return new.text
 
         version = _edit(args, ref, TOKENS_FILE, change)
-        print(
-            f"rotated token {args.name!r} in secret {ref} (resourceVersion {version}); "
-            f"the old token works for {args.overlap} more under a '.until-' name",
-            file=sys.stderr,
-        )
-        _print_new_token(args.name, made["token"], ref)
+        outgoing = made["rotation"].outgoing
+        if outgoing is None:
+            old = "the old token was replaced and no longer works"
+        else:
+            old = f"the old token keeps working until {outgoing.until} as {outgoing.name!r}"
+        print(f"rotated token {args.name!r} in secret {ref} (resourceVersion {version}); {old}", file=sys.stderr)
+        _print_new_token(args.name, made["rotation"].token, ref)
         return 0
 
     return _run(args, body)
