@@ -5,7 +5,8 @@ Edits are read-modify-write guarded by the Secret's ``resourceVersion``: a merge
 the edit is then re-run on a fresh copy. Nobody's change is silently overwritten.
 
 Every failure an operator can hit (no configuration, Secret missing, RBAC, API unreachable) becomes a
-``KubeError`` whose ``str()`` is one line fit for ``authgate: error: ...``.
+``KubeError`` whose ``str()`` is one line fit for ``authgate: error: ...``; a kubeconfig file that is not
+YAML or not shaped like a kubeconfig is a ``KubeconfigError``, also a ``ConfigError`` (exit status 2).
 """
 
 from __future__ import annotations
@@ -18,16 +19,17 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import kubernetes.client
 import kubernetes.config
 import urllib3.exceptions
+import yaml
 from kubernetes.client import ApiClient, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from app.errors import AuthgateError
+from app.errors import AuthgateError, ConfigError
 
 log = logging.getLogger("authgate.kube")
 
@@ -38,10 +40,18 @@ CONFLICT_ATTEMPTS = 8
 
 Files = dict[str, bytes]
 Edit = Callable[[Mapping[str, bytes]], Files]
+T = TypeVar("T")
 
 
 class KubeError(AuthgateError):
     """A Kubernetes API problem, said in one line (what, which Secret, why)."""
+
+
+class KubeconfigError(KubeError, ConfigError):
+    """A kubeconfig file that is not YAML or not shaped like one: ``file[:line]: why``.
+
+    A configuration error, like a bad policy file (the CLI exits 2), rather than a failure of the API.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +94,69 @@ def in_cluster() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 
 
+def kubeconfig_path(kubeconfig: str | None = None) -> str:
+    """``--kubeconfig``, else ``KUBECONFIG`` (read now: the kubernetes package freezes it at import)."""
+    return kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+
+
+def check_kubeconfig(config_file: str) -> None:
+    """Raises KubeconfigError, naming the file, for a kubeconfig that is not YAML or not a kubeconfig.
+
+    The kubernetes client's loader answers those with a YAML parser error or a TypeError from deep
+    inside. ``config_file`` may list several files, like ``KUBECONFIG``; missing or unreadable files
+    are left to the loader, which skips or reports them.
+    """
+    for part in filter(None, config_file.split(os.pathsep)):
+        path = Path(part).expanduser()
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            continue
+        try:
+            document = yaml.safe_load(raw)
+        except yaml.MarkedYAMLError as exc:
+            problem = ", ".join(filter(None, [exc.context, exc.problem])) or str(exc)
+            line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+            raise KubeconfigError(f"kubeconfig is not valid YAML: {_first_line(problem)}", str(path), line) from None
+        except yaml.YAMLError as exc:
+            raise KubeconfigError(f"kubeconfig is not valid YAML: {_first_line(str(exc))}", str(path)) from None
+        if document is None:
+            continue  # empty: the loader says so in its own words
+        if not isinstance(document, dict):
+            raise KubeconfigError(
+                "a kubeconfig is a YAML mapping (apiVersion, clusters, contexts, users, current-context), "
+                f"this file holds a {_yaml_kind(document)}",
+                str(path),
+            )
+        for key in ("clusters", "contexts", "users"):
+            entries = document.get(key) or []
+            if not isinstance(entries, list) or not all(isinstance(e, dict) and "name" in e for e in entries):
+                raise KubeconfigError(f"kubeconfig {key!r} must be a list of mappings, each with a 'name'", str(path))
+
+
+def _yaml_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "string"
+    return type(value).__name__
+
+
+def _from_kubeconfig(config_file: str, load: Callable[[], T]) -> T:
+    """Runs one of the client's kubeconfig loaders after ``check_kubeconfig``.
+
+    Shapes the check does not cover (a context that is a string, bad base64 in certificate data...) still
+    fail inside the loader with a TypeError, KeyError, AttributeError or ValueError: they become one
+    KubeconfigError naming the file instead of a traceback.
+    """
+    check_kubeconfig(config_file)
+    try:
+        return load()
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:
+        reason = f"{type(exc).__name__}: {_first_line(str(exc))}"
+        raise KubeconfigError(f"kubeconfig not usable ({reason})", config_file) from None
+
+
 def new_api_client(kubeconfig: str | None = None, context: str | None = None) -> ApiClient:
     """A client from the pod's service account, or from a kubeconfig (``KUBECONFIG`` or ``~/.kube/config``).
 
@@ -96,9 +169,12 @@ def new_api_client(kubeconfig: str | None = None, context: str | None = None) ->
             configuration = kubernetes.client.Configuration()
             kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             return ApiClient(configuration)
-        config_file = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-        client: ApiClient = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=config_file, context=context, persist_config=False
+        config_file = kubeconfig_path(kubeconfig)
+        client: ApiClient = _from_kubeconfig(
+            config_file,
+            lambda: kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=config_file, context=context, persist_config=False
+            ),
         )
         return client
     except (ConfigException, OSError) as exc:
@@ -112,17 +188,19 @@ def default_namespace(kubeconfig: str | None = None, context: str | None = None)
             return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
         except OSError:
             return "default"
+    config_file = kubeconfig_path(kubeconfig)
     try:
-        config_file = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-        contexts, current = kubernetes.config.list_kube_config_contexts(config_file)  # type: ignore[no-untyped-call]
+        contexts, current = _from_kubeconfig(
+            config_file,
+            lambda: kubernetes.config.list_kube_config_contexts(config_file),  # type: ignore[no-untyped-call]
+        )
     except (ConfigException, OSError):
-        return "default"
+        return "default"  # no usable configuration: new_api_client says so, in one line, right after
     chosen = current
     if context is not None:
         chosen = next((c for c in contexts if c.get("name") == context), None)
-    if not chosen:
-        return "default"
-    namespace = chosen.get("context", {}).get("namespace")
+    body = chosen.get("context") if isinstance(chosen, dict) else None
+    namespace = body.get("namespace") if isinstance(body, dict) else None
     return str(namespace) if namespace else "default"
 
 
@@ -168,7 +246,7 @@ def describe_error(exc: BaseException, ref: SecretRef, verb: str, host: str = ""
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (urllib3.exceptions.HTTPError, OSError)
 
 
-def _resource_version(metadata: Any) -> str:
+def resource_version_of(metadata: Any) -> str:
     return str(getattr(metadata, "resource_version", None) or "")
 
 
@@ -193,7 +271,7 @@ def read_secret(api: ApiClient, ref: SecretRef, timeout: tuple[float, float] = D
         raise KubeError(describe_error(exc, ref, "get", api.configuration.host)) from None
     except TRANSPORT_ERRORS as exc:
         raise KubeError(describe_error(exc, ref, "get", api.configuration.host)) from None
-    return SecretSnapshot(decode_data(secret.data), _resource_version(secret.metadata))
+    return SecretSnapshot(decode_data(secret.data), resource_version_of(secret.metadata))
 
 
 def patch_body(old: Mapping[str, bytes], new: Mapping[str, bytes], resource_version: str) -> dict[str, Any]:
@@ -237,5 +315,5 @@ def update_secret(
             raise KubeError(describe_error(exc, ref, "patch", host)) from None
         except TRANSPORT_ERRORS as exc:
             raise KubeError(describe_error(exc, ref, "patch", host)) from None
-        return UpdateResult(True, _resource_version(patched.metadata), attempt)
+        return UpdateResult(True, resource_version_of(patched.metadata), attempt)
     raise KubeError(f"secret {ref} kept changing: gave up after {attempts} conflicting attempts")

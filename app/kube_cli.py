@@ -6,7 +6,8 @@ own loader before it is written, so the CLI can never write a Secret the server 
 
 Output: a new token goes alone to standard output (so it can be piped into another Secret or a vault)
 and is never stored or logged; everything else goes to standard error. Failures are one line,
-``authgate: error: ...``, with exit status 1.
+``authgate: error: ...``, with exit status 1; an unusable kubeconfig file is a configuration error
+like any other, exit status 2.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, TextIO
 from app.credentials import HTPASSWD_FILE, TOKENS_FILE, load_secret_files
 from app.errors import ConfigError
 from app.token_admin import (
+    NewToken,
     TokenAdminError,
     add_token,
     check_name,
@@ -73,7 +75,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     rotate = token_sub.add_parser("rotate", parents=[target], help="new token; the old one expires after --overlap")
     rotate.add_argument("name")
     rotate.add_argument(
-        "--overlap", default=DEFAULT_OVERLAP, help=f"how long the old token keeps working (default {DEFAULT_OVERLAP})"
+        "--overlap",
+        default=DEFAULT_OVERLAP,
+        help=f"how long the old token keeps working (default {DEFAULT_OVERLAP}; 0h replaces it at once)",
     )
     rotate.set_defaults(func=token_rotate)
 
@@ -124,10 +128,12 @@ def _fail(message: str) -> int:
 
 def _run(args: argparse.Namespace, body: Callable[[SecretRef], int]) -> int:
     """The one place that turns expected failures into one line and exit status 1."""
-    from app.kube import KubeError
+    from app.kube import KubeconfigError, KubeError
 
     try:
         return body(_ref(args))
+    except KubeconfigError:
+        raise  # the operator's configuration, not the API: main() says so and exits 2
     except (KubeError, TokenAdminError, ConfigError) as exc:
         return _fail(str(exc))
     except UnicodeDecodeError:
@@ -203,20 +209,21 @@ def token_create(args: argparse.Namespace) -> int:
 def token_rotate(args: argparse.Namespace) -> int:
     def body(ref: SecretRef) -> int:
         overlap = parse_duration(args.overlap)
-        made: dict[str, str] = {}
+        made: dict[str, NewToken] = {}
 
         def change(text: str) -> str:
             new = rotate_token(text, args.name, overlap, dt.datetime.now(dt.UTC))
-            made["token"] = new.token
+            made["rotation"] = new  # the edit may run again after a conflict: keep the one written
             return new.text
 
         version = _edit(args, ref, TOKENS_FILE, change)
-        print(
-            f"rotated token {args.name!r} in secret {ref} (resourceVersion {version}); "
-            f"the old token works for {args.overlap} more under a '.until-' name",
-            file=sys.stderr,
-        )
-        _print_new_token(args.name, made["token"], ref)
+        outgoing = made["rotation"].outgoing
+        if outgoing is None:
+            old = "the old token was replaced and no longer works"
+        else:
+            old = f"the old token keeps working until {outgoing.until} as {outgoing.name!r}"
+        print(f"rotated token {args.name!r} in secret {ref} (resourceVersion {version}); {old}", file=sys.stderr)
+        _print_new_token(args.name, made["rotation"].token, ref)
         return 0
 
     return _run(args, body)

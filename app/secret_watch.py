@@ -7,10 +7,10 @@ is the classic list-then-watch, done the way the kiwigrid sidecar did not:
   reconnect neither misses nor replays changes; only a 410 Gone (history compacted) forces a relist;
 - errors are logged with their reason and retried with capped exponential backoff and jitter, never
   swallowed behind a fixed sleep;
-- the liveness heartbeat is stamped by this loop itself on real progress (a list, an event, a bookmark,
-  a clean end of a stream). A client-side read timeout slightly longer than the server-side watch
-  timeout makes a silently stalled stream raise instead of hanging, and while nothing progresses the
-  heartbeat ages until ``/healthz`` fails;
+- the liveness heartbeat is stamped by this loop itself on real progress (a list, a watch request the
+  API server answered, an event, a bookmark, a clean end of a stream). A client-side read timeout
+  slightly longer than the server-side watch timeout makes a silently stalled stream raise instead of
+  hanging, and while nothing progresses the heartbeat ages until ``/healthz`` fails;
 - the ``kubernetes`` client is synchronous, so every call runs in this watcher's own worker thread;
   the event loop only awaits, and ``apply`` runs on the event loop like a file-mode reload.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -31,7 +32,15 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import Watch
 
 from app.health import Heartbeat
-from app.kube import TRANSPORT_ERRORS, KubeError, SecretRef, decode_data, describe_error, new_api_client
+from app.kube import (
+    TRANSPORT_ERRORS,
+    KubeError,
+    SecretRef,
+    decode_data,
+    describe_error,
+    new_api_client,
+    resource_version_of,
+)
 
 log = logging.getLogger("authgate.watch")
 
@@ -182,7 +191,7 @@ class SecretWatcher:
                 "the last good" if self._synced else "no",
             )
         else:
-            self._deliver(secret.data, "list")
+            self._deliver(secret.data, "list", resource_version_of(secret.metadata))
         self._failures = 0
         self._heartbeat.beat(f"listed at resourceVersion {resource_version}")
 
@@ -191,7 +200,7 @@ class SecretWatcher:
         watch = Watch()  # type: ignore[no-untyped-call]
         self._watch = watch
         stream = watch.stream(  # type: ignore[no-untyped-call]
-            core.list_namespaced_secret,
+            self._beating_on_connect(core.list_namespaced_secret),
             self.ref.namespace,
             field_selector=self._selector,
             resource_version=self._resource_version,
@@ -221,6 +230,25 @@ class SecretWatcher:
             self._watch = None
             if await self._settle(watch, pending):
                 stream.close()
+
+    def _beating_on_connect(self, list_call: Callable[..., T]) -> Callable[..., T]:
+        """``list_call`` that stamps the heartbeat as soon as the watch request has its HTTP response.
+
+        A quiet Secret sends nothing for a whole watch: stamped only on events, liveness would stay failed
+        after an API outage until the first change or the watch's timeout, and kubelet would restart a pod
+        that had already recovered. The stamp comes from the watch request itself, so a watch that cannot
+        connect still lets the heartbeat age. ``functools.wraps`` keeps the docstring and signature the
+        client reads to decode events.
+        """
+
+        @functools.wraps(list_call)
+        def connect(*args: Any, **kwargs: Any) -> T:
+            response = list_call(*args, **kwargs)
+            if 200 <= getattr(response, "status", 200) <= 299:  # older clients leave an error status to Watch
+                self._heartbeat.beat(f"watch connected at resourceVersion {self._resource_version}")
+            return response
+
+        return connect
 
     async def _until_done_or_stopping(self, future: asyncio.Future[Any]) -> None:
         """Waits for a worker call, or for ``stop()``; cancellation never cancels the worker's future."""
@@ -267,7 +295,7 @@ class SecretWatcher:
         resource_version = metadata.get("resourceVersion")
         if kind in ("ADDED", "MODIFIED"):
             if metadata.get("name") == self.ref.name:
-                self._deliver(raw.get("data"), kind)
+                self._deliver(raw.get("data"), kind, str(resource_version or ""))
         elif kind == "DELETED":
             log.warning("secret watch %s: the Secret was deleted; keeping the last good credentials", self.ref)
         elif kind != "BOOKMARK":
@@ -278,8 +306,14 @@ class SecretWatcher:
         self._gone_streak = 0
         self._heartbeat.beat(f"{kind.lower()} at resourceVersion {self._resource_version}")
 
-    def _deliver(self, data: Mapping[str, str | bytes] | Mapping[str, str] | None, why: str) -> None:
-        """Decodes the Secret's data and hands it to ``apply``; a rejection keeps the last good set."""
+    def _deliver(
+        self, data: Mapping[str, str | bytes] | Mapping[str, str] | None, why: str, resource_version: str
+    ) -> None:
+        """Decodes the Secret's data and hands it to ``apply``; a rejection keeps the last good set.
+
+        ``resource_version`` is the delivered object's own, for the log. The watcher's cursor is not it:
+        during an event it still holds the previous one, and a list's moves with any Secret in the namespace.
+        """
         try:
             files = decode_data(data)
         except ValueError:
@@ -296,7 +330,7 @@ class SecretWatcher:
             return
         if accepted:
             self._synced = True
-            log.info("secret watch %s: applied (%s, resourceVersion %s)", self.ref, why, self._resource_version)
+            log.info("secret watch %s: applied (%s, resourceVersion %s)", self.ref, why, resource_version)
         else:
             log.warning("secret watch %s: %s data rejected; keeping the last good credentials", self.ref, why)
 

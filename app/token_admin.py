@@ -48,12 +48,24 @@ class TokenInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Outgoing:
+    """The replaced token during a rotation's overlap: the name it now has and when it stops working."""
+
+    name: str
+    until: str
+
+
+@dataclass(frozen=True, slots=True)
 class NewToken:
-    """A freshly generated token: ``token`` is shown to the operator once, ``text`` is the new file."""
+    """A freshly generated token: ``token`` is shown to the operator once, ``text`` is the new file.
+
+    ``outgoing`` (rotation only) is the old token while it keeps working; None when it stopped at once.
+    """
 
     name: str
     token: str
     text: str
+    outgoing: Outgoing | None = None
 
 
 # --- values ---------------------------------------------------------------------------------------
@@ -202,7 +214,8 @@ def rotate_token(text: str, name: str, overlap: dt.timedelta, now: dt.datetime) 
     """A new token under ``name`` with the old one's attributes; the old one expires after ``overlap``.
 
     The old line is kept (renamed, see ``rotated_name``) right above the new one, with
-    ``expires=now+overlap`` unless it already expired earlier. A zero overlap revokes it at once.
+    ``expires=now+overlap`` unless it expires earlier. With a zero overlap, or an old token that has
+    already expired, there is nothing to keep: the new line replaces the old one, which stops working.
     """
     lines = _lines(text)
     index = _find(lines, name)
@@ -214,19 +227,19 @@ def rotate_token(text: str, name: str, overlap: dt.timedelta, now: dt.datetime) 
     attrs = _attributes(fields[2:])
     token = generate_token()
     new_line = format_token_line(name, digest_field(token), attrs)
-    if overlap <= dt.timedelta(0):
+    until = now + overlap
+    if overlap > dt.timedelta(0) and "expires" in attrs:
+        until = min(until, parse_time(attrs["expires"]))
+    if until <= now:  # a zero overlap, or an old token that has already expired: nothing to keep
         lines[index] = new_line
         return NewToken(name, token, _join(lines))
-    until = now + overlap
-    if "expires" in attrs and parse_time(attrs["expires"]) < until:
-        until = parse_time(attrs["expires"])
     until_text = format_time(until)
     old_name = rotated_name(name, until_text)
     if _find(lines, old_name) is not None:
         raise TokenAdminError(f"token {old_name!r} already exists; revoke it first")
     old_attrs = {**attrs, "expires": until_text}
     lines[index : index + 1] = [format_token_line(old_name, fields[1], old_attrs), new_line]
-    return NewToken(name, token, _join(lines))
+    return NewToken(name, token, _join(lines), Outgoing(old_name, until_text))
 
 
 # --- the htpasswd file ----------------------------------------------------------------------------

@@ -60,6 +60,8 @@ def test_create_list_rotate_revoke_round_trip(
     assert new is not None and new.name == "ci" and new.routes == frozenset({"api"})
     assert old is not None and old.name.startswith("ci.until-") and old.expires is not None
     assert dt.timedelta(minutes=59) < old.expires - dt.datetime.now(dt.UTC) <= dt.timedelta(hours=1)
+    until = old.expires.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert f"the old token keeps working until {until} as {old.name!r}" in err
 
     code, _, err = run(capsys, kubeconfig, "token", "revoke", "ci")
     assert code == 0, err
@@ -68,6 +70,23 @@ def test_create_list_rotate_revoke_round_trip(
     assert fake.files(NAMESPACE, SECRET)["tokens"].startswith(HEADER)
     code, _, err = run(capsys, kubeconfig, "token", "revoke", "ci")
     assert code == 1 and err.strip() == "authgate: error: no token named 'ci'"
+
+
+def test_rotate_with_zero_overlap_replaces_the_old_token_and_says_it_stopped_working(
+    fake: FakeApiServer, kubeconfig: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.put_secret(NAMESPACE, SECRET, {"tokens": HEADER})
+    code, out, err = run(capsys, kubeconfig, "token", "create", "ci", "--routes", "api")
+    assert code == 0, err
+    old_token = out.strip()
+    code, out, err = run(capsys, kubeconfig, "token", "rotate", "ci", "--overlap", "0h")
+    assert code == 0, err
+    creds = credentials(fake)
+    new = creds.find_token(out.strip())
+    assert new is not None and new.name == "ci" and new.routes == frozenset({"api"})
+    assert creds.find_token(old_token) is None and [t.name for t in creds.tokens] == ["ci"]
+    assert b".until-" not in fake.files(NAMESPACE, SECRET)["tokens"]
+    assert "the old token was replaced and no longer works" in err and "works for" not in err
 
 
 def test_conflicting_write_is_retried_and_keeps_both_changes(

@@ -114,7 +114,10 @@ def test_api_down_at_start_then_up(
         assert not watcher.synced
         fake.start()
         wait_for(lambda: watcher.synced, timeout=5, what="synced once the API is up")
-        wait_for(lambda: heartbeat.detail.startswith("listed"), what="stamped by the list itself")
+        wait_for(
+            lambda: heartbeat.is_alive() and heartbeat.detail.startswith(("listed", "watch connected")),
+            what="stamped by the list, then by the watch it opens",
+        )
     delays = [r.args[2] for r in caplog.records if "retrying in" in r.getMessage()]
     assert len(delays) >= 2 and max(delays) <= 0.4  # capped backoff
 
@@ -193,3 +196,41 @@ def test_a_line_that_is_not_json_is_skipped_and_the_watch_goes_on(
         wait_for(lambda: applied.last_tokens() == tokens(2)["tokens"], what="next event applied")
         assert running.alive and running.error is None
     assert "not a JSON event" in caplog.text
+
+
+def test_applied_log_names_the_resource_version_of_the_object_applied(
+    fake: FakeApiServer, client_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "authgate.watch")
+    listed_rv = fake.put_secret(NAMESPACE, SECRET, tokens(1))
+    fake.put_secret(NAMESPACE, "other", tokens(9))  # the list's own resourceVersion is now past the Secret's
+    applied = Applied()
+    watcher, _ = make_watcher(applied, client_factory)
+    with WatcherThread(watcher):
+        wait_for(lambda: fake.open_streams == 1, what="listed and watching")
+        modified_rv = fake.put_secret(NAMESPACE, SECRET, tokens(2))
+        wait_for(lambda: applied.last_tokens() == tokens(2)["tokens"], what="change applied")
+    lines = [r.getMessage() for r in caplog.records if ": applied (" in r.getMessage()]
+    assert lines == [
+        f"secret watch {NAMESPACE}/{SECRET}: applied (list, resourceVersion {listed_rv})",
+        f"secret watch {NAMESPACE}/{SECRET}: applied (MODIFIED, resourceVersion {modified_rv})",
+    ]
+
+
+def test_heartbeat_revives_when_the_watch_reconnects_without_waiting_for_an_event(
+    fake: FakeApiServer, client_factory: Factory
+) -> None:
+    fake.put_secret(NAMESPACE, SECRET, tokens(1))
+    applied = Applied()
+    # a quiet Secret: no event and no bookmark would come before the 30 s server-side watch timeout
+    watcher, heartbeat = make_watcher(applied, client_factory, max_age=1.0, watch_timeout=30)
+    with WatcherThread(watcher):
+        wait_for(lambda: watcher.synced and fake.open_streams == 1, what="listed and watching")
+        watches = fake.requests.count("GET", "watch=true")
+        fake.stop()
+        wait_for(lambda: not heartbeat.is_alive(), timeout=3, what="liveness failing during the outage")
+        fake.start()
+        wait_for(heartbeat.is_alive, timeout=3, what="liveness back once the watch is re-established")
+        assert heartbeat.detail.startswith("watch connected")
+        assert fake.requests.count("GET", "watch=true") > watches and fake.open_streams == 1
+    assert len(applied.calls) == 1  # revived by the reconnect itself: no event, no relist

@@ -9,6 +9,7 @@ import pytest
 
 from app.credentials import parse_htpasswd, parse_tokens, token_digest
 from app.token_admin import (
+    Outgoing,
     TokenAdminError,
     add_token,
     digest_field,
@@ -73,6 +74,20 @@ def test_rotate_never_extends_an_earlier_expiry_and_zero_overlap_replaces() -> N
     now = rotate_token(FILE, "ci", dt.timedelta(0), NOW)
     assert [t.name for t in parse_tokens(now.text)] == ["ci", "dash"]
     assert f"sha256:{'a' * 64}" not in now.text
+
+
+def test_rotate_says_whether_and_until_when_the_old_token_keeps_working() -> None:
+    kept = rotate_token(FILE, "dash", dt.timedelta(hours=24), NOW)
+    assert kept.outgoing == Outgoing("dash.until-20261123T060000Z", "2026-11-23T06:00:00Z")
+    assert rotate_token(FILE, "dash", dt.timedelta(0), NOW).outgoing is None
+
+
+def test_rotate_replaces_an_old_token_that_has_already_expired() -> None:
+    after_expiry = dt.datetime(2027, 2, 1, tzinfo=dt.UTC)  # ci expires=2027-01-31T00:00:00Z
+    new = rotate_token(FILE, "ci", dt.timedelta(hours=24), after_expiry)
+    assert new.outgoing is None
+    assert [t.name for t in parse_tokens(new.text)] == ["ci", "dash"]
+    assert f"sha256:{'a' * 64}" not in new.text
 
 
 def test_rotated_name_stays_within_128_characters() -> None:
