@@ -186,10 +186,10 @@ class DecisionEndpoint:
 
     def _report(self, route_label: str, reading: Reading) -> None:
         """Counts a request whose original method and path could not be trusted; logs it at most once a
-        minute per route and kind, naming the fix."""
+        minute per route, kind and doors seen, naming the fix."""
         assert reading.problem is not None
         self.state.metrics.original_request_problems.labels(route=route_label, problem=reading.problem).inc()
-        held_back = self.problem_log.due((route_label, reading.problem))
+        held_back = self.problem_log.due((route_label, reading.problem, reading.seen))
         if held_back is None:
             return
         configured = ",".join(self.doors.names)

@@ -28,7 +28,8 @@ class Reading(NamedTuple):
     client: str | None
     problem: Problem | None = None
     door: str | None = None  # the trusted door whose account was used
-    seen: tuple[str, ...] = ()  # with a problem: the doors whose marks the request carries
+    # With a problem: the doors whose marks the request carries (``missing``: those most likely in front).
+    seen: tuple[str, ...] = ()
 
 
 def _disagree(view: View, other: View) -> bool:
@@ -65,7 +66,10 @@ class FrontDoors:
                 accounts.append((door, view))
         peer = str(scope["client"][0]) if scope.get("client") else None
         if chosen is None:
-            return Reading(None, None, peer, "missing", None, tuple(door.name for door, _ in accounts))
+            # Name the doors most likely in front: complete accounts bearing a mark a client cannot forge
+            # through the other door (a client's own copy of a door's headers lacks it).
+            likely = tuple(d.name for d, v in accounts if v.complete and d.signed(headers))
+            return Reading(None, None, peer, "missing", None, likely or tuple(d.name for d, _ in accounts))
         door, view = chosen
         client = _text(view.client) or peer
         if any(other is not view and _disagree(view, other) for _, other in accounts):

@@ -50,7 +50,10 @@ CASES = {
         [*PREFECT, "--set", "ingress.provider=traefik", "--set", "config.proxy=ingress-nginx"],
         "set config.proxy=traefik",
     ),
-    "nginx provider, traefik headers": ([*PREFECT, "--set", "config.proxy=traefik"], "set config.proxy=ingress-nginx,traefik"),
+    "nginx provider, traefik headers": (
+        [*PREFECT, "--set", "config.proxy=traefik"],
+        "set config.proxy=ingress-nginx,traefik",
+    ),
     "auth keepalive with auth response headers": (
         [*PREFECT, "--set", "ingress.authKeepalive=32"],
         "ingress.authKeepalive=32 needs ingress.authResponseHeaders: []",

@@ -1,0 +1,273 @@
+"""The chart's own Ingresses behind both doors they meet today, and authgate behind a door it was not
+configured for: no header a client adds ever changes a decision (the hardening issue, both directions).
+
+Everything comes from one render of the Prefect example values with the real helm:
+
+- **nginx** as ingress-nginx renders those Ingresses (tests/e2e/nginx.py);
+- **Traefik** set up exactly as its ``kubernetesIngressNGINX`` provider translates them: per Ingress path a
+  router ``Host && PathPrefix`` with a ForwardAuth middleware whose ``address`` is the ``auth-url`` and whose
+  ``authResponseHeaders`` are ``auth-response-headers`` split at commas (traefik
+  ``pkg/provider/kubernetes/ingress-nginx``: ``ForwardAuth{Address: authURL, AuthResponseHeaders: ...}``;
+  ``trustForwardHeader`` stays false);
+- four authgate processes on the rendered Secret and policy: ``--proxy`` as the chart renders it (the
+  default, ``ingress-nginx,traefik``), and ``ingress-nginx``, ``traefik``, ``envoy`` alone. Each has its own
+  host on both proxies (``<mode>.example.com``), so one nginx and one Traefik serve every combination.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import httpx
+import pytest
+
+from tests.chart.render import PREFECT_VALUES, RELEASE, Render
+from tests.e2e.conftest import Gateway, Upstream, basic, bearer, new_test_id
+from tests.e2e.nginx import NginxProcess, to_loopback
+from tests.e2e.test_chart_ingress import AUTH_PREFIX, arg_value, ingress_specs
+from tests.e2e.traefik import TraefikProcess, TraefikRoute
+from tests.support.kubelet import KubeletSecretDir
+from tests.support.procs import AuthgateProcess
+
+# One worker runs the whole module against one set of processes (scripts/test.sh uses --dist loadgroup).
+pytestmark = [pytest.mark.e2e, pytest.mark.helm, pytest.mark.xdist_group("front-doors")]
+
+WORKER = "front-doors-worker-token-0123456789abcdef"
+DASHBOARDS = "front-doors-dashboards-token-0123456789"  # methods=GET,HEAD paths=/api/flows,/api/flow_runs
+UI_USER, UI_PASSWORD = "alice", "front-doors-password"
+MODES = ("chart", "ingress-nginx", "traefik", "envoy")
+DOORS = ("nginx", "traefik")
+# Which --proxy each door's own headers satisfy (the chart default believes both).
+MATCHED = {("chart", "nginx"), ("chart", "traefik"), ("ingress-nginx", "nginx"), ("traefik", "traefik")}
+
+FORGED_NGINX = {"X-Original-URL": "https://prefect.example.com/api/health", "X-Original-Method": "GET"}
+FORGED_TRAEFIK = {"X-Forwarded-Uri": "/api/health", "X-Forwarded-Method": "GET"}
+FORGERIES = {"x-original": FORGED_NGINX, "x-forwarded": FORGED_TRAEFIK, "both": {**FORGED_NGINX, **FORGED_TRAEFIK}}
+
+
+def host(mode: str) -> str:
+    return f"{mode}.example.com"
+
+
+def traefik_routes(render: Render, *, authgate_port: int, backend: str, mode: str) -> list[TraefikRoute]:
+    """What Traefik's ingress-nginx provider makes of the rendered Ingresses, on ``mode``'s host."""
+    routes = []
+    for ingress in render.all("Ingress"):
+        annotations: dict[str, str] = ingress["metadata"]["annotations"]
+        auth_url = annotations[AUTH_PREFIX + "auth-url"]
+        response_headers = annotations.get(AUTH_PREFIX + "auth-response-headers", "")
+        for rule in ingress["spec"]["rules"]:
+            for number, path in enumerate(rule["http"]["paths"]):
+                assert path["pathType"] == "Prefix"
+                routes.append(
+                    TraefikRoute(
+                        name=f"{mode}-{ingress['metadata']['name']}-{number}",
+                        host=host(mode),
+                        path_prefix=path["path"],
+                        backend=backend,
+                        auth_address=to_loopback(auth_url, authgate_port),
+                        auth_response_headers=tuple(response_headers.split(",")),
+                    )
+                )
+    return sorted(routes, key=lambda r: -len(r.path_prefix))
+
+
+@dataclass
+class FrontDoors:
+    gateways: dict[str, dict[str, Gateway]]  # door -> mode -> gateway
+    authgates: dict[str, AuthgateProcess]
+
+    def gateway(self, door: str, mode: str) -> Gateway:
+        return self.gateways[door][mode]
+
+    def problems(self, mode: str, problem: str) -> float:
+        text = httpx.get(self.authgates[mode].base_url + "/metrics", timeout=5).text
+        total = 0.0
+        for match in re.finditer(r"authgate_original_request_problems_total\{([^}]*)\} (\S+)", text):
+            if f'problem="{problem}"' in match.group(1):
+                total += float(match.group(2))
+        return total
+
+
+@pytest.fixture(scope="module")
+def doors(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator[FrontDoors]:
+    workdir = tmp_path_factory.mktemp("front-doors")
+    render = Render.of(
+        "front-doors",
+        [
+            "-f",
+            str(PREFECT_VALUES),
+            "--set-json",
+            "secret.tokens="
+            + json.dumps(
+                [
+                    f"worker sha256:{hashlib.sha256(WORKER.encode()).hexdigest()} routes=api",
+                    f"dashboards sha256:{hashlib.sha256(DASHBOARDS.encode()).hexdigest()} routes=api "
+                    "methods=GET,HEAD paths=/api/flows,/api/flow_runs",
+                ]
+            ),
+            "--set-json",
+            "secret.htpasswd="
+            + json.dumps(
+                [f"{UI_USER}:{{SHA}}" + base64.b64encode(hashlib.sha1(UI_PASSWORD.encode()).digest()).decode()]
+            ),
+        ],
+    )
+    secret = render.one("Secret", RELEASE)["stringData"]
+    secret_dir = KubeletSecretDir(workdir / "secret")
+    secret_dir.write({"tokens": secret["tokens"], "htpasswd": secret["htpasswd"]})
+    policy = workdir / "policy.yaml"
+    policy.write_text(render.one("ConfigMap", f"{RELEASE}-policy")["data"]["policy.yaml"])
+    [container] = render.one("Deployment")["spec"]["template"]["spec"]["containers"]
+    chart_proxy = arg_value(container["args"], "--proxy")
+    assert chart_proxy == "ingress-nginx,traefik"
+
+    authgates: dict[str, AuthgateProcess] = {}
+    nginx: NginxProcess | None = None
+    traefik: TraefikProcess | None = None
+    try:
+        for mode in MODES:
+            authgates[mode] = AuthgateProcess(
+                secret_dir.path,
+                workdir / f"authgate-{mode}.log",
+                config=policy,
+                proxy=chart_proxy if mode == "chart" else mode,
+            )
+        for authgate in authgates.values():
+            authgate.wait_ready()
+        specs = [
+            replace(spec, host=host(mode))
+            for mode in MODES
+            for spec in ingress_specs(render, authgate_port=authgates[mode].port, backend=upstream.address)
+        ]
+        nginx = NginxProcess(specs, workdir / "nginx")
+        nginx.start()
+        routes = [
+            route
+            for mode in MODES
+            for route in traefik_routes(render, authgate_port=authgates[mode].port, backend=upstream.address, mode=mode)
+        ]
+        traefik = TraefikProcess(routes, workdir / "traefik")
+        traefik.start()
+        ports = {"nginx": nginx.port, "traefik": traefik.port}
+        gateways = {
+            door: {mode: Gateway(door, ports[door], upstream, host=host(mode)) for mode in MODES} for door in DOORS
+        }
+        yield FrontDoors(gateways, authgates)
+    finally:
+        if traefik is not None:
+            traefik.stop()
+        if nginx is not None:
+            nginx.stop()
+        for authgate in authgates.values():
+            authgate.stop()
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_the_chart_defaults_keep_the_decision_table_behind_either_door(doors: FrontDoors, door: str) -> None:
+    gateway = doors.gateway(door, "chart")
+    test_id = new_test_id()
+    health = gateway.request("GET", "/api/health", {"X-Test-Id": test_id, "X-Auth-Request-User": "admin"})
+    assert health.status == 200
+    [record] = gateway.upstream.records(test_id)
+    assert "x-auth-request-user" not in record["headers"]
+
+    test_id = new_test_id()
+    assert gateway.request("GET", "/api/ready", {"X-Test-Id": test_id}).status == 200
+    assert gateway.request("GET", "/api/flows", {**bearer(WORKER), "X-Test-Id": test_id}).status == 200
+    assert gateway.request("GET", "/api/flows/abc", {**bearer(DASHBOARDS), "X-Test-Id": test_id}).status == 200
+    assert gateway.request("GET", "/flows", {**basic(UI_USER, UI_PASSWORD), "X-Test-Id": test_id}).status == 200
+    users = [r["headers"].get("x-auth-request-user") for r in gateway.upstream.records(test_id)]
+    assert users == [None, ["worker"], ["dashboards"], [UI_USER]]
+
+    test_id = new_test_id()
+    assert gateway.request("POST", "/api/flows/filter", {"X-Test-Id": test_id}).status == 401
+    assert gateway.request("POST", "/api/flows/filter", {**bearer(DASHBOARDS), "X-Test-Id": test_id}).status == 403
+    assert gateway.request("GET", "/api/healthz", {"X-Test-Id": test_id}).status == 401
+    ui = gateway.request("GET", "/", {"X-Test-Id": test_id})
+    assert ui.status == 401
+    assert (ui.headers.get_all("WWW-Authenticate") or [""])[0].startswith('Basic realm="prefect"')
+    assert gateway.upstream.records(test_id) == []
+    # Normal traffic through the door the chart expects raises no alarm.
+    assert doors.problems("chart", "missing") == 0
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("door", DOORS)
+def test_no_forged_original_request_header_changes_a_decision(
+    doors: FrontDoors, door: str, mode: str, forgery: str
+) -> None:
+    """The attacks of the hardening issue, for every --proxy setting behind either door: no credential
+    (or a GET-only token) plus headers claiming `GET /api/health` never reach the application."""
+    gateway = doors.gateway(door, mode)
+    forged = FORGERIES[forgery]
+    test_id = new_test_id()
+    answers = [
+        gateway.request("POST", "/api/flows/filter", {**forged, "X-Test-Id": test_id}),
+        gateway.request("DELETE", "/api/deployments/1", {**forged, "X-Test-Id": test_id}),
+        gateway.request("POST", "/api/admin/settings", {**forged, **bearer(DASHBOARDS), "X-Test-Id": test_id}),
+        gateway.request(
+            "POST",
+            "/api/admin/settings",
+            {
+                **forged,
+                **bearer(DASHBOARDS),
+                "X-Forwarded-Uri": "/api/flows",
+                "X-Original-URL": "https://prefect.example.com/api/flows",
+                "X-Test-Id": test_id,
+            },
+        ),
+    ]
+    assert gateway.upstream.records(test_id) == []
+    assert [a.status for a in answers] == [401, 401, 403, 403]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("door", DOORS)
+def test_a_raw_hash_in_the_target_never_passes_as_the_anonymous_path(doors: FrontDoors, door: str, mode: str) -> None:
+    gateway = doors.gateway(door, mode)
+    test_id = new_test_id()
+    for target in ("/api/health#/../flows", "/api/health#", "/api/health;x", "/api/health%23/../flows"):
+        answer = gateway.request("GET", target, {"X-Test-Id": test_id})
+        assert answer.status in (400, 401), (target, answer.status)
+    assert gateway.upstream.records(test_id) == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("door", DOORS)
+def test_a_door_authgate_was_not_configured_for_is_loud_and_fails_closed(
+    doors: FrontDoors, door: str, mode: str
+) -> None:
+    gateway = doors.gateway(door, mode)
+    before = doors.problems(mode, "missing")
+    test_id = new_test_id()
+    health = gateway.request("GET", "/api/health", {"X-Test-Id": test_id})
+    limited = gateway.request("GET", "/api/flows", {**bearer(DASHBOARDS), "X-Test-Id": test_id})
+    unlimited = gateway.request("GET", "/api/flows", {**bearer(WORKER), "X-Test-Id": test_id})
+    after = doors.problems(mode, "missing")
+    if (mode, door) in MATCHED:
+        assert (health.status, limited.status, unlimited.status) == (200, 200, 200)
+        assert after == before
+        return
+    # Behind the wrong door: what depends on the original request is refused, never allowed; credentials
+    # without method/path limits still work; every such request is counted, and the log names the fix.
+    assert (health.status, limited.status, unlimited.status) == (401, 403, 200)
+    # (the unlimited token's repeat is answered from the allow memo, which needs no original request)
+    assert after >= before + 2
+    log_text = doors.authgates[mode].output()
+    fix = "traefik" if door == "traefik" else "ingress-nginx"
+    assert f"Fix: --proxy {fix}" in log_text, log_text[-2000:]
+    assert [r["headers"].get("x-auth-request-user") for r in gateway.upstream.records(test_id)] == [["worker"]]
+
+
+def test_nothing_of_a_credential_reaches_the_logs(doors: FrontDoors) -> None:
+    for mode, authgate in doors.authgates.items():
+        text = authgate.output()
+        for secret in (WORKER, DASHBOARDS, UI_PASSWORD):
+            assert secret not in text, (mode, secret)
