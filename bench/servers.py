@@ -47,6 +47,7 @@ SEARCH_PATH = os.pathsep.join(
 )
 BCRYPT_COST = 5  # Debian htpasswd -B's default, and what REFERENCE §1 measured nginx with
 BENCH_USER = "bench"
+BENCH_TOKEN_NAME = "bench-token"  # a token may not share a user's name (authgate refuses the Secret)
 
 
 def find_tool(name: str) -> str:
@@ -87,7 +88,7 @@ class Credentials:
         raw = base64.b64encode(f"{BENCH_USER}:{self.password}".encode()).decode()
         return {"Authorization": f"Basic {raw}"}
 
-    def token_line(self, name: str = BENCH_USER) -> str:
+    def token_line(self, name: str = BENCH_TOKEN_NAME) -> str:
         return f"{name} sha256:{hashlib.sha256(self.token.encode()).hexdigest()}"
 
 

@@ -116,3 +116,11 @@ def test_file_mode_server_does_not_load_the_kubernetes_client():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_check_refuses_a_token_named_like_a_user(tmp_path):
+    (tmp_path / "tokens").write_text("admin sha256:" + "0" * 64 + "\n")
+    (tmp_path / "htpasswd").write_text("admin:{SHA}x\n")
+    result = authgate("check", "--secret-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert "token name 'admin' is also an htpasswd user" in result.stderr
