@@ -10,7 +10,7 @@ from typing import Literal, get_args
 
 from app.errors import ConfigError
 
-ProxyKind = Literal["ingress-nginx", "traefik", "envoy"]
+ProxyKind = Literal["ingress-nginx", "traefik", "path-prefix", "nginx-gateway-fabric", "envoy"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 PROXY_KINDS: tuple[str, ...] = get_args(ProxyKind)
@@ -47,19 +47,18 @@ def _flag(key: str) -> str:
 
 
 def parse_proxy(value: str, where: str) -> tuple[ProxyKind, ...]:
-    """``--proxy``: one front door, or several header-based ones (``ingress-nginx,traefik``) that are then
-    all believed and cross-checked. Envoy's path mode reads the auth request's own path and cannot share."""
+    """``--proxy``: one front door, or several (``ingress-nginx,traefik``) that are then all believed and
+    cross-checked (app.doors.reading). ``envoy`` is the earlier name of ``path-prefix``."""
     names = [name.strip() for name in value.split(",")]
     for name in names:
         if name not in PROXY_KINDS:
             raise ConfigError(
                 f"{name!r} is not a front door (known: {', '.join(PROXY_KINDS)}; several as a comma list)", where
             )
-    if len(set(names)) != len(names):
+    doors = ["path-prefix" if name == "envoy" else name for name in names]
+    if len(set(doors)) != len(doors):
         raise ConfigError(f"names a front door twice: {value!r}", where)
-    if "envoy" in names and len(names) > 1:
-        raise ConfigError(f"envoy reads the auth request's own path and cannot be combined: {value!r}", where)
-    return tuple(names)  # type: ignore[arg-type]  # each name was checked against PROXY_KINDS
+    return tuple(doors)  # type: ignore[arg-type]  # each name was checked against PROXY_KINDS
 
 
 def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] | None = None) -> Settings:

@@ -11,15 +11,18 @@ other door's marks that a request carries (see :mod:`app.doors.reading`).
 from __future__ import annotations
 
 from app.doors.base import Door, View
-from app.doors.envoy import ENVOY
 from app.doors.ingress_nginx import INGRESS_NGINX
+from app.doors.nginx_gateway_fabric import NGINX_GATEWAY_FABRIC
+from app.doors.path_prefix import PATH_PREFIX
 from app.doors.reading import FrontDoors, Reading
 from app.doors.traefik import TRAEFIK
 
-# Every door authgate speaks, by its --proxy name.
-DOORS: dict[str, Door] = {door.name: door for door in (INGRESS_NGINX, TRAEFIK, ENVOY)}
+# Every door authgate speaks, by its --proxy name (``envoy``: the earlier name of ``path-prefix``).
+_ALL: tuple[Door, ...] = (INGRESS_NGINX, TRAEFIK, PATH_PREFIX, NGINX_GATEWAY_FABRIC)
+DOORS: dict[str, Door] = {door.name: door for door in _ALL}
+DOORS["envoy"] = PATH_PREFIX
 # Doors whose marks are headers a client could also write through another door: cross-checked always.
-HEADER_DOORS: tuple[Door, ...] = (INGRESS_NGINX, TRAEFIK)
+HEADER_DOORS: tuple[Door, ...] = (INGRESS_NGINX, TRAEFIK, NGINX_GATEWAY_FABRIC)
 # What --proxy defaults to: the chart's Ingresses are served unchanged by ingress-nginx and by Traefik's
 # ingress-nginx provider (which turns auth-url into ForwardAuth), so both are believed, and cross-checked.
 DEFAULT_DOORS: tuple[str, ...] = ("ingress-nginx", "traefik")

@@ -103,3 +103,36 @@ def test_only_envoy_asks_to_remove_identity_headers_on_an_anonymous_allow():
     assert envoy.allow_headers(identified=True) == []
     for door in front_doors(("ingress-nginx", "traefik")).trusted:
         assert door.allow_headers(identified=False) == []
+
+
+# What NGINX Gateway Fabric sends for the same request (fixed auth path; X-Forwarded-For only if the
+# operator listed it in allowedHeaders, and then it is the client's own claim).
+NGF = {b"path": b"/api/flows/filter?limit=1", b"method": b"POST", b"x-forwarded-for": b"192.0.2.99"}
+
+
+def test_nginx_gateway_fabric_reads_path_and_method_and_vouches_for_no_address():
+    reading = read(("nginx-gateway-fabric",), NGF)
+    assert reading == ("POST", "/api/flows/filter", "10.9.9.9", None, "nginx-gateway-fabric", ())
+
+
+@pytest.mark.parametrize("proxy", [("ingress-nginx", "traefik"), ("ingress-nginx",), ("traefik",)])
+@pytest.mark.parametrize("door", [NGINX, TRAEFIK], ids=["nginx", "traefik"])
+def test_forged_gateway_fabric_headers_through_the_ingress_doors_conflict(proxy, door):
+    reading = read(proxy, {**door, b"path": b"/api/health", b"method": b"GET"})
+    assert (reading.method, reading.path) == (None, None) and reading.problem is not None
+
+
+def test_path_prefix_and_gateway_fabric_together_cover_both_gateway_api_implementations():
+    both = ("path-prefix", "nginx-gateway-fabric")
+    # Cilium (Envoy): the original path is appended to the filter's path.
+    assert read(both, {b"x-forwarded-for": b"198.51.100.7"}, b"api/flows", method="DELETE")[:4] == (
+        "DELETE",
+        "/api/flows",
+        "198.51.100.7",
+        None,
+    )
+    # NGINX Gateway Fabric: a fixed path, the original request in Path and Method.
+    assert read(both, NGF)[:2] == ("POST", "/api/flows/filter")
+    # A client's Path/Method headers behind Envoy (only if allowedHeaders let them through) must agree.
+    forged = read(both, {b"path": b"/api/health", b"method": b"GET"}, b"api/flows", method="DELETE")
+    assert forged.problem == "conflict"

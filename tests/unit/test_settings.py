@@ -33,9 +33,9 @@ def test_flags_win_over_environment(tmp_path):
     [
         ({"port": "0"}, {}, "--port: must be an integer from 1 to 65535, got '0'"),
         ({}, {"AUTHGATE_PORT": "80a"}, "AUTHGATE_PORT: must be an integer"),
-        ({"proxy": "haproxy"}, {}, "--proxy: 'haproxy' is not a front door (known: ingress-nginx, traefik, envoy"),
+        ({"proxy": "haproxy"}, {}, "--proxy: 'haproxy' is not a front door (known: ingress-nginx, traefik, path-prefix, nginx-gateway-fabric"),
         ({"proxy": "traefik,traefik"}, {}, "--proxy: names a front door twice"),
-        ({"proxy": "envoy,traefik"}, {}, "--proxy: envoy reads the auth request's own path and cannot be combined"),
+        ({"proxy": "envoy,path-prefix"}, {}, "--proxy: names a front door twice"),
         ({"log_level": "loud"}, {}, "--log-level: must be one of"),
         ({"config": "/no/such/file"}, {}, "--config: no such file"),
         ({"watch_secret": "justname"}, {}, "--watch-secret: must be NAMESPACE/NAME"),
@@ -52,4 +52,8 @@ def test_bad_values_name_themselves(flags, env, message):
 def test_proxy_defaults_to_both_ingress_doors_and_takes_a_list():
     assert Settings().proxy == ("ingress-nginx", "traefik")
     assert load_settings({**NONE, "proxy": "traefik, ingress-nginx"}, {}).proxy == ("traefik", "ingress-nginx")
-    assert load_settings({**NONE, "proxy": "envoy"}, {}).proxy == ("envoy",)
+    assert load_settings({**NONE, "proxy": "envoy"}, {}).proxy == ("path-prefix",)  # its earlier name
+    assert load_settings({**NONE, "proxy": "path-prefix,nginx-gateway-fabric"}, {}).proxy == (
+        "path-prefix",
+        "nginx-gateway-fabric",
+    )

@@ -1,0 +1,36 @@
+"""Path-prefix external auth: Envoy's ext_authz over HTTP, Envoy Gateway ``extAuth.http``, the Gateway API
+``ExternalAuth`` filter as Envoy-based controllers implement it (Cilium), and Istio's ``envoyExtAuthzHttp``.
+The auth request *is* the original request, re-sent with its method to ``path_prefix + original path``;
+here that is ``/auth/<route>`` + the original path. The client address is the last ``X-Forwarded-For``
+entry, which Envoy appends itself (list it in ``headersToExtAuth``/``includeRequestHeadersInCheck``).
+
+Envoy copies the auth answer's headers upstream only when the answer has them, so on an allow without
+identity a client's own ``X-Auth-Request-User`` would reach the application: such allows ask Envoy to remove
+those headers (``x-envoy-auth-headers-to-remove``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.doors.base import View, last_hop
+
+IDENTITY_HEADERS = b"x-auth-request-user, x-auth-request-scheme"
+
+
+class PathPrefix:
+    name = "path-prefix"
+    mark_names = "the original path after /auth/<route>"
+
+    def view(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> View | None:
+        if rest is None:
+            return None
+        return View(scope["method"].encode(), b"/" + rest, last_hop(headers.get(b"x-forwarded-for")))
+
+    def signed(self, headers: dict[bytes, bytes]) -> bool:
+        return True  # the request line itself: no client header can make one up
+
+    def allow_headers(self, identified: bool) -> list[tuple[bytes, bytes]]:
+        return [] if identified else [(b"x-envoy-auth-headers-to-remove", IDENTITY_HEADERS)]
+
+
+PATH_PREFIX = PathPrefix()
