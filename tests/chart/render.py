@@ -73,6 +73,35 @@ SCENARIOS: dict[str, list[str]] = {
         "--set-json",
         "ingress.authResponseHeaders=[]",
     ],
+    # The Gateway API parts, in the application's namespace "apps" (authgate in "prefect": a ReferenceGrant).
+    **{
+        f"gateway-{kind}": [
+            "-f",
+            str(PREFECT_VALUES),
+            "--set",
+            "gateway.enabled=true",
+            "--set",
+            f"gateway.externalAuth={kind}",
+            "--set",
+            "ingress.namespace=apps",
+            "--set-json",
+            'gateway.parentRefs=[{"name":"edge","namespace":"gateway-system","sectionName":"https"}]',
+        ]
+        for kind in ("filter", "envoy-gateway", "istio")
+    },
+    # Only HTTPRoutes (no Ingress), authgate in the application's namespace.
+    "gateway-only": [
+        "-f",
+        str(PREFECT_VALUES),
+        "--set",
+        "ingress.api.enabled=false",
+        "--set",
+        "ingress.ui.enabled=false",
+        "--set",
+        "gateway.enabled=true",
+        "--set-json",
+        'gateway.parentRefs=[{"name":"edge","namespace":"gateway-system"}]',
+    ],
     "traefik": [
         "-f",
         str(PREFECT_VALUES),

@@ -9,6 +9,7 @@ from tests.chart.render import PREFECT_VALUES, template
 pytestmark = [pytest.mark.helm, pytest.mark.xdist_group("chart")]
 
 PREFECT = ["-f", str(PREFECT_VALUES)]
+GATEWAY = [*PREFECT, "--set", "gateway.enabled=true", "--set-json", 'gateway.parentRefs=[{"name":"g"}]']
 WITH_INGRESS = ["--set", "ingress.api.enabled=true", "--set", "ingress.backend.serviceName=prefect-server"]
 
 CASES = {
@@ -54,6 +55,34 @@ CASES = {
         [*PREFECT, "--set", "config.proxy=traefik"],
         "set config.proxy=ingress-nginx,traefik",
     ),
+    "gateway without parentRefs": ([*PREFECT, "--set", "gateway.enabled=true"], "gateway.parentRefs is empty"),
+    "gateway filter, ingress-only proxy": (
+        [
+            *GATEWAY,
+            "--set",
+            "config.proxy=ingress-nginx\\,traefik",
+        ],
+        "gateway.externalAuth=filter needs config.proxy to include path-prefix",
+    ),
+    "gateway envoy-gateway, gateway fabric proxy": (
+        [
+            *GATEWAY,
+            "--set",
+            "gateway.externalAuth=envoy-gateway",
+            "--set",
+            "config.proxy=ingress-nginx\\,nginx-gateway-fabric",
+        ],
+        "config.proxy must include path-prefix",
+    ),
+    "gateway route not in policy": (
+        [
+            *GATEWAY,
+            "--set",
+            "gateway.api.route=admin",
+        ],
+        'gateway.api.route="admin" is not a route',
+    ),
+    "unknown proxy door": ([*PREFECT, "--set", "config.proxy=haproxy"], "/config/proxy"),
     "auth keepalive with auth response headers": (
         [*PREFECT, "--set", "ingress.authKeepalive=32"],
         "ingress.authKeepalive=32 needs ingress.authResponseHeaders: []",

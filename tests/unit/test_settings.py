@@ -33,7 +33,11 @@ def test_flags_win_over_environment(tmp_path):
     [
         ({"port": "0"}, {}, "--port: must be an integer from 1 to 65535, got '0'"),
         ({}, {"AUTHGATE_PORT": "80a"}, "AUTHGATE_PORT: must be an integer"),
-        ({"proxy": "haproxy"}, {}, "--proxy: 'haproxy' is not a front door (known: ingress-nginx, traefik, path-prefix, nginx-gateway-fabric"),
+        (
+            {"proxy": "haproxy"},
+            {},
+            "--proxy: 'haproxy' is not a front door (known: ingress-nginx, traefik, path-prefix, nginx-gateway-fabric",
+        ),
         ({"proxy": "traefik,traefik"}, {}, "--proxy: names a front door twice"),
         ({"proxy": "envoy,path-prefix"}, {}, "--proxy: names a front door twice"),
         ({"log_level": "loud"}, {}, "--log-level: must be one of"),

@@ -63,6 +63,29 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "http://%s.%s.svc.cluster.local:%d" (include "authgate.fullname" .) .Release.Namespace (int .Values.service.port) }}
 {{- end }}
 
+{{/* The front doors authgate believes (--proxy): config.proxy, or derived from what the chart renders. */}}
+{{- define "authgate.proxy" -}}
+{{- if .Values.config.proxy }}
+{{- .Values.config.proxy }}
+{{- else }}
+{{- $doors := list }}
+{{- if or .Values.ingress.api.enabled .Values.ingress.ui.enabled }}
+{{- if eq .Values.ingress.provider "traefik" }}
+{{- $doors = append $doors "traefik" }}
+{{- else }}
+{{- $doors = concat $doors (list "ingress-nginx" "traefik") }}
+{{- end }}
+{{- end }}
+{{- if .Values.gateway.enabled }}
+{{- $doors = append $doors "path-prefix" }}
+{{- if eq .Values.gateway.externalAuth "filter" }}
+{{- $doors = append $doors "nginx-gateway-fabric" }}
+{{- end }}
+{{- end }}
+{{- default (list "ingress-nginx" "traefik") $doors | uniq | join "," }}
+{{- end }}
+{{- end }}
+
 {{- define "authgate.ingressNamespace" -}}
 {{- default .Release.Namespace .Values.ingress.namespace }}
 {{- end }}
@@ -145,7 +168,30 @@ The schema catches wrong types and unknown keys; this catches combinations.
 {{- end }}
 {{- end }}
 {{- end }}
-{{- $doors := splitList "," $v.config.proxy }}
+{{- $doors := splitList "," (include "authgate.proxy" .) }}
+{{- if $v.gateway.enabled }}
+{{- if not $v.gateway.parentRefs }}
+{{- fail "gateway.enabled=true but gateway.parentRefs is empty: name the Gateway the HTTPRoutes attach to" }}
+{{- end }}
+{{- if not $v.ingress.backend.serviceName }}
+{{- fail "gateway.enabled=true but ingress.backend.serviceName (the protected application's Service) is empty" }}
+{{- end }}
+{{- range $key := list "api" "ui" }}
+{{- $part := index $v.gateway $key }}
+{{- if and $part.enabled (not (hasKey $v.config.policy.routes $part.route)) }}
+{{- fail (printf "gateway.%s.route=%q is not a route of config.policy.routes" $key $part.route) }}
+{{- end }}
+{{- end }}
+{{- if and $v.gateway.api.enabled $v.gateway.ui.enabled (eq $v.gateway.api.path $v.gateway.ui.path) }}
+{{- fail (printf "gateway.api and gateway.ui both serve %s: give them different paths" $v.gateway.api.path) }}
+{{- end }}
+{{- if and (eq $v.gateway.externalAuth "filter") (not (or (has "path-prefix" $doors) (has "envoy" $doors) (has "nginx-gateway-fabric" $doors))) }}
+{{- fail (printf "gateway.externalAuth=filter needs config.proxy to include path-prefix (Envoy-based controllers) or nginx-gateway-fabric, got %q" $v.config.proxy) }}
+{{- end }}
+{{- if and (ne $v.gateway.externalAuth "filter") (not (or (has "path-prefix" $doors) (has "envoy" $doors))) }}
+{{- fail (printf "gateway.externalAuth=%s sends the original path after /auth/<route>: config.proxy must include path-prefix, got %q" $v.gateway.externalAuth $v.config.proxy) }}
+{{- end }}
+{{- end }}
 {{- if and (or $v.ingress.api.enabled $v.ingress.ui.enabled) (eq $v.ingress.provider "traefik") (not (has "traefik" $doors)) }}
 {{- fail (printf "ingress.provider=traefik sends ForwardAuth headers, but config.proxy=%q does not read them: set config.proxy=traefik" $v.config.proxy) }}
 {{- end }}

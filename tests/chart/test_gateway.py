@@ -1,0 +1,164 @@
+"""Gateway API output: HTTPRoutes and their auth wiring for each ``gateway.externalAuth`` kind, validated
+against the upstream CRDs in ../shared/crds (schema and CEL rules, tests/chart/crds.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.chart.crds import STANDARD_HTTPROUTES, is_custom, validate
+from tests.chart.render import RELEASE, SCENARIOS, Render
+
+pytestmark = [pytest.mark.helm, pytest.mark.xdist_group("chart")]
+
+Rendered = Callable[[str], Render]
+KINDS = ("filter", "envoy-gateway", "istio")
+SERVICE_PORT = 8080
+
+
+def proxy_arg(render: Render) -> str:
+    [container] = render.one("Deployment")["spec"]["template"]["spec"]["containers"]
+    args: list[str] = container["args"]
+    return args[args.index("--proxy") + 1]
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_every_custom_resource_is_valid_against_the_upstream_crds(rendered: Rendered, scenario: str) -> None:
+    custom = [o for o in rendered(scenario).objects if is_custom(o)]
+    for obj in custom:
+        problems = validate(obj)
+        assert problems == [], f"{obj['kind']} {obj['metadata']['name']}:\n" + "\n".join(map(str, problems))
+    if scenario.startswith("gateway"):
+        assert {o["kind"] for o in custom} >= {"HTTPRoute"}
+
+
+def test_the_validator_refuses_what_the_api_server_would() -> None:
+    """The check above can fail: unknown fields, a missing port, a protocol without its block."""
+    bad: dict[str, Any] = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "x"},
+        "spec": {
+            "rules": [
+                {
+                    "backendRefs": [{"name": "svc"}],
+                    "filters": [
+                        {"type": "ExternalAuth", "externalAuth": {"protocol": "GRPC", "backendRef": {"name": "a"}}}
+                    ],
+                    "timeout": "10s",
+                }
+            ]
+        },
+    }
+    messages = " | ".join(map(str, validate(bad)))
+    assert "'timeout' was unexpected" in messages
+    assert "Must have port for Service reference" in messages
+    assert "grpc must be specified when protocol is set to 'GRPC'" in messages
+
+
+def test_the_filter_needs_the_experimental_channel(rendered: Rendered) -> None:
+    filter_route = rendered("gateway-filter").one("HTTPRoute", f"{RELEASE}-api")
+    assert validate(filter_route, (STANDARD_HTTPROUTES,)) != []
+    plain_route = rendered("gateway-envoy-gateway").one("HTTPRoute", f"{RELEASE}-api")
+    assert validate(plain_route, (STANDARD_HTTPROUTES,)) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_httproutes_serve_both_parts_with_long_lived_api_requests(rendered: Rendered, kind: str) -> None:
+    render = rendered(f"gateway-{kind}")
+    api, ui = render.one("HTTPRoute", f"{RELEASE}-api"), render.one("HTTPRoute", f"{RELEASE}-ui")
+    for route, path in ((api, "/api"), (ui, "/")):
+        assert route["metadata"]["namespace"] == "apps"
+        assert route["spec"]["parentRefs"] == [{"name": "edge", "namespace": "gateway-system", "sectionName": "https"}]
+        assert route["spec"]["hostnames"] == ["prefect.example.com"]
+        [rule] = route["spec"]["rules"]
+        assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": path}}]
+        assert rule["backendRefs"] == [{"name": "prefect-server", "port": 4200}]
+    assert api["spec"]["rules"][0]["timeouts"] == {"request": "3600s"}  # WebSockets: at least an hour
+    assert "timeouts" not in ui["spec"]["rules"][0]
+
+
+def test_filter_wiring_reaches_authgate_on_each_route(rendered: Rendered) -> None:
+    render = rendered("gateway-filter")
+    service = render.one("Service", RELEASE)
+    assert service["spec"]["ports"][0]["port"] == SERVICE_PORT
+    for part in ("api", "ui"):
+        [rule] = render.one("HTTPRoute", f"{RELEASE}-{part}")["spec"]["rules"]
+        [auth] = rule["filters"]
+        assert auth["type"] == "ExternalAuth"
+        external = auth["externalAuth"]
+        assert external["protocol"] == "HTTP"
+        assert external["backendRef"] == {"name": RELEASE, "namespace": "prefect", "port": SERVICE_PORT}
+        assert external["http"]["path"] == f"/auth/{part}"
+        assert {"Authorization", "X-Forwarded-For"} <= set(external["http"]["allowedHeaders"])
+        assert external["http"]["allowedResponseHeaders"] == ["X-Auth-Request-User"]
+    grant = render.one("ReferenceGrant")
+    assert grant["metadata"]["namespace"] == "prefect"
+    assert grant["spec"]["from"] == [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "apps"}]
+    assert grant["spec"]["to"] == [{"group": "", "kind": "Service", "name": RELEASE}]
+    assert proxy_arg(render) == "ingress-nginx,traefik,path-prefix,nginx-gateway-fabric"
+
+
+def test_envoy_gateway_wiring_fails_closed_and_copies_identity(rendered: Rendered) -> None:
+    render = rendered("gateway-envoy-gateway")
+    for part in ("api", "ui"):
+        policy = render.one("SecurityPolicy", f"{RELEASE}-{part}")
+        assert policy["metadata"]["namespace"] == "apps"
+        assert policy["spec"]["targetRefs"] == [
+            {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": f"{RELEASE}-{part}"}
+        ]
+        ext = policy["spec"]["extAuth"]
+        assert ext["failOpen"] is False and ext["timeout"] == "10s"
+        assert "X-Forwarded-For" in ext["headersToExtAuth"]
+        assert ext["http"]["backendRefs"] == [{"name": RELEASE, "namespace": "prefect", "port": SERVICE_PORT}]
+        assert ext["http"]["path"] == f"/auth/{part}"
+        assert ext["http"]["headersToBackend"] == ["X-Auth-Request-User"]
+        assert "filters" not in render.one("HTTPRoute", f"{RELEASE}-{part}")["spec"]["rules"][0]
+    assert render.one("ReferenceGrant")["spec"]["from"][0]["kind"] == "SecurityPolicy"
+    assert proxy_arg(render) == "ingress-nginx,traefik,path-prefix"
+
+
+def test_istio_policies_name_the_providers_the_notes_ask_for(rendered: Rendered) -> None:
+    render = rendered("gateway-istio")
+    api = render.one("AuthorizationPolicy", f"{RELEASE}-api-edge")
+    ui = render.one("AuthorizationPolicy", f"{RELEASE}-ui-edge")
+    for policy, part in ((api, "api"), (ui, "ui")):
+        assert policy["metadata"]["namespace"] == "gateway-system"  # beside its Gateway
+        assert policy["spec"]["action"] == "CUSTOM"
+        assert policy["spec"]["provider"] == {"name": f"{RELEASE}-{part}"}
+        assert policy["spec"]["targetRefs"] == [
+            {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"}
+        ]
+    [api_rule] = api["spec"]["rules"]
+    assert api_rule["to"][0]["operation"]["paths"] == ["/api", "/api/*"]
+    [ui_rule] = ui["spec"]["rules"]
+    assert ui_rule["to"][0]["operation"]["paths"] == ["/*"]
+    assert ui_rule["to"][0]["operation"]["notPaths"] == ["/api", "/api/*"]  # the API has its own provider
+    assert render.all("ReferenceGrant") == []
+
+
+def test_istio_notes_print_the_mesh_config_a_chart_cannot_set() -> None:
+    from tests.chart.render import CHART, NAMESPACE, helm
+
+    result = helm(
+        "install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE, *SCENARIOS["gateway-istio"]
+    )
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "ACTION NEEDED (Istio)" in notes
+    for part in ("api", "ui"):
+        assert f"- name: {RELEASE}-{part}" in notes
+        assert f"pathPrefix: /auth/{part}" in notes
+    assert f"service: {RELEASE}.{NAMESPACE}.svc.cluster.local" in notes
+    assert "headersToUpstreamOnAllow: [x-auth-request-user]" in notes
+    assert "headersToDownstreamOnDeny: [www-authenticate]" in notes
+
+
+def test_gateway_only_derives_the_door_and_needs_no_grant(rendered: Rendered) -> None:
+    render = rendered("gateway-only")
+    assert render.all("Ingress") == [] and render.all("ReferenceGrant") == []
+    assert {r["metadata"]["namespace"] for r in render.all("HTTPRoute")} == {"prefect"}
+    assert proxy_arg(render) == "path-prefix,nginx-gateway-fabric"
+    assert proxy_arg(rendered("defaults")) == "ingress-nginx,traefik"
+    assert proxy_arg(rendered("prefect")) == "ingress-nginx,traefik"
