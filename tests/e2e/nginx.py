@@ -344,7 +344,6 @@ def render_nginx_conf(specs: Sequence[IngressSpec], *, listen_port: int, prefix:
                 raise ValueError(f"two IngressSpecs render the same location {loc.modifier} {loc.path} on {spec.host}")
             seen.add(key)
             by_host.setdefault(spec.host, []).append(loc)
-    user = "user root root;\n" if os.geteuid() == 0 else ""
     lua_file = prefix / "ngx_conf_external_auth.lua"
     keepalive = {
         id(loc) for locs in by_host.values() for loc in locs if _auth_keepalive_applies(loc.spec, use_http2=use_http2)
@@ -365,8 +364,20 @@ def render_nginx_conf(specs: Sequence[IngressSpec], *, listen_port: int, prefix:
             f"        server_name {host};\n"
             f"        listen 127.0.0.1:{listen_port};\n" + "\n".join(body) + "\n    }\n"
         )
-    return f"""# Rendered by tests/e2e/nginx.py in the shape of ingress-nginx v1.15's nginx.tmpl.
-{modules}{user}daemon off;
+    return nginx_conf(
+        prefix=prefix,
+        listen_port=listen_port,
+        servers="".join(servers),
+        head=f"# Rendered by tests/e2e/nginx.py in the shape of ingress-nginx v1.15's nginx.tmpl.\n{modules}",
+        upstreams=upstreams,
+    )
+
+
+def nginx_conf(*, prefix: Path, listen_port: int, servers: str, head: str = "", upstreams: str = "") -> str:
+    """The nginx.conf around ``servers``: the process settings, temp paths under ``prefix``, the WebSocket
+    ``$connection_upgrade`` map, the auth cache zone and a default server answering 404."""
+    user = "user root root;\n" if os.geteuid() == 0 else ""
+    return f"""{head}{user}daemon off;
 master_process on;
 worker_processes 1;
 pid {prefix}/nginx.pid;
@@ -394,7 +405,7 @@ http {{
                      inactive=30m use_temp_path=off;
 
 {upstreams}
-    # default server: the controller's default backend answers 404
+    # default server: answers 404
     server {{
         listen 127.0.0.1:{listen_port} default_server;
         server_name _;
@@ -403,7 +414,7 @@ http {{
         }}
     }}
 
-{"".join(servers)}}}
+{servers}}}
 """
 
 
@@ -429,14 +440,17 @@ class NginxProcess:
     workdir: Path
     port: int = field(default_factory=free_port)
     use_http2: bool = True  # the controller ConfigMap's use-http2; False lets auth-keepalive apply
+    # A configuration rendered elsewhere for ``port`` and ``workdir`` (e.g. tests/e2e/ngf.py), instead of specs.
+    conf_text: str = ""
 
     def __post_init__(self) -> None:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf_path = self.workdir / "nginx.conf"
-        self.conf_text = render_nginx_conf(
-            self.specs, listen_port=self.port, prefix=self.workdir, use_http2=self.use_http2
-        )
+        if not self.conf_text:
+            self.conf_text = render_nginx_conf(
+                self.specs, listen_port=self.port, prefix=self.workdir, use_http2=self.use_http2
+            )
         self.conf_path.write_text(self.conf_text)
         (self.workdir / "ngx_conf_external_auth.lua").write_text(EXTERNAL_AUTH_LUA)
         self._process: Process | None = None
