@@ -1,0 +1,49 @@
+"""The cross-check between doors (app/doors/reading.py): a forged account never decides."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.doors.wire import FORGED_NGINX, FORGED_TRAEFIK, NGINX, TRAEFIK, read
+
+
+@pytest.mark.parametrize("proxy", [("ingress-nginx",), ("traefik",), ("ingress-nginx", "traefik"), ("envoy",)])
+@pytest.mark.parametrize(
+    ("door", "forged"),
+    [("nginx", FORGED_TRAEFIK), ("traefik", FORGED_NGINX), ("nginx", {b"x-forwarded-method": b"GET"})],
+    ids=["nginx+forged-traefik", "traefik+forged-nginx", "nginx+forged-method-only"],
+)
+def test_a_forged_account_never_becomes_the_reading(proxy, door, forged):
+    """Whatever --proxy says and whichever door is in front, a client's own headers claiming another
+    request leave method and path unknown (no exception can match) — never the forged values."""
+    headers = {**(NGINX if door == "nginx" else TRAEFIK), **forged}
+    rest = b"api/flows/filter" if proxy == ("envoy",) else None
+    reading = read(proxy, headers, rest, method="POST")
+    assert (reading.method, reading.path) != ("GET", "/api/health")
+    assert reading.problem is not None and (reading.method, reading.path) == (None, None)
+
+
+def test_the_wrong_single_door_is_missing_and_names_what_was_seen():
+    assert read(("ingress-nginx",), TRAEFIK)[3:] == ("missing", None, ("traefik",))
+    assert read(("traefik",), NGINX)[3:] == ("missing", None, ("ingress-nginx",))
+    nothing = read(("ingress-nginx", "traefik"), {b"authorization": b"Bearer x"})
+    assert nothing == (None, None, "10.9.9.9", "missing", None, ())
+
+
+def test_agreeing_accounts_are_fine_and_the_address_comes_from_the_real_door():
+    # A client that writes nginx's headers truthfully behind Traefik changes nothing; Traefik's account is
+    # chosen because its X-Forwarded-Proto is something ingress-nginx always clears.
+    truthful = {**TRAEFIK, b"x-original-url": b"http://x/api/flows/filter", b"x-original-method": b"POST"}
+    reading = read(("ingress-nginx", "traefik"), {**truthful, b"x-real-ip": b"192.0.2.66"})
+    assert reading == ("POST", "/api/flows/filter", "198.51.100.7", None, "traefik", ())
+    # And behind nginx (no X-Forwarded-Proto), a truthful Traefik set leaves nginx's X-Real-IP in charge.
+    truthful = {**NGINX, b"x-forwarded-uri": b"/api/flows/filter", b"x-forwarded-method": b"POST"}
+    reading = read(("traefik", "ingress-nginx"), {**truthful, b"x-forwarded-for": b"192.0.2.66"})
+    assert reading.door == "ingress-nginx" and reading.client == "198.51.100.7"
+
+
+@pytest.mark.parametrize("proxy", [("ingress-nginx", "traefik"), ("ingress-nginx",), ("traefik",)])
+@pytest.mark.parametrize("door", [NGINX, TRAEFIK], ids=["nginx", "traefik"])
+def test_forged_gateway_fabric_headers_through_the_ingress_doors_conflict(proxy, door):
+    reading = read(proxy, {**door, b"path": b"/api/health", b"method": b"GET"})
+    assert (reading.method, reading.path) == (None, None) and reading.problem is not None
