@@ -23,6 +23,9 @@ class Door(Protocol):
     name: str
     # Human-readable names of the headers this door always writes (for the misconfiguration log).
     mark_names: str
+    # Whether the door stands for a client address at all; if not, no address is used (not even the peer,
+    # which is then the door itself: throttling it would throttle every client behind it).
+    vouches_for_client: bool
 
     def view(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> View | None:
         """This door's account of the original request, or None when the request carries none of its marks.

@@ -13,6 +13,7 @@ from app.doors.base import View, path_of
 class IngressNginx:
     name = "ingress-nginx"
     mark_names = "X-Original-URL and X-Original-Method"
+    vouches_for_client = True
 
     def view(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> View | None:
         method = headers.get(b"x-original-method")

@@ -19,6 +19,7 @@ from app.doors.base import View, path_of
 class NginxGatewayFabric:
     name = "nginx-gateway-fabric"
     mark_names = "Path and Method"
+    vouches_for_client = False
 
     def view(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> View | None:
         method = headers.get(b"method")

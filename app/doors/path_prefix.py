@@ -20,6 +20,7 @@ IDENTITY_HEADERS = b"x-auth-request-user, x-auth-request-scheme"
 class PathPrefix:
     name = "path-prefix"
     mark_names = "the original path after /auth/<route>"
+    vouches_for_client = True
 
     def view(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> View | None:
         if rest is None:

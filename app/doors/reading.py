@@ -71,7 +71,7 @@ class FrontDoors:
             likely = tuple(d.name for d, v in accounts if v.complete and d.signed(headers))
             return Reading(None, None, peer, "missing", None, likely or tuple(d.name for d, _ in accounts))
         door, view = chosen
-        client = _text(view.client) or peer
+        client = _text(view.client) or (peer if door.vouches_for_client else None)
         if any(other is not view and _disagree(view, other) for _, other in accounts):
             return Reading(None, None, client, "conflict", door.name, tuple(d.name for d, _ in accounts))
         return Reading(_text(view.method), _text(view.path), client, None, door.name)

@@ -13,6 +13,7 @@ from app.doors.base import View, last_hop, path_of
 class Traefik:
     name = "traefik"
     mark_names = "X-Forwarded-Method and X-Forwarded-Uri"
+    vouches_for_client = True
 
     def view(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> View | None:
         method = headers.get(b"x-forwarded-method")

@@ -7,7 +7,8 @@ from tests.unit.doors.wire import NGF, read
 
 def test_nginx_gateway_fabric_reads_path_and_method_and_vouches_for_no_address():
     reading = read(("nginx-gateway-fabric",), NGF)
-    assert reading == ("POST", "/api/flows/filter", "10.9.9.9", None, "nginx-gateway-fabric", ())
+    # Not the client's X-Forwarded-For claim, and not the peer either (that is NGF itself).
+    assert reading == ("POST", "/api/flows/filter", None, None, "nginx-gateway-fabric", ())
 
 
 def test_path_prefix_and_gateway_fabric_together_cover_both_gateway_api_implementations():
