@@ -1,20 +1,27 @@
-"""Running the app on uvicorn: one process, httptools + uvloop, no access log, bounded graceful shutdown."""
+"""Running the app on uvicorn: one process, httptools + uvloop, no access log, bounded graceful shutdown,
+request limits (app/limits.py) in the protocol."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
+import os
 
 import uvicorn
 
 from app.http import create_asgi
+from app.limits import RequestLimits, load_request_limits, protocol_class
 from app.logs import configure_logging
 from app.settings import Settings
 
 log = logging.getLogger("authgate")
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, limits: RequestLimits | None = None) -> int:
+    if limits is None:
+        # Read here only until settings.py grows flags for them (AUTHGATE_READ_TIMEOUT and the others).
+        limits = load_request_limits(os.environ)
     configure_logging(settings.log_level)
     app = create_asgi(settings)
     config = uvicorn.Config(
@@ -22,7 +29,7 @@ def serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(limits),
         lifespan="on",
         access_log=False,
         proxy_headers=False,  # never let a client's X-Forwarded-For rewrite our idea of the peer
@@ -31,6 +38,7 @@ def serve(settings: Settings) -> int:
         log_config=None,
         timeout_graceful_shutdown=5,
         timeout_keep_alive=75,
+        limit_concurrency=limits.uvicorn_limit_concurrency(),
     )
     log.info(
         "starting",
@@ -42,6 +50,7 @@ def serve(settings: Settings) -> int:
             "secret_dir": str(settings.secret_dir),
             "config": str(settings.config) if settings.config else None,
             "watch_secret": "/".join(settings.watch_secret) if settings.watch_secret else None,
+            "limits": dataclasses.asdict(limits),
         },
     )
     server = uvicorn.Server(config)

@@ -25,7 +25,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-# Mirrors app/server.py's uvicorn.Config field for field (lifespan aside: the baseline has nothing to load).
+# Mirrors app/server.py's uvicorn.Config field for field, except lifespan (the baseline has nothing to load) and
+# the request limits (app/limits.py): the baseline runs uvicorn's own httptools protocol, so their cost counts
+# against authgate in the ratio.
 UVICORN: dict[str, Any] = {
     "loop": "uvloop",
     "http": "httptools",
