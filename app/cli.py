@@ -45,6 +45,16 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         metavar="NAMESPACE/NAME",
         help="read credentials from this Secret through the Kubernetes API " + env % "AUTHGATE_WATCH_SECRET",
     )
+    limits = serve.add_argument_group("request limits (a proxy gets a fast 408/431/503, which it turns into a denial)")
+    limits.add_argument(
+        "--read-timeout",
+        help="seconds for a request's head and body to arrive, default 10 " + env % "AUTHGATE_READ_TIMEOUT",
+    )
+    limits.add_argument(
+        "--max-head-bytes", help="request line and headers, default 65536 " + env % "AUTHGATE_MAX_HEAD_BYTES"
+    )
+    limits.add_argument("--max-headers", help="header lines, default 100 " + env % "AUTHGATE_MAX_HEADERS")
+    limits.add_argument("--max-connections", help="open connections, default 1024 " + env % "AUTHGATE_MAX_CONNECTIONS")
     serve.set_defaults(func=_serve)
 
 
@@ -60,6 +70,10 @@ def _serve(args: argparse.Namespace) -> int:
             "proxy": args.proxy,
             "log_level": args.log_level,
             "watch_secret": args.watch_secret,
+            "read_timeout": args.read_timeout,
+            "max_head_bytes": args.max_head_bytes,
+            "max_headers": args.max_headers,
+            "max_connections": args.max_connections,
         }
     )
     load_policy(settings.config)  # fail fast, before binding the port, on a bad policy

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Collection
 from typing import ClassVar
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from app.errors import ConfigError
+from app.settings import RequestLimits
 
 log = logging.getLogger("authgate.limits")
 
@@ -46,62 +44,6 @@ UVICORN_HOOKS = (
 _missing = [name for name in UVICORN_HOOKS if not callable(getattr(HttpToolsProtocol, name, None))]
 if _missing:  # pragma: no cover - only with an incompatible uvicorn
     raise ImportError(f"uvicorn's HttpToolsProtocol lacks {', '.join(_missing)}: app/limits.py needs updating")
-
-
-@dataclass(frozen=True, slots=True)
-class RequestLimits:
-    """What one client may send. The defaults fit what ingress-nginx, Traefik and Envoy send to an auth
-    server (a few dozen headers, an 8 KiB Authorization, a large Cookie) with room to spare."""
-
-    # Seconds from a request's first byte (from the connection's opening, for its first request) until
-    # its head and any body have arrived. A head still incomplete then is answered 408; otherwise the
-    # connection is closed.
-    read_timeout: float = 10.0
-    # Bytes of request line and header lines, CRLFs included. Every one of the header lines counts:
-    # ingress-nginx forwards all of the client's headers to the auth subrequest.
-    max_head_bytes: int = 64 * 1024
-    # Header lines in one request; Envoy and Apache use the same default.
-    max_headers: int = 100
-    # Open connections served at once, idle keep-alive and half-sent ones included; a request arriving
-    # while more are open is answered 503 (uvicorn's limit_concurrency, which counts the asking one too).
-    # 1024 worst-case heads of 64 KiB are 64 MiB, inside the chart's 256 Mi memory limit.
-    max_connections: int = 1024
-
-    def uvicorn_limit_concurrency(self) -> int:
-        """uvicorn answers 503 when ``len(connections) >= limit_concurrency``, the asking one included."""
-        return self.max_connections + 1
-
-
-# Until settings.py grows flags for these, ``serve()`` reads them from here.
-ENV_NAMES: dict[str, str] = {
-    "read_timeout": "AUTHGATE_READ_TIMEOUT",
-    "max_head_bytes": "AUTHGATE_MAX_HEAD_BYTES",
-    "max_headers": "AUTHGATE_MAX_HEADERS",
-    "max_connections": "AUTHGATE_MAX_CONNECTIONS",
-}
-
-
-def load_request_limits(environ: Mapping[str, str]) -> RequestLimits:
-    """RequestLimits from ``AUTHGATE_*`` variables (unset or empty = default); ConfigError names a bad one."""
-    values: dict[str, float | int] = {}
-    for field in fields(RequestLimits):
-        name = ENV_NAMES[field.name]
-        text = environ.get(name, "").strip()
-        if not text:
-            continue
-        if isinstance(field.default, float):
-            try:
-                number: float | int = float(text)
-            except ValueError:
-                number = math.nan
-            if not (math.isfinite(number) and 0 < number <= 3600):
-                raise ConfigError(f"must be a number of seconds above 0 and at most 3600, got {text!r}", name)
-        else:
-            if not (text.isascii() and text.isdigit()) or int(text) < 1:
-                raise ConfigError(f"must be a positive integer, got {text!r}", name)
-            number = int(text)
-        values[field.name] = number
-    return RequestLimits(**values)  # type: ignore[arg-type]
 
 
 def _response(status: int, body: bytes) -> bytes:

@@ -6,22 +6,19 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-import os
 
 import uvicorn
 
 from app.http import create_asgi
-from app.limits import RequestLimits, load_request_limits, protocol_class
+from app.limits import protocol_class
 from app.logs import configure_logging
 from app.settings import Settings
 
 log = logging.getLogger("authgate")
 
 
-def serve(settings: Settings, limits: RequestLimits | None = None) -> int:
-    if limits is None:
-        # Read here only until settings.py grows flags for them (AUTHGATE_READ_TIMEOUT and the others).
-        limits = load_request_limits(os.environ)
+def serve(settings: Settings) -> int:
+    limits = settings.limits
     configure_logging(settings.log_level)
     app = create_asgi(settings)
     config = uvicorn.Config(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,30 @@ LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
 
 @dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """What one client may send. The defaults fit what ingress-nginx, Traefik and Envoy send to an auth
+    server (a few dozen headers, an 8 KiB Authorization, a large Cookie) with room to spare."""
+
+    # Seconds from a request's first byte (from the connection's opening, for its first request) until
+    # its head and any body have arrived. A head still incomplete then is answered 408; otherwise the
+    # connection is closed.
+    read_timeout: float = 10.0
+    # Bytes of request line and header lines, CRLFs included. Every one of the header lines counts:
+    # ingress-nginx forwards all of the client's headers to the auth subrequest.
+    max_head_bytes: int = 64 * 1024
+    # Header lines in one request; Envoy and Apache use the same default.
+    max_headers: int = 100
+    # Open connections served at once, idle keep-alive and half-sent ones included; a request arriving
+    # while more are open is answered 503 (uvicorn's limit_concurrency, which counts the asking one too).
+    # 1024 worst-case heads of 64 KiB are 64 MiB, inside the chart's 256 Mi memory limit.
+    max_connections: int = 1024
+
+    def uvicorn_limit_concurrency(self) -> int:
+        """uvicorn answers 503 when ``len(connections) >= limit_concurrency``, the asking one included."""
+        return self.max_connections + 1
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "0.0.0.0"
     port: int = 8080
@@ -28,6 +53,7 @@ class Settings:
     proxy: tuple[ProxyKind, ...] = DEFAULT_PROXY  # the front doors believed (--proxy, comma-separated)
     log_level: LogLevel = "info"
     watch_secret: tuple[str, str] | None = None  # (namespace, name)
+    limits: RequestLimits = RequestLimits()
 
 
 # flag name -> environment variable
@@ -39,7 +65,12 @@ ENV_NAMES: dict[str, str] = {
     "proxy": "AUTHGATE_PROXY",
     "log_level": "AUTHGATE_LOG_LEVEL",
     "watch_secret": "AUTHGATE_WATCH_SECRET",
+    "read_timeout": "AUTHGATE_READ_TIMEOUT",
+    "max_head_bytes": "AUTHGATE_MAX_HEAD_BYTES",
+    "max_headers": "AUTHGATE_MAX_HEADERS",
+    "max_connections": "AUTHGATE_MAX_CONNECTIONS",
 }
+LIMIT_KEYS = ("read_timeout", "max_head_bytes", "max_headers", "max_connections")
 
 
 def _flag(key: str) -> str:
@@ -108,4 +139,25 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] | 
         if not sep or not namespace or not name or "/" in name:
             raise ConfigError(f"must be NAMESPACE/NAME, got {value!r}", where)
         values["watch_secret"] = (namespace, name)
+    values["limits"] = _request_limits({key: raw[key] for key in LIMIT_KEYS if key in raw})
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def _request_limits(raw: Mapping[str, tuple[str, str]]) -> RequestLimits:
+    """RequestLimits from (where, text) per field; ConfigError names the flag or variable of a bad one."""
+    values: dict[str, float | int] = {}
+    for key, (where, value) in raw.items():
+        text = value.strip()
+        if key == "read_timeout":
+            try:
+                seconds = float(text)
+            except ValueError:
+                seconds = math.nan
+            if not (math.isfinite(seconds) and 0 < seconds <= 3600):
+                raise ConfigError(f"must be a number of seconds above 0 and at most 3600, got {value!r}", where)
+            values[key] = seconds
+        else:
+            if not (text.isascii() and text.isdigit()) or int(text) < 1:
+                raise ConfigError(f"must be a positive integer, got {value!r}", where)
+            values[key] = int(text)
+    return RequestLimits(**values)  # type: ignore[arg-type]

@@ -17,7 +17,15 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.errors import ConfigError
-from app.limits import UVICORN_HOOKS, LimitedHttpToolsProtocol, RequestLimits, load_request_limits, protocol_class
+from app.limits import UVICORN_HOOKS, LimitedHttpToolsProtocol, protocol_class
+from app.settings import RequestLimits, load_settings
+
+FLAGS = dict.fromkeys(["read_timeout", "max_head_bytes", "max_headers", "max_connections"])
+
+
+def load_request_limits(environ: dict[str, str], **flags: str) -> RequestLimits:
+    return load_settings({**FLAGS, **flags}, environ).limits
+
 
 # sha256 of the dedented source of uvicorn 0.54.0's HttpToolsProtocol.data_received, which app/limits.py
 # reimplements. When it changes, port the change to LimitedHttpToolsProtocol.data_received, then update this.
@@ -49,6 +57,8 @@ def test_the_limits_come_from_defaults_and_the_environment() -> None:
     }
     assert load_request_limits(env) == RequestLimits(2.5, 32768, 50, 200)
     assert load_request_limits({"AUTHGATE_MAX_HEADERS": ""}) == RequestLimits()
+    # a flag wins over its variable
+    assert load_request_limits(env, max_headers="7").max_headers == 7
     # uvicorn counts the asking connection too: 200 may be open and served, the 201st's request is a 503.
     assert RequestLimits(max_connections=200).uvicorn_limit_concurrency() == 201
 
@@ -250,3 +260,9 @@ def test_the_sweep_runs_while_there_are_connections_and_one_more_rearms_it(loop:
     assert deadlines._handle is None
     deadlines.watch(loop, {conn.protocol})
     assert deadlines._handle is not None
+
+
+def test_a_bad_flag_names_itself() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_request_limits({}, read_timeout="soon")
+    assert "--read-timeout: must be a number of seconds" in str(raised.value)
