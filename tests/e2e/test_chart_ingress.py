@@ -17,8 +17,6 @@ the recording upstream.
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,9 +30,9 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from tests.chart.render import PREFECT_VALUES, RELEASE, Render
+from tests.e2e.chart import RenderedAuthgate, credential_values
 from tests.e2e.conftest import Gateway, Upstream, basic, bearer, new_test_id
 from tests.e2e.nginx import IngressSpec, NginxProcess, render_nginx_conf, to_loopback
-from tests.support.kubelet import KubeletSecretDir
 from tests.support.procs import AuthgateProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.helm]
@@ -44,10 +42,6 @@ HEADERS_HOST = "headers.example.com"  # a harness-only Ingress: keepalive with a
 WORKER_TOKEN = "chart-e2e-worker-token-0123456789abcdef"
 UI_USER, UI_PASSWORD = "alice", "chart-e2e-password"
 AUTH_PREFIX = "nginx.ingress.kubernetes.io/"
-
-
-def _sha1_htpasswd(user: str, password: str) -> str:
-    return f"{user}:{{SHA}}" + base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
 
 
 def ingress_specs(render: Render, *, authgate_port: int, backend: str) -> list[IngressSpec]:
@@ -88,10 +82,6 @@ def ingress_specs(render: Render, *, authgate_port: int, backend: str) -> list[I
     return specs
 
 
-def arg_value(args: list[str], flag: str) -> str:
-    return args[args.index(flag) + 1]
-
-
 @dataclass
 class ChartStack:
     render: Render
@@ -114,26 +104,10 @@ def run_chart(
             "-f",
             str(PREFECT_VALUES),
             *extra_values,
-            "--set-json",
-            "secret.tokens="
-            + json.dumps([f"worker sha256:{hashlib.sha256(WORKER_TOKEN.encode()).hexdigest()} routes=api"]),
-            "--set-json",
-            "secret.htpasswd=" + json.dumps([_sha1_htpasswd(UI_USER, UI_PASSWORD)]),
+            *credential_values({"worker": (WORKER_TOKEN, "routes=api")}, {UI_USER: UI_PASSWORD}),
         ],
     )
-    secret = render.one("Secret", RELEASE)["stringData"]
-    secret_dir = KubeletSecretDir(workdir / "secret")
-    secret_dir.write({"tokens": secret["tokens"], "htpasswd": secret["htpasswd"]})
-    policy = workdir / "policy.yaml"
-    policy.write_text(render.one("ConfigMap", f"{RELEASE}-policy")["data"]["policy.yaml"])
-    [container] = render.one("Deployment")["spec"]["template"]["spec"]["containers"]
-    authgate = AuthgateProcess(
-        secret_dir.path,
-        workdir / "authgate.log",
-        config=policy,
-        proxy=arg_value(container["args"], "--proxy"),
-        log_level=arg_value(container["args"], "--log-level"),
-    )
+    authgate = RenderedAuthgate.lay_out(render, workdir).process(workdir / "authgate.log")
     nginx: NginxProcess | None = None
     try:
         authgate.wait_ready()

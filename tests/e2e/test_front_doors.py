@@ -16,9 +16,6 @@ Everything comes from one render of the Prefect example values with the real hel
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -26,12 +23,12 @@ from dataclasses import dataclass, replace
 import httpx
 import pytest
 
-from tests.chart.render import PREFECT_VALUES, RELEASE, Render
+from tests.chart.render import PREFECT_VALUES, Render
+from tests.e2e.chart import RenderedAuthgate, credential_values
 from tests.e2e.conftest import Gateway, Upstream, basic, bearer, new_test_id
 from tests.e2e.nginx import NginxProcess, to_loopback
-from tests.e2e.test_chart_ingress import AUTH_PREFIX, arg_value, ingress_specs
+from tests.e2e.test_chart_ingress import AUTH_PREFIX, ingress_specs
 from tests.e2e.traefik import TraefikProcess, TraefikRoute
-from tests.support.kubelet import KubeletSecretDir
 from tests.support.procs import AuthgateProcess
 
 # One worker runs the whole module against one set of processes (scripts/test.sh uses --dist loadgroup).
@@ -45,6 +42,13 @@ DOORS = ("nginx", "traefik")
 # Which --proxy each door's own headers satisfy (the chart default believes both).
 MATCHED = {("chart", "nginx"), ("chart", "traefik"), ("ingress-nginx", "nginx"), ("traefik", "traefik")}
 
+CREDENTIALS = credential_values(
+    {
+        "worker": (WORKER, "routes=api"),
+        "dashboards": (DASHBOARDS, "routes=api methods=GET,HEAD paths=/api/flows,/api/flow_runs"),
+    },
+    {UI_USER: UI_PASSWORD},
+)
 FORGED_NGINX = {"X-Original-URL": "https://prefect.example.com/api/health", "X-Original-Method": "GET"}
 FORGED_TRAEFIK = {"X-Forwarded-Uri": "/api/health", "X-Forwarded-Method": "GET"}
 FORGERIES = {"x-original": FORGED_NGINX, "x-forwarded": FORGED_TRAEFIK, "both": {**FORGED_NGINX, **FORGED_TRAEFIK}}
@@ -97,47 +101,16 @@ class FrontDoors:
 @pytest.fixture(scope="module")
 def doors(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator[FrontDoors]:
     workdir = tmp_path_factory.mktemp("front-doors")
-    render = Render.of(
-        "front-doors",
-        [
-            "-f",
-            str(PREFECT_VALUES),
-            "--set-json",
-            "secret.tokens="
-            + json.dumps(
-                [
-                    f"worker sha256:{hashlib.sha256(WORKER.encode()).hexdigest()} routes=api",
-                    f"dashboards sha256:{hashlib.sha256(DASHBOARDS.encode()).hexdigest()} routes=api "
-                    "methods=GET,HEAD paths=/api/flows,/api/flow_runs",
-                ]
-            ),
-            "--set-json",
-            "secret.htpasswd="
-            + json.dumps(
-                [f"{UI_USER}:{{SHA}}" + base64.b64encode(hashlib.sha1(UI_PASSWORD.encode()).digest()).decode()]
-            ),
-        ],
-    )
-    secret = render.one("Secret", RELEASE)["stringData"]
-    secret_dir = KubeletSecretDir(workdir / "secret")
-    secret_dir.write({"tokens": secret["tokens"], "htpasswd": secret["htpasswd"]})
-    policy = workdir / "policy.yaml"
-    policy.write_text(render.one("ConfigMap", f"{RELEASE}-policy")["data"]["policy.yaml"])
-    [container] = render.one("Deployment")["spec"]["template"]["spec"]["containers"]
-    chart_proxy = arg_value(container["args"], "--proxy")
-    assert chart_proxy == "ingress-nginx,traefik"
+    render = Render.of("front-doors", ["-f", str(PREFECT_VALUES), *CREDENTIALS])
+    files = RenderedAuthgate.lay_out(render, workdir)
+    assert files.proxy == "ingress-nginx,traefik"
 
     authgates: dict[str, AuthgateProcess] = {}
     nginx: NginxProcess | None = None
     traefik: TraefikProcess | None = None
     try:
         for mode in MODES:
-            authgates[mode] = AuthgateProcess(
-                secret_dir.path,
-                workdir / f"authgate-{mode}.log",
-                config=policy,
-                proxy=chart_proxy if mode == "chart" else mode,
-            )
+            authgates[mode] = files.process(workdir / f"authgate-{mode}.log", proxy=None if mode == "chart" else mode)
         for authgate in authgates.values():
             authgate.wait_ready()
         specs = [

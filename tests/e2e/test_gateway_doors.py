@@ -14,9 +14,6 @@ runs with the ``--proxy`` the chart derives for the filter: ``path-prefix,nginx-
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +22,11 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from tests.chart.render import PREFECT_VALUES, RELEASE, Render
+from tests.chart.render import RELEASE, SCENARIOS, Render
+from tests.e2e.chart import RenderedAuthgate, credential_values
 from tests.e2e.conftest import Gateway, Upstream, basic, bearer, new_test_id
 from tests.e2e.ngf import render_ngf_conf
 from tests.e2e.nginx import NginxProcess
-from tests.support.kubelet import KubeletSecretDir
 from tests.support.procs import AuthgateProcess, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.helm, pytest.mark.xdist_group("gateway-doors")]
@@ -38,28 +35,22 @@ HOST = "prefect.example.com"
 WORKER = "gateway-worker-token-0123456789abcdef"
 DASHBOARDS = "gateway-dashboards-token-0123456789"
 UI_USER, UI_PASSWORD = "alice", "gateway-password"
+# The chart with only HTTPRoutes (the render scenario "gateway-only") and test credentials.
 GATEWAY_VALUES = [
-    "--set",
-    "ingress.api.enabled=false",
-    "--set",
-    "ingress.ui.enabled=false",
-    "--set",
-    "gateway.enabled=true",
-    "--set-json",
-    'gateway.parentRefs=[{"name":"edge","namespace":"gateway-system"}]',
-    "--set-json",
-    "secret.tokens="
-    + json.dumps(
-        [
-            f"worker sha256:{hashlib.sha256(WORKER.encode()).hexdigest()} routes=api",
-            f"dashboards sha256:{hashlib.sha256(DASHBOARDS.encode()).hexdigest()} routes=api "
-            "methods=GET,HEAD paths=/api/flows,/api/flow_runs",
-        ]
+    *SCENARIOS["gateway-only"],
+    *credential_values(
+        {
+            "worker": (WORKER, "routes=api"),
+            "dashboards": (DASHBOARDS, "routes=api methods=GET,HEAD paths=/api/flows,/api/flow_runs"),
+        },
+        {UI_USER: UI_PASSWORD},
     ),
-    "--set-json",
-    "secret.htpasswd="
-    + json.dumps([f"{UI_USER}:{{SHA}}" + base64.b64encode(hashlib.sha1(UI_PASSWORD.encode()).digest()).decode()]),
 ]
+FORGERIES = {
+    "x-original": {"X-Original-URL": "http://prefect.example.com/api/health", "X-Original-Method": "GET"},
+    "x-forwarded": {"X-Forwarded-Uri": "/api/health", "X-Forwarded-Method": "GET"},
+    "path-method": {"Path": "/api/health", "Method": "GET"},
+}
 
 
 @dataclass
@@ -81,16 +72,10 @@ class GatewayDoors:
 @pytest.fixture(scope="module")
 def doors(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator[GatewayDoors]:
     workdir = tmp_path_factory.mktemp("gateway-doors")
-    render = Render.of("gateway-doors", ["-f", str(PREFECT_VALUES), *GATEWAY_VALUES])
-    secret = render.one("Secret", RELEASE)["stringData"]
-    secret_dir = KubeletSecretDir(workdir / "secret")
-    secret_dir.write({"tokens": secret["tokens"], "htpasswd": secret["htpasswd"]})
-    policy = workdir / "policy.yaml"
-    policy.write_text(render.one("ConfigMap", f"{RELEASE}-policy")["data"]["policy.yaml"])
-    [container] = render.one("Deployment")["spec"]["template"]["spec"]["containers"]
-    proxy = container["args"][container["args"].index("--proxy") + 1]
-    assert proxy == "path-prefix,nginx-gateway-fabric"
-    authgate = AuthgateProcess(secret_dir.path, workdir / "authgate.log", config=policy, proxy=proxy)
+    render = Render.of("gateway-doors", GATEWAY_VALUES)
+    files = RenderedAuthgate.lay_out(render, workdir)
+    assert files.proxy == "path-prefix,nginx-gateway-fabric"
+    authgate = files.process(workdir / "authgate.log")
     service = render.one("Service", RELEASE)
 
     def translate(ref: dict[str, Any]) -> str:
@@ -137,15 +122,7 @@ def test_gateway_fabric_keeps_the_decision_table(doors: GatewayDoors) -> None:
     assert gateway.upstream.records(test_id) == []
 
 
-@pytest.mark.parametrize(
-    "forged",
-    [
-        {"X-Original-URL": "http://prefect.example.com/api/health", "X-Original-Method": "GET"},
-        {"X-Forwarded-Uri": "/api/health", "X-Forwarded-Method": "GET"},
-        {"Path": "/api/health", "Method": "GET"},
-    ],
-    ids=["x-original", "x-forwarded", "path-method"],
-)
+@pytest.mark.parametrize("forged", FORGERIES.values(), ids=FORGERIES.keys())
 def test_gateway_fabric_ignores_what_a_client_writes(doors: GatewayDoors, forged: dict[str, str]) -> None:
     gateway = doors.ngf
     test_id = new_test_id()
@@ -185,15 +162,7 @@ def test_path_prefix_wire_format_as_the_rendered_policies_send_it(doors: Gateway
     assert doors.envoy("GET", "/runs", basic(UI_USER, UI_PASSWORD), route="ui").status_code == 200
 
 
-@pytest.mark.parametrize(
-    "forged",
-    [
-        {"X-Original-URL": "http://prefect.example.com/api/health", "X-Original-Method": "GET"},
-        {"X-Forwarded-Uri": "/api/health", "X-Forwarded-Method": "GET"},
-        {"Path": "/api/health", "Method": "GET"},
-    ],
-    ids=["x-original", "x-forwarded", "path-method"],
-)
+@pytest.mark.parametrize("forged", FORGERIES.values(), ids=FORGERIES.keys())
 def test_path_prefix_ignores_other_doors_headers_even_if_a_gateway_let_them_through(
     doors: GatewayDoors, forged: dict[str, str]
 ) -> None:
