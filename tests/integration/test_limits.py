@@ -200,9 +200,19 @@ def test_many_half_open_connections_are_all_closed_by_the_deadline(short: Authga
     assert exchange(short, head(valid(), close=True)).status == 200
 
 
-def test_a_2_mb_header_is_refused_with_431_fast(start: Callable[..., AuthgateProcess]) -> None:
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        (lambda: [("X-Big", SECRET_MARK + "a" * 2_000_000)], "head_too_large"),
+        (lambda: [(f"X-Many-{i}", SECRET_MARK) for i in range(20_000)], None),
+    ],
+    ids=["a-2-mb-header", "20000-headers"],
+)
+def test_an_oversized_head_is_refused_with_431_fast(
+    start: Callable[..., AuthgateProcess], extra: Callable[[], list[tuple[str, str]]], reason: str | None
+) -> None:
     proc = start()
-    request = head([*valid(), ("X-Big", SECRET_MARK + "a" * 2_000_000)])
+    request = head([*valid(), *extra()])
     with connect(proc) as sock:
         started = time.monotonic()
         send_in_background(sock, request)
@@ -210,21 +220,9 @@ def test_a_2_mb_header_is_refused_with_431_fast(start: Callable[..., AuthgatePro
     assert data.startswith(b"HTTP/1.1 431 "), data[:100]
     assert time.monotonic() - started < SLACK
     assert exchange(proc, head(valid(), close=True)).status == 200
-    wait_for(lambda: refusals(proc), timeout=SLACK, what="the refusal logged")
-    assert '"reason": "head_too_large"' in refusals(proc)[0]
-    assert SECRET_MARK not in proc.output()
-
-
-def test_20000_headers_are_refused_with_431_fast(start: Callable[..., AuthgateProcess]) -> None:
-    proc = start()
-    request = head([*valid(), *((f"X-Many-{i}", SECRET_MARK) for i in range(20_000))])
-    with connect(proc) as sock:
-        started = time.monotonic()
-        send_in_background(sock, request)
-        data = read_until_closed(sock, SLACK)
-    assert data.startswith(b"HTTP/1.1 431 "), data[:100]
-    assert time.monotonic() - started < SLACK
-    assert exchange(proc, head(valid(), close=True)).status == 200
+    if reason is not None:
+        wait_for(lambda: refusals(proc), timeout=SLACK, what="the refusal logged")
+        assert f'"reason": "{reason}"' in refusals(proc)[0]
     assert SECRET_MARK not in proc.output()
 
 
