@@ -34,14 +34,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = "ghcr.io"
 IMAGE_NAME = "authgate"
-CHART_NAME = "authgate"
 OIDC_ISSUER = "https://token.actions.githubusercontent.com"
 
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?$")
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 CHANGELOG_HEADER = re.compile(r"^## \[(?P<name>[^\]]+)\](?: - (?P<date>.+))?$")
-# Keep a Changelog's kinds of change, the only "###" headings a version entry may have.
-CHANGE_KINDS = ("Added", "Changed", "Deprecated", "Removed", "Fixed", "Security")
 
 
 class ReleaseError(Exception):
@@ -130,7 +127,7 @@ def check_versions(root: Path) -> str:
         if (found := place.read(root)) != version
     ]
     if PYPROJECT.read(root) != version:
-        problems.append("pyproject.toml: more than one top-level 'version = ' line")
+        problems.append("pyproject.toml: the top-level 'version = ' line (what bump rewrites) is not [project]'s")
     tag = values_image(root)["tag"]
     if tag:
         problems.append(
