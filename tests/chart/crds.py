@@ -22,10 +22,13 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import cel
 import jsonschema
 import pytest
 import yaml
+
+# The compiled module itself: xds-protos (Envoy's protos, for the gRPC door) also ships a `cel` package (the CEL
+# protos) whose empty __init__.py can replace the one that re-exports this module.
+from cel import cel  # type: ignore[attr-defined]
 
 from tests.support.procs import REPO_ROOT
 

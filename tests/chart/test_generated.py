@@ -103,7 +103,7 @@ def test_manifests_build_with_kustomize(rendered: Rendered) -> None:
 def test_helm_package(tmp_path: Path) -> None:
     helm("package", str(CHART), "--destination", str(tmp_path))
     [package] = list(tmp_path.glob("authgate-*.tgz"))
-    assert package.name == "authgate-0.1.0.tgz"
+    assert package.name == f"authgate-{yaml.safe_load((CHART / 'Chart.yaml').read_text())['version']}.tgz"
     with tarfile.open(package) as tgz:
         names = set(tgz.getnames())
     for member in (

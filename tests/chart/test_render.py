@@ -44,7 +44,8 @@ def pod_spec(render: Render) -> dict[str, Any]:
 def test_deployment_runs_authgate_serve_with_the_mounted_secret_and_policy(rendered: Rendered) -> None:
     r = rendered("defaults")
     c = container(r)
-    assert c["image"] == "ghcr.io/authgate/authgate:0.1.0"
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert c["image"] == f"ghcr.io/authgate/authgate:{app_version}"
     assert c["args"] == [
         "serve",
         "--secret-dir",
