@@ -59,6 +59,11 @@ class DecisionEndpoint:
         self.doors = front_doors(state.settings.proxy)
         self.log_allows = log.isEnabledFor(logging.DEBUG)  # the level is set once, at start
         self.problem_log = EveryInterval(60.0)
+        # Each route's anonymous paths as bytes: a memo hit checks them with a substring test first.
+        self.anonymous_paths = {
+            name: tuple({path.encode("latin-1") for _, path in route.anonymous})
+            for name, route in state.policy.routes.items()
+        }
         self.pending_slow_checks = 0
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -162,6 +167,9 @@ class DecisionEndpoint:
         if route.cors_preflight and b"origin" in headers and b"access-control-request-method" in headers:
             return True
         if route.anonymous:
+            paths = self.anonymous_paths[route.name]
+            if not self.doors.could_be(headers, original_path, paths):
+                return False
             reading = self.doors.read(headers, original_path, scope)
             return (reading.method, reading.path) in route.anonymous
         return False

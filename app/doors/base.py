@@ -33,6 +33,9 @@ class Door(Protocol):
         ``headers`` are the auth request's (lower-case names); ``rest`` is what followed ``/auth/<route>/``
         in the auth request's path (None when nothing did)."""
 
+    def raw_target(self, headers: dict[bytes, bytes], rest: bytes | None) -> bytes | None:
+        """Where this door puts the original path, as sent (for a cheap "could this be path P?" test)."""
+
     def signed(self, headers: dict[bytes, bytes]) -> bool:
         """Whether the request bears a mark of this door that no other known door lets a client forge
         (used only to choose between two trusted doors whose accounts agree)."""

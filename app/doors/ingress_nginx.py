@@ -30,6 +30,9 @@ class IngressNginx:
                 path = path_of(url)
         return View(method, path, headers.get(b"x-real-ip"))
 
+    def raw_target(self, headers: dict[bytes, bytes], rest: bytes | None) -> bytes | None:
+        return headers.get(b"x-original-url")
+
     def signed(self, headers: dict[bytes, bytes]) -> bool:
         return b"x-forwarded-proto" not in headers
 

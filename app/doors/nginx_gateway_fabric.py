@@ -29,6 +29,9 @@ class NginxGatewayFabric:
         path = path_of(target) if target is not None and target.startswith(b"/") else None
         return View(method, path, None)
 
+    def raw_target(self, headers: dict[bytes, bytes], rest: bytes | None) -> bytes | None:
+        return headers.get(b"path")
+
     def signed(self, headers: dict[bytes, bytes]) -> bool:
         return False  # nothing only it can send; through ingress-nginx or Traefik a client can write both
 

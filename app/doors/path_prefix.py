@@ -27,6 +27,9 @@ class PathPrefix:
             return None
         return View(scope["method"].encode(), b"/" + rest, last_hop(headers.get(b"x-forwarded-for")))
 
+    def raw_target(self, headers: dict[bytes, bytes], rest: bytes | None) -> bytes | None:
+        return b"/" + rest if rest is not None else None
+
     def signed(self, headers: dict[bytes, bytes]) -> bool:
         return True  # the request line itself: no client header can make one up
 

@@ -50,6 +50,16 @@ class FrontDoors:
         self.others = others
         self.names = tuple(door.name for door in trusted)
 
+    def could_be(self, headers: dict[bytes, bytes], rest: bytes | None, paths: tuple[bytes, ...]) -> bool:
+        """False only if no trusted door's account can name one of ``paths`` (raw, as in the policy's
+        exceptions): a substring test on each trusted door's path header, a fraction of a full reading.
+        The cross-check can only take an exception away, never grant one, so trusted doors suffice."""
+        for door in self.trusted:
+            target = door.raw_target(headers, rest)
+            if target is not None and any(path in target for path in paths):
+                return True
+        return False
+
     def read(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> Reading:
         chosen: tuple[Door, View] | None = None
         accounts: list[tuple[Door, View]] = []

@@ -22,6 +22,9 @@ class Traefik:
             return None
         return View(method, path_of(uri) if uri is not None else None, last_hop(headers.get(b"x-forwarded-for")))
 
+    def raw_target(self, headers: dict[bytes, bytes], rest: bytes | None) -> bytes | None:
+        return headers.get(b"x-forwarded-uri")
+
     def signed(self, headers: dict[bytes, bytes]) -> bool:
         return b"x-forwarded-proto" in headers  # ingress-nginx would have cleared it
 

@@ -47,3 +47,25 @@ def test_agreeing_accounts_are_fine_and_the_address_comes_from_the_real_door():
 def test_forged_gateway_fabric_headers_through_the_ingress_doors_conflict(proxy, door):
     reading = read(proxy, {**door, b"path": b"/api/health", b"method": b"GET"})
     assert (reading.method, reading.path) == (None, None) and reading.problem is not None
+
+
+@pytest.mark.parametrize("proxy", [("ingress-nginx", "traefik"), ("path-prefix",), ("nginx-gateway-fabric",)])
+def test_could_be_never_misses_a_path_the_reading_would_give(proxy):
+    """The memo's shortcut: whenever the full reading names an anonymous path, could_be says so too."""
+    from app.doors import front_doors
+
+    doors = front_doors(proxy)
+    for target in (b"/api/health", b"/api/health?x=1", b"/api/flows", b"/x/api/health"):
+        headers = {
+            b"x-original-url": b"http://h" + target,
+            b"x-original-method": b"GET",
+            b"path": target,
+            b"method": b"GET",
+        }
+        rest = target[1:].split(b"?")[0]
+        reading = doors.read(headers, rest, {"method": "GET", "client": None})
+        hit = reading.path == "/api/health"
+        assert doors.could_be(headers, rest, (b"/api/health",)) or not hit
+    assert not doors.could_be(
+        {b"x-original-url": b"http://h/api/flows", b"path": b"/api/flows"}, b"api/flows", (b"/api/health",)
+    )
