@@ -19,7 +19,7 @@ from app.credentials import (
 from app.errors import ConfigError
 from app.kube_cli import add_commands
 from app.policy import load_policy
-from app.settings import LOG_LEVELS, PROXY_KINDS, load_settings
+from app.settings import DEFAULT_SERVER, LOG_LEVELS, PROXY_KINDS, SERVER_KINDS, load_settings
 from app.token_admin import digest_field, format_token_line, generate_token
 
 
@@ -41,6 +41,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--log-level", help=f"one of {', '.join(LOG_LEVELS)}; default info " + env % "AUTHGATE_LOG_LEVEL"
     )
     serve.add_argument(
+        "--server",
+        help=f"the HTTP server: {', '.join(SERVER_KINDS)}; default {DEFAULT_SERVER} " + env % "AUTHGATE_SERVER",
+    )
+    serve.add_argument(
         "--watch-secret",
         metavar="NAMESPACE/NAME",
         help="read credentials from this Secret through the Kubernetes API " + env % "AUTHGATE_WATCH_SECRET",
@@ -59,7 +63,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from app.server import serve  # uvicorn and litestar only for the server
+    from app.server import serve  # the HTTP servers and litestar only for the server
 
     settings = load_settings(
         {
@@ -74,6 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
             "max_head_bytes": args.max_head_bytes,
             "max_headers": args.max_headers,
             "max_connections": args.max_connections,
+            "server": args.server,
         }
     )
     load_policy(settings.config)  # fail fast, before binding the port, on a bad policy
