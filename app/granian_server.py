@@ -117,6 +117,8 @@ async def _run(server: Server) -> int:
     if server.interrupt_children or not stopping:
         log.error("the server stopped on its own (see above)", extra={"event": "stop", "signal": None})
         return 1
+    # granian's serve() returns once its worker has drained and the lifespan's shutdown has run.
+    log.info("application shutdown complete", extra={"event": "stopped"})
     return 0
 
 

@@ -45,6 +45,10 @@ def test_flags_win_over_environment(tmp_path):
         ({"watch_secret": "justname"}, {}, "--watch-secret: must be NAMESPACE/NAME"),
         ({"watch_secret": "a/b/c"}, {}, "--watch-secret: must be NAMESPACE/NAME"),
         ({"host": " "}, {}, "--host: must not be empty"),
+        ({"server": "gunicorn"}, {}, "--server: must be one of granian, uvicorn, got 'gunicorn'"),
+        ({}, {"AUTHGATE_SERVER": "hypercorn"}, "AUTHGATE_SERVER: must be one of"),
+        ({"max_headers": "101"}, {}, "--max-headers: above 100 needs --server uvicorn"),
+        ({}, {"AUTHGATE_MAX_HEADERS": "500", "AUTHGATE_SERVER": "granian"}, "AUTHGATE_MAX_HEADERS: above 100"),
     ],
 )
 def test_bad_values_name_themselves(flags, env, message):
@@ -61,3 +65,12 @@ def test_proxy_defaults_to_both_ingress_doors_and_takes_a_list():
         "path-prefix",
         "nginx-gateway-fabric",
     )
+
+
+def test_server_defaults_to_granian_and_is_chosen_by_flag_or_environment():
+    assert Settings().server == "granian"
+    assert load_settings({**NONE, "server": "uvicorn"}, {}).server == "uvicorn"
+    assert load_settings(NONE, {"AUTHGATE_SERVER": "Uvicorn"}).server == "uvicorn"
+    assert load_settings({**NONE, "server": "granian"}, {"AUTHGATE_SERVER": "uvicorn"}).server == "granian"
+    # uvicorn's own parser takes any number of header lines: the limit is authgate's alone there
+    assert load_settings({**NONE, "server": "uvicorn", "max_headers": "500"}, {}).limits.max_headers == 500
