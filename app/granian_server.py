@@ -28,6 +28,7 @@ import asyncio
 import gc
 import logging
 import signal
+from typing import Any
 
 import uvloop
 from granian.constants import HTTPModes, Interfaces
@@ -51,37 +52,43 @@ GRACEFUL_SHUTDOWN_SECONDS = 5.0
 BACKLOG = 2048
 
 
-def build_server(settings: Settings) -> Server:
+def server_options(settings: Settings) -> dict[str, Any]:
+    """granian's settings for ``settings``, all but the app and its interface (the raw-ASGI floor in bench/
+    runs on them too)."""
     limits = settings.limits
-    app = HeadLimits(create_asgi(settings), limits)
-    return Server(
-        app,
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.ASGI,  # with the lifespan
-        http=HTTPModes.http1,
-        websockets=False,  # no front door sends an upgrade to an auth service; one is an ordinary request here
-        backlog=BACKLOG,
-        backpressure=limits.max_connections,
-        http1_settings=HTTP1Settings(
+    return {
+        "address": settings.host,
+        "port": settings.port,
+        "http": HTTPModes.http1,
+        "websockets": False,  # no front door sends an upgrade to an auth service; one is an ordinary request
+        "backlog": BACKLOG,
+        "backpressure": limits.max_connections,
+        "http1_settings": HTTP1Settings(
             header_read_timeout=max(1, round(limits.read_timeout * 1000)),
             keep_alive=True,
             max_buffer_size=max(MIN_BUFFER_BYTES, limits.max_head_bytes),
             pipeline_flush=False,
         ),
-        log_level=LogLevels(settings.log_level),
-        log_dictconfig=logging_config(settings.log_level),
-        log_access=False,
-    )
+        "log_level": LogLevels(settings.log_level),
+        "log_dictconfig": logging_config(settings.log_level),
+        "log_access": False,
+    }
 
 
 def serve_granian(settings: Settings) -> int:
     """Serves until SIGTERM or SIGINT. Exit status 0 after a stop, 1 when the app could not start (its
     lifespan failed) or stopped on its own."""
-    server = build_server(settings)
+    app = HeadLimits(create_asgi(settings), settings.limits)
+    server = Server(app, interface=Interfaces.ASGI, **server_options(settings))  # ASGI: with the lifespan
     # As in app/server.py: what lives as long as the process leaves the cyclic collector's reach.
     gc.collect()
     gc.freeze()
+    return run(server)
+
+
+def run(server: Server) -> int:
+    """Runs an embedded granian server on a uvloop event loop until SIGTERM or SIGINT, then stops it
+    gracefully within GRACEFUL_SHUTDOWN_SECONDS."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_run(server))
 

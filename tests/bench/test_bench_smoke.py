@@ -42,16 +42,19 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     doc = json.loads((run_dir / "results.json").read_text())
     assert [case["case"] for case in doc["cases"]] == ["direct"]
     direct = doc["cases"][0]
-    assert set(direct["variants"]) == {"authgate", "baseline"}
+    # authgate and the raw-ASGI floor on each server
+    assert set(direct["variants"]) == {"authgate", "baseline", "authgate-uvicorn", "baseline-uvicorn"}
     # the direct case runs twice the rounds at half the length (bench/run.py: finer)
     assert all(v["rps_median"] > 0 and len(v["runs"]) == 2 for v in direct["variants"].values())
-    (ratio,) = direct["ratios"]
-    assert ratio["target"] == 0.8 and ratio["met"] == (ratio["median"] >= 0.8)
-    assert {"nproc", "cpu", "kernel", "python", "uvicorn", "nginx"} <= set(doc["machine"])
+    target, *others = direct["ratios"]
+    assert (target["subject"], target["baseline"]) == ("authgate", "baseline")  # on the default server
+    assert target["target"] == 0.9 and target["met"] == (target["median"] >= 0.9)
+    assert all(other["target"] is None for other in others)
+    assert {"nproc", "cpu", "kernel", "python", "uvicorn", "granian", "nginx"} <= set(doc["machine"])
     missed = [v for v in doc["verdicts"] if not v[1]]
     assert (out.returncode == 1) == bool(missed)
 
     markdown = (run_dir / "results.md").read_text()
-    assert "| # | comparison |" in markdown and "authgate / raw-ASGI baseline" in markdown
+    assert "| # | comparison |" in markdown and "authgate / raw-ASGI floor, same server (granian)" in markdown
     assert markdown in out.stdout
     assert (run_dir / "results.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
