@@ -9,15 +9,20 @@ memory, measured 35 MB more (docs/benchmarks.md). granian logs "Embedded server 
 its behaviour as authgate uses it is pinned by tests/integration (limits, signals, lifespan) and the granian
 version by pyproject.toml.
 
-The request limits map onto granian's own settings, with what its parser cannot do exactly done in the app
-(app/head_limits.py). Where the answer differs from uvicorn's (docs/security.md, "Request limits"):
+The request limits map onto granian's own settings. Where the answer differs from uvicorn's (docs/security.md,
+"Request limits"):
 - read timeout: hyper's ``header_read_timeout``. A head still incomplete then gets the connection closed
   (uvicorn answers 408 first; either way the proxy fails the request closed). The same timer runs while a
   kept-alive connection waits for its next request, so idle keep-alive connections last ``read_timeout``
   (uvicorn: 75 s).
-- head size and header lines: hyper's read buffer at ``max_head_bytes`` bounds a head's memory, and hyper
-  refuses a 101st header line (hence --max-headers at most 100 here, app/settings.py); HeadLimits answers the
-  exact limits with uvicorn's 431.
+- header lines: hyper refuses a 101st itself (431), hence --max-headers at most 100 here (app/settings.py); a
+  lower limit is HeaderCountLimit's (app/head_limits.py), with uvicorn's 431.
+- head size: hyper's read buffer, sized at ``max_head_bytes``. A head of at most ``max_head_bytes`` always gets
+  through; hyper answers 431 once it holds ``max_head_bytes`` without the head's end. It reads in growing
+  steps (8, 16, 32, 64 KiB), so a larger head that arrives in one burst can get through when the read that
+  crosses the limit also ends it: always less than twice the limit (at the default, 122,880 bytes passed and
+  124,518 were refused). uvicorn's limit is exact. Counting each head exactly in the app cost a tenth of
+  authgate's time per request (docs/benchmarks.md); the buffer already bounds a connection's memory.
 - connection cap: ``backpressure``, a semaphore taken before each accept. A connection beyond the cap waits in
   the listen backlog until one closes, which the read timeout bounds, instead of getting uvicorn's 503.
 """
@@ -36,14 +41,14 @@ from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server.embed import Server
 
-from app.head_limits import HeadLimits
+from app.head_limits import HeaderCountLimit
 from app.http import create_asgi
 from app.logs import logging_config
-from app.settings import Settings
+from app.settings import GRANIAN_MAX_HEADERS, Settings
 
 log = logging.getLogger("authgate")
 
-# hyper refuses a smaller read buffer (it panics below 8 KiB); HeadLimits enforces a smaller head limit exactly.
+# hyper refuses a smaller read buffer (it panics below 8 KiB).
 MIN_BUFFER_BYTES = 8192
 # Seconds in-flight requests and the lifespan's shutdown get after SIGTERM before the process exits anyway:
 # uvicorn's path uses the same bound; the chart's terminationGracePeriodSeconds (30) covers it.
@@ -78,8 +83,13 @@ def server_options(settings: Settings) -> dict[str, Any]:
 def serve_granian(settings: Settings) -> int:
     """Serves until SIGTERM or SIGINT. Exit status 0 after a stop, 1 when the app could not start (its
     lifespan failed) or stopped on its own."""
-    app = HeadLimits(create_asgi(settings), settings.limits)
-    server = Server(app, interface=Interfaces.ASGI, **server_options(settings))  # ASGI: with the lifespan
+    app = create_asgi(settings)
+    max_headers = settings.limits.max_headers
+    server = Server(
+        app if max_headers >= GRANIAN_MAX_HEADERS else HeaderCountLimit(app, max_headers),
+        interface=Interfaces.ASGI,  # with the lifespan
+        **server_options(settings),
+    )
     # As in app/server.py: what lives as long as the process leaves the cyclic collector's reach.
     gc.collect()
     gc.freeze()

@@ -37,6 +37,7 @@ Send = Callable[[Message], Awaitable[None]]
 UVICORN: dict[str, Any] = {
     "loop": "uvloop",
     "http": "httptools",
+    "interface": "asgi3",
     "lifespan": "off",
     "access_log": False,
     "proxy_headers": False,
