@@ -221,10 +221,26 @@ def case_direct(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) -
                 serves=("baseline" + suffix(server),),
             ),
         ]
+    # The same two authgates asked by wrk directly with Connection: close: the server's connection handling
+    # alone, without nginx's own per-connection work beside it on the same cores.
+    variants += [
+        Variant(
+            "authgate_close" + suffix(server),
+            f"authgate /auth/api on {server} (Bearer, Connection: close)",
+            stack.authgate_small(server).base_url + "/auth/api",
+            creds.bearer,
+            {**ORIGINAL, "Connection": "close"},
+            serves=("authgate:small" + suffix(server),),
+        )
+        for server in (DEF, ALT)
+    ]
     ratios = [
         Ratio(f"authgate / raw-ASGI floor, same server ({DEF})", "authgate", "baseline", 0.9),
         Ratio(f"authgate / raw-ASGI floor, same server ({ALT})", "authgate" + ALT_KEY, "baseline" + ALT_KEY),
         Ratio(f"authgate on {DEF} / authgate on {ALT}, keepalive", "authgate", "authgate" + ALT_KEY),
+        Ratio(
+            f"authgate on {DEF} / authgate on {ALT}, Connection: close", "authgate_close", "authgate_close" + ALT_KEY
+        ),
     ]
     return summarize(
         "direct",
@@ -280,6 +296,12 @@ def case_nginx(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) ->
         Ratio(f"nginx→authgate ({DEF}) / nginx auth_basic {{SHA}}", "authreq", "sha"),
         Ratio(f"nginx→authgate ({ALT}) / nginx auth_basic {{SHA}}", "authreq" + ALT_KEY, "sha"),
         Ratio(f"nginx→raw-ASGI floor ({DEF}) / nginx auth_basic {{SHA}}", "authreq_baseline", "sha"),
+        Ratio(
+            f"nginx→raw-ASGI floor on {DEF} / nginx→authgate on {ALT}, Connection: close (the most any ASGI app on "
+            f"{DEF} reaches)",
+            "authreq_baseline",
+            "authreq" + ALT_KEY,
+        ),
         Ratio(
             f"nginx→authgate / nginx→raw-ASGI floor, Connection: close ({ALT})",
             "authreq" + ALT_KEY,
@@ -342,6 +364,14 @@ def case_traefik(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) 
     ]
     variants += [
         Variant(
+            "forwardauth_free",
+            "Traefik ForwardAuth → nginx answering 200 (no auth service can cost less)",
+            urls["forwardauth_free"] + "/api/ok",
+            {},
+            open=True,
+            serves=("traefik", "nginx"),
+        ),
+        Variant(
             "basic", "Traefik basicAuth {SHA}", urls["basic"] + "/api/ok", creds.basic, serves=("traefik", "nginx")
         ),
         Variant("none", "Traefik, no auth", urls["none"] + "/api/ok", {}, open=True, serves=("traefik", "nginx")),
@@ -350,6 +380,12 @@ def case_traefik(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) 
         Ratio(f"Traefik→authgate ({DEF}) / Traefik basicAuth {{SHA}}", "forwardauth", "basic", 0.5),
         Ratio(f"Traefik→authgate ({ALT}) / Traefik basicAuth {{SHA}}", "forwardauth" + ALT_KEY, "basic"),
         Ratio(f"Traefik→authgate ({DEF}) / Traefik without auth (ceiling)", "forwardauth", "none"),
+        Ratio(
+            "Traefik→free auth service / Traefik basicAuth {SHA} (ForwardAuth's own ceiling)",
+            "forwardauth_free",
+            "basic",
+        ),
+        Ratio(f"Traefik→authgate ({DEF}) / Traefik→free auth service", "forwardauth", "forwardauth_free"),
     ]
     return summarize(
         "traefik",

@@ -252,7 +252,7 @@ class Stack:
     # -- Traefik ----------------------------------------------------------------------------------
     def traefik(self) -> dict[str, str]:
         """Base URLs by variant: forwardauth (→ authgate --proxy traefik; ``forwardauth-uvicorn`` to authgate
-        on uvicorn), basic ({SHA}), none."""
+        on uvicorn), forwardauth_free (→ nginx answering 200 at once), basic ({SHA}), none."""
         if "traefik" not in self._started:
             forward = {
                 "forwardauth" + suffix(server): self.authgate(
@@ -263,7 +263,7 @@ class Stack:
             backend = self.nginx()["backend"]
             tdir = self.workdir / "traefik"
             tdir.mkdir(exist_ok=True)
-            ports = {v: free_port() for v in (*forward, "basic", "none")}
+            ports = {v: free_port() for v in (*forward, "forwardauth_free", "basic", "none")}
             ping = free_port()
             static = {
                 "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
@@ -285,6 +285,8 @@ class Stack:
                 for variant, ag in forward.items()
             }
             middlewares["basic"] = {"basicAuth": {"users": [self.creds.sha_line]}}
+            # The most any auth service can give through ForwardAuth: nginx's `return 200` answering every call.
+            middlewares["forwardauth_free"] = {"forwardAuth": {"address": backend + "/auth/free"}}
             routers = {
                 v: {
                     "rule": "PathPrefix(`/`)",

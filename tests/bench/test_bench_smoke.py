@@ -43,7 +43,14 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     assert [case["case"] for case in doc["cases"]] == ["direct"]
     direct = doc["cases"][0]
     # authgate and the raw-ASGI floor on each server
-    assert set(direct["variants"]) == {"authgate", "baseline", "authgate-uvicorn", "baseline-uvicorn"}
+    assert set(direct["variants"]) == {
+        "authgate",
+        "baseline",
+        "authgate-uvicorn",
+        "baseline-uvicorn",
+        "authgate_close",
+        "authgate_close-uvicorn",
+    }
     # the direct case runs twice the rounds at half the length (bench/run.py: finer)
     assert all(v["rps_median"] > 0 and len(v["runs"]) == 2 for v in direct["variants"].values())
     target, *others = direct["ratios"]
