@@ -73,6 +73,16 @@ SCENARIOS: dict[str, list[str]] = {
         "--set-json",
         "ingress.authResponseHeaders=[]",
     ],
+    "auth-cache": [
+        "-f",
+        str(PREFECT_VALUES),
+        "--set",
+        "ingress.authCache.enabled=true",
+        "--set",
+        "ingress.authCache.seconds=30",
+        "--set",
+        "config.server=uvicorn",
+    ],
     # The Gateway API parts, in the application's namespace "apps" (authgate in "prefect": a ReferenceGrant).
     **{
         f"gateway-{kind}": [
