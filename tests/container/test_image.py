@@ -12,9 +12,9 @@ import httpx
 import pytest
 import yaml
 
+from app.settings import DEFAULT_SERVER
 from tests.container.conftest import AuthgateContainer, BuiltImage, example_files
 from tests.support.kubelet import KubeletSecretDir
-from app.settings import DEFAULT_SERVER
 from tests.support.procs import REPO_ROOT, SHUTDOWN_COMPLETE, wait_for
 
 # The first test also pays for the session's base image and build (~1.5 min idle, more on a loaded machine).
