@@ -97,6 +97,7 @@ class AuthgateProcess(Process):
         extra_args: Sequence[str] = (),
         log_level: str = "info",
         port: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -118,7 +119,7 @@ class AuthgateProcess(Process):
         ]
         if config is not None:
             argv += ["--config", str(config)]
-        super().__init__(argv + list(extra_args), log_path)
+        super().__init__(argv + list(extra_args), log_path, env)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         def ready() -> bool:
