@@ -8,13 +8,14 @@ step with the other replicas in the background:
 * **Failures out.** Each failure the local throttle counts also goes into a bounded outbox that coalesces
   per key (O(1) under a lock, from the event loop or a worker thread). One task drains it: per key, one
   atomic Lua script adds the failures to a counter in Redis that expires with the window; at the limit it
-  sets a ban that expires with the ban and publishes it. A ban this replica imposed itself is pushed too,
-  so a client banned here during a Redis outage is banned everywhere once Redis is back.
+  records a ban in one sorted set of live bans (scored by expiry) and publishes it. A ban this replica
+  imposed itself is pushed too, so a client banned here while Redis was down is banned everywhere once
+  Redis is back.
 * **Bans in.** Every replica subscribes to the bans channel and imposes each ban locally for the time it has
   left: a ban reached with failures split across replicas holds on all of them one Redis round trip and one
-  pub/sub delivery after the failure that reached it was answered. The script's answer also carries a ban
-  the key already has in Redis, so a replica that missed a message (it was disconnected) learns the ban at
-  the next failure it pushes for that key.
+  pub/sub delivery after the failure that reached it was answered. A replica that (re)connects first
+  subscribes, then reads the live bans from the sorted set, so none published while it was starting or
+  disconnected is missed; the script's answer also carries the key's ban, if any.
 * **Allows never touch Redis**, and no answer waits for it: the decision reads only the local table.
 
 Redis down, slow or refusing (connection refused, a timeout, an error answer): the local throttle keeps
@@ -22,12 +23,15 @@ counting as before (per replica: the limit then holds per pod, not for the fleet
 says 0, errors are counted and logged at most once a minute, and the task reconnects with jittered exponential
 backoff. Never fail open: a ban or a count is only ever added from Redis, never waited for or lifted.
 
-Bounds. In Redis every counter expires within ``window_seconds`` and every ban within ``ban_seconds`` of
-its last change; keys are a fixed-length digest of the address or user name under ``key_prefix``. A replica
-creates at most ``max_tracked`` counter keys per window (a token bucket; failures past it are counted
-locally only), so however many names a guesser invents, Redis holds at most about ``max_tracked`` counters
-per replica, like the local table. The outbox holds at most ``MAX_PENDING_KEYS`` keys; failures older than
-the window when their turn comes (Redis was down) are dropped rather than counted in a fresh window.
+Bounds. In Redis every counter expires within ``window_seconds`` of its first failure; the set of bans
+expires when its longest ban does, and each write drops the bans that have ended. Counter keys are a
+fixed-length digest of the address or user name under ``key_prefix``; a replica creates at most
+``max_tracked`` counter keys per window (a token bucket; failures past it are counted locally only), so
+however many names a guesser invents, Redis holds at most about ``max_tracked`` counters per replica, like
+the local table. The outbox holds at most ``MAX_PENDING_KEYS`` keys; failures older than the window when
+their turn comes (Redis was down) are dropped rather than counted in a fresh window. The script touches a
+counter and the one set of bans: a standalone Redis (or the primary behind a Sentinel-managed Service), not
+Redis Cluster.
 """
 
 from __future__ import annotations
@@ -66,10 +70,13 @@ HEALTH_INTERVAL = 2.0  # seconds without a push before a PING checks that Redis 
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0  # reconnect delays, doubled per failed attempt, jittered
 LOG_INTERVAL = 60.0
 
-# KEYS[1] the failure counter, KEYS[2] the ban. ARGV: failures to add, limit, window ms, ban ms, ms of a ban
-# the pushing replica imposed itself (0: none), the bans channel, the message's tail ("origin kind value").
-# Returns the ms the key's ban has left in Redis (<= 0: none). Atomic, so replicas never lose an increment.
+# KEYS[1] the key's failure counter, KEYS[2] the bans: a sorted set of "kind value" scored by expiry (ms, Redis's
+# clock). ARGV: failures to add, limit, window ms, ban ms, ms of a ban the pushing replica imposed itself
+# (0: none), the bans channel, the member "kind value", the pushing replica's origin.
+# Returns the ms the key's ban has left (<= 0: none). Atomic: replicas never lose an increment or a ban.
 _SCRIPT = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local failures = tonumber(ARGV[1])
 local count = redis.call('INCRBY', KEYS[1], failures)
 if count == failures or redis.call('PTTL', KEYS[1]) < 0 then
@@ -80,13 +87,18 @@ if count >= tonumber(ARGV[2]) then
   ban = tonumber(ARGV[4])
   redis.call('DEL', KEYS[1])
 end
-local left = redis.call('PTTL', KEYS[2])
-if ban > 0 and ban > left then
-  redis.call('SET', KEYS[2], '1', 'PX', ban)
-  redis.call('PUBLISH', ARGV[6], ban .. ' ' .. ARGV[7])
+local banned_until = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[7]) or 0)
+if ban > 0 and now + ban > banned_until then
+  banned_until = now + ban
+  redis.call('ZADD', KEYS[2], banned_until, ARGV[7])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if redis.call('PTTL', KEYS[2]) < ban then
+    redis.call('PEXPIRE', KEYS[2], ban)
+  end
+  redis.call('PUBLISH', ARGV[6], ban .. ' ' .. ARGV[8] .. ' ' .. ARGV[7])
   return ban
 end
-return left
+return banned_until - now
 """
 
 _NETWORK_ERRORS = (RedisError, OSError, TimeoutError)
@@ -203,7 +215,8 @@ class SharedThrottle(Throttle):
         self._metrics = metrics
         self.outbox = Outbox()
         self.origin = secrets.token_hex(6)  # tells this replica's own published bans apart
-        self.channel = f"{redis.key_prefix}bans"
+        self.bans_key = f"{redis.key_prefix}bans"  # a sorted set: every live ban, for a replica that connects
+        self.channel = f"{redis.key_prefix}banned"  # each new or extended ban, as it happens
         self._budget = _KeyBudget(settings.max_tracked, settings.window_seconds, clock())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -305,6 +318,7 @@ class SharedThrottle(Throttle):
         try:
             async with asyncio.timeout(timeout):
                 await pubsub.subscribe(self.channel)
+                await self._catch_up(client)  # after subscribing: no ban falls between the two
             self._up()
             tasks = [
                 asyncio.create_task(self._push_loop(client, str(sha))),
@@ -322,6 +336,17 @@ class SharedThrottle(Throttle):
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(timeout):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _catch_up(self, client: Redis) -> None:
+        """Imposes the bans Redis holds now, those published while this replica was not subscribed (it was
+        starting, or disconnected): the longest-lasting first, at most as many as the local table keeps."""
+        seconds, micros = await client.time()
+        now_ms = seconds * 1000 + micros // 1000
+        rows: list[tuple[bytes, float]] = await client.zrevrangebyscore(  # type: ignore[assignment]
+            self.bans_key, "+inf", now_ms + 1, start=0, num=max(1, self.settings.max_tracked // 2), withscores=True
+        )
+        for member, until_ms in rows:
+            self._on_ban_message(f"{until_ms - now_ms:.0f} catch-up ".encode() + member)
 
     async def _push_loop(self, client: Redis, sha: str) -> None:
         assert self._wakeup is not None
@@ -356,11 +381,19 @@ class SharedThrottle(Throttle):
             pipe = client.pipeline(transaction=False)
             for (kind, value), failures, own_ban in chunk:
                 digest = hashlib.sha256(value.encode("utf-8", "backslashreplace")).hexdigest()[:32]
-                slot = f"{self.redis.key_prefix}{{{kind[0]}:{digest}}}"  # one hash slot for both keys
-                limit = self.limit(kind)
-                tail = f"{self.origin} {kind} {value}"
                 pipe.evalsha(
-                    sha, 2, f"{slot}:f", f"{slot}:b", failures, limit, window_ms, ban_ms, own_ban, self.channel, tail
+                    sha,
+                    2,
+                    f"{self.redis.key_prefix}f:{kind[0]}:{digest}",
+                    self.bans_key,
+                    failures,
+                    self.limit(kind),
+                    window_ms,
+                    ban_ms,
+                    own_ban,
+                    self.channel,
+                    f"{kind} {value}",
+                    self.origin,
                 )
             try:
                 async with asyncio.timeout(self.redis.timeout_seconds):

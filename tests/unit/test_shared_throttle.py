@@ -119,7 +119,8 @@ def test_the_password_comes_from_the_named_variable_or_file(tmp_path: Path):
 def test_make_throttle_shares_only_when_the_policy_names_redis(tmp_path: Path):
     assert type(make_throttle(ThrottleSettings(), Metrics())) is Throttle
     throttle = make_throttle(ThrottleSettings(redis=REDIS), Metrics())
-    assert isinstance(throttle, SharedThrottle) and throttle.channel == "authgate:bans"
+    assert isinstance(throttle, SharedThrottle)
+    assert (throttle.bans_key, throttle.channel) == ("authgate:bans", "authgate:banned")
     missing_ca = RedisSettings(host="h", tls=True, tls_ca_file=str(tmp_path / "ca.crt"))
     with pytest.raises(ConfigError, match=r"throttle\.redis\.tls_ca_file: no such file"):
         make_throttle(ThrottleSettings(redis=missing_ca), Metrics())
