@@ -23,15 +23,15 @@ counting as before (per replica: the limit then holds per pod, not for the fleet
 says 0, errors are counted and logged at most once a minute, and the task reconnects with jittered exponential
 backoff. Never fail open: a ban or a count is only ever added from Redis, never waited for or lifted.
 
-Bounds. In Redis every counter expires within ``window_seconds`` of its first failure; the set of bans
-expires when its longest ban does, and each write drops the bans that have ended. Counter keys are a
-fixed-length digest of the address or user name under ``key_prefix``; a replica creates at most
-``max_tracked`` counter keys per window (a token bucket; failures past it are counted locally only), so
-however many names a guesser invents, Redis holds at most about ``max_tracked`` counters per replica, like
-the local table. The outbox holds at most ``MAX_PENDING_KEYS`` keys; failures older than the window when
-their turn comes (Redis was down) are dropped rather than counted in a fresh window. The script touches a
-counter and the one set of bans: a standalone Redis (or the primary behind a Sentinel-managed Service), not
-Redis Cluster.
+Bounds. In Redis every counter expires within ``window_seconds`` of its first failure; the set of bans expires
+when its longest ban does, and each write drops the bans that have ended. Counter keys are a fixed-length
+digest of the address or user name under ``key_prefix``; a replica creates at most ``max_tracked`` new counter
+keys per window (a token bucket; a key it created within the window costs nothing more; failures past the
+budget are counted locally only), so however many names a guesser invents, Redis holds at most about
+``max_tracked`` counters per replica, like the local table. The outbox holds at most ``MAX_PENDING_KEYS``
+keys; failures older than the window when their turn comes (Redis was down) are dropped rather than counted in
+a fresh window. The script touches a counter and the one set of bans: a standalone Redis (or the primary
+behind a Sentinel-managed Service), not Redis Cluster.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ import random
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,20 +179,35 @@ class Outbox:
 
 
 class _KeyBudget:
-    """A token bucket: at most ``capacity`` new counter keys per ``window`` seconds, refilled evenly."""
+    """How many counter keys this replica may create in Redis: at most ``capacity`` per ``window`` seconds
+    (a token bucket, refilled evenly). A key this replica created less than a window ago, and still
+    remembers (the last ``remembered`` of them), costs nothing more: one busy guesser never spends the budget
+    that other keys need. So whatever the keys, this replica creates at most ``capacity`` (plus what one
+    window refills) counters per window."""
 
-    def __init__(self, capacity: int, window: float, now: float) -> None:
+    def __init__(self, capacity: int, window: float, now: float, remembered: int = MAX_PENDING_KEYS) -> None:
         self.capacity = float(capacity)
+        self.window = window
         self.rate = capacity / window
         self.tokens = float(capacity)
         self.updated = now
+        self.remembered = remembered
+        self._created: OrderedDict[Key, float] = OrderedDict()  # key -> when its counter expires; LRU order
 
-    def take(self, now: float) -> bool:
+    def allows(self, key: Key, now: float) -> bool:
+        expires = self._created.get(key)
+        if expires is not None and expires > now:
+            self._created.move_to_end(key)
+            return True
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
         if self.tokens < 1:
             return False
         self.tokens -= 1
+        self._created[key] = now + self.window
+        self._created.move_to_end(key)
+        while len(self._created) > self.remembered:
+            self._created.popitem(last=False)
         return True
 
 
@@ -372,7 +388,7 @@ class SharedThrottle(Throttle):
         for key, entry in batch.items():
             own_ban = int((entry.banned_until - now) * 1000) if entry.banned_until > now else 0
             fresh = now - entry.first_seen < self.settings.window_seconds
-            if own_ban > 0 or (fresh and self._budget.take(now)):
+            if own_ban > 0 or (fresh and self._budget.allows(key, now)):
                 rows.append((key, entry.failures, own_ban))
             else:
                 self._metrics.throttle_failures_not_shared.inc(entry.failures)

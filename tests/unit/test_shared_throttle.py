@@ -55,11 +55,23 @@ def test_the_outbox_coalesces_per_key_and_is_bounded():
 
 def test_the_key_budget_allows_max_tracked_new_keys_per_window():
     budget = _KeyBudget(capacity=10, window=60.0, now=0.0)
-    assert all(budget.take(0.0) for _ in range(10))
-    assert not budget.take(0.0)
-    assert not budget.take(5.9)  # refills at 10 per 60 s: one token after 6 s
-    assert budget.take(6.0) and not budget.take(6.0)
-    assert sum(budget.take(1000.0) for _ in range(20)) == 10  # never more than the capacity
+    assert all(budget.allows(("user", f"u{i}"), 0.0) for i in range(10))
+    assert not budget.allows(("user", "new"), 0.0)
+    assert not budget.allows(("user", "new"), 5.9)  # refills at 10 per 60 s: one token after 6 s
+    assert budget.allows(("user", "new"), 6.0) and not budget.allows(("user", "newer"), 6.0)
+    assert all(budget.allows(("user", f"u{i}"), 59.9) for i in range(10))  # created this window: free
+    assert sum(budget.allows(("user", f"u{i}"), 60.0) for i in range(10)) == 9  # expired in Redis: new again
+    assert sum(budget.allows(("address", f"a{i}"), 1000.0) for i in range(20)) == 10  # never past the capacity
+
+
+def test_the_key_budget_remembers_a_bounded_number_of_keys():
+    budget = _KeyBudget(capacity=100, window=600.0, now=0.0, remembered=3)  # refills one token per 6 s
+    for i in range(5):
+        assert budget.allows(("user", f"u{i}"), 0.0)
+    assert len(budget._created) == 3
+    assert budget.tokens == 95
+    assert budget.allows(("user", "u4"), 6.0) and budget.tokens == 95  # remembered: no token spent
+    assert budget.allows(("user", "u0"), 6.0) and budget.tokens == pytest.approx(95 + 1 - 1)  # forgotten: costs one
 
 
 def test_failures_are_counted_locally_and_queued_without_redis():
