@@ -6,11 +6,11 @@ decision is synchronous, runs on the event loop, and must never wait on the netw
 step with the other replicas in the background:
 
 * **Failures out.** Each failure the local throttle counts also goes into a bounded outbox that coalesces
-  per key (O(1) under a lock, from the event loop or a worker thread). One task drains it: per key, one
-  atomic Lua script adds the failures to a counter in Redis that expires with the window; at the limit it
-  records a ban in one sorted set of live bans (scored by expiry) and publishes it. A ban this replica
-  imposed itself is pushed too, so a client banned here while Redis was down is banned everywhere once
-  Redis is back.
+  per key (O(1) under a lock, from the event loop or a worker thread). One task drains it: one atomic Lua
+  script call per batch adds each key's failures to its counter in Redis, which expires with the window;
+  at the limit it records a ban in one sorted set of live bans (scored by expiry) and publishes it. A ban
+  this replica imposed itself is pushed too, so a client banned here while Redis was down is banned
+  everywhere once Redis is back.
 * **Bans in.** Every replica subscribes to the bans channel and imposes each ban locally for the time it has
   left: a ban reached with failures split across replicas holds on all of them one Redis round trip and one
   pub/sub delivery after the failure that reached it was answered. A replica that (re)connects first
@@ -66,40 +66,52 @@ from app.throttle import Key, Throttle
 log = logging.getLogger("authgate.shared_throttle")
 
 MAX_PENDING_KEYS = 10_000  # distinct keys waiting to be pushed; more are counted locally only
-PUSH_CHUNK = 500  # scripts per pipeline round trip
+PUSH_CHUNK = 500  # keys per script call (one round trip; Redis runs each call for well under a millisecond)
 HEALTH_INTERVAL = 2.0  # seconds without a push before a PING checks that Redis still answers
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0  # reconnect delays, doubled per failed attempt, jittered
 LOG_INTERVAL = 60.0
 
-# KEYS[1] the key's failure counter, KEYS[2] the bans: a sorted set of "kind value" scored by expiry (ms, Redis's
-# clock). ARGV: failures to add, limit, window ms, ban ms, ms of a ban the pushing replica imposed itself
-# (0: none), the bans channel, the member "kind value", the pushing replica's origin.
-# Returns the ms the key's ban has left (<= 0: none). Atomic: replicas never lose an increment or a ban.
+# One call per batch of keys (a call per key would cost more Python per failure than the decision itself).
+# KEYS[1] the bans: a sorted set of "kind value" scored by expiry (ms, Redis's clock); KEYS[2..] the keys'
+# failure counters. ARGV[1..4]: window ms, ban ms, the bans channel, the pushing replica's origin; then per
+# counter four values: failures to add, limit, ms of a ban the pushing replica imposed itself (0: none), and
+# the member "kind value". Returns, per counter, the ms its key's ban has left (<= 0: none). Atomic: replicas
+# never lose an increment or a ban.
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local failures = tonumber(ARGV[1])
-local count = redis.call('INCRBY', KEYS[1], failures)
-if count == failures or redis.call('PTTL', KEYS[1]) < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-end
-local ban = tonumber(ARGV[5])
-if count >= tonumber(ARGV[2]) then
-  ban = tonumber(ARGV[4])
-  redis.call('DEL', KEYS[1])
-end
-local banned_until = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[7]) or 0)
-if ban > 0 and now + ban > banned_until then
-  banned_until = now + ban
-  redis.call('ZADD', KEYS[2], banned_until, ARGV[7])
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  if redis.call('PTTL', KEYS[2]) < ban then
-    redis.call('PEXPIRE', KEYS[2], ban)
+local window, ban_ms, channel, origin = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local left = {}
+local pruned = false
+for i = 2, #KEYS do
+  local a = 5 + (i - 2) * 4
+  local failures = tonumber(ARGV[a])
+  local count = redis.call('INCRBY', KEYS[i], failures)
+  if count == failures or redis.call('PTTL', KEYS[i]) < 0 then
+    redis.call('PEXPIRE', KEYS[i], window)
   end
-  redis.call('PUBLISH', ARGV[6], ban .. ' ' .. ARGV[8] .. ' ' .. ARGV[7])
-  return ban
+  local ban = tonumber(ARGV[a + 2])
+  if count >= tonumber(ARGV[a + 1]) then
+    ban = ban_ms
+    redis.call('DEL', KEYS[i])
+  end
+  local member = ARGV[a + 3]
+  local banned_until = tonumber(redis.call('ZSCORE', KEYS[1], member) or 0)
+  if ban > 0 and now + ban > banned_until then
+    banned_until = now + ban
+    redis.call('ZADD', KEYS[1], banned_until, member)
+    if not pruned then
+      redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+      pruned = true
+    end
+    if redis.call('PTTL', KEYS[1]) < ban then
+      redis.call('PEXPIRE', KEYS[1], ban)
+    end
+    redis.call('PUBLISH', channel, ban .. ' ' .. origin .. ' ' .. member)
+  end
+  left[#left + 1] = banned_until - now
 end
-return banned_until - now
+return left
 """
 
 _NETWORK_ERRORS = (RedisError, OSError, TimeoutError)
@@ -379,7 +391,7 @@ class SharedThrottle(Throttle):
             await self._push(client, sha, self.outbox.take())
 
     async def _push(self, client: Redis, sha: str, batch: dict[Key, _Pending]) -> None:
-        """Runs the script for each key; imposes the bans Redis reports. A batch that fails is not retried
+        """Runs the script for the batch's keys; imposes the bans Redis reports. A batch that fails is not retried
         (part of it may have been applied): its failures stay local only, and are counted as such."""
         now = self._clock()
         window_ms = int(self.settings.window_seconds * 1000)
@@ -392,28 +404,18 @@ class SharedThrottle(Throttle):
                 rows.append((key, entry.failures, own_ban))
             else:
                 self._metrics.throttle_failures_not_shared.inc(entry.failures)
+        head: list[str | int] = [window_ms, ban_ms, self.channel, self.origin]
         for start in range(0, len(rows), PUSH_CHUNK):
             chunk = rows[start : start + PUSH_CHUNK]
-            pipe = client.pipeline(transaction=False)
+            counters: list[str] = []
+            args: list[str | int] = []
             for (kind, value), failures, own_ban in chunk:
                 digest = hashlib.sha256(value.encode("utf-8", "backslashreplace")).hexdigest()[:32]
-                pipe.evalsha(
-                    sha,
-                    2,
-                    f"{self.redis.key_prefix}f:{kind[0]}:{digest}",
-                    self.bans_key,
-                    failures,
-                    self.limit(kind),
-                    window_ms,
-                    ban_ms,
-                    own_ban,
-                    self.channel,
-                    f"{kind} {value}",
-                    self.origin,
-                )
+                counters.append(f"{self.redis.key_prefix}f:{kind[0]}:{digest}")
+                args += (failures, self.limit(kind), own_ban, f"{kind} {value}")
             try:
                 async with asyncio.timeout(self.redis.timeout_seconds):
-                    results = await pipe.execute()
+                    results = await client.evalsha(sha, 1 + len(counters), self.bans_key, *counters, *head, *args)
             except BaseException:
                 self._metrics.throttle_failures_not_shared.inc(sum(row[1] for row in rows[start:]))
                 raise

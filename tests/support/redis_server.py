@@ -70,6 +70,10 @@ class RedisServer:
             self.process.stop()
             self.process = None
 
+    def version(self) -> str:
+        with self.client() as client:
+            return str(client.info("server")["redis_version"])
+
     def client(self, timeout: float | None = 5.0) -> redis.Redis:
         kwargs: dict[str, object] = {}
         if self.tls is not None:
