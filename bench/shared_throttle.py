@@ -6,14 +6,15 @@ minutes), separate from bench/run.py.
 
 Method: one real redis-server (no persistence) and three authgate processes on loopback: ``local`` (no
 ``throttle.redis``) and ``redis`` (the same policy with ``throttle.redis``) for latency, and a second
-``redis`` replica for propagation. wrk (-t1 -c32) drives each variant in interleaved rounds, so both sides
-of a ratio see the same machine: failures (an unknown Bearer token, answered 401) from one client address,
+``redis`` replica for propagation. wrk (-t1 -c32) drives each variant in interleaved rounds, so both sides of
+a ratio see the same machine: failures (an unknown Bearer token, answered 401) from one client address,
 failures from a new random address per request (every failure a distinct key in Redis; ``max_tracked`` is
-raised so the key budget never binds during the run), and allows (a valid token). Limits are set so high
-that nothing is banned during the latency rounds. Ratios are medians of per-round ratios (redis / local).
-Propagation: per trial a fresh user name gets its limit of failures alternately on both replicas; the time
-from the last failure's answer until both replicas' ``authgate_throttled_clients`` gauges show the ban,
-polled over keepalive connections (about a millisecond per poll, so the figure includes up to that much).
+raised so the key budget never binds during the run), and allows (a valid token). Limits are set so high that
+nothing is banned during the latency rounds. Ratios are medians of per-round ratios (redis / local); the order
+of the two alternates per round. Propagation: per trial a fresh user name gets its limit of failures
+alternately on both replicas; the time from the last failure's answer until both replicas'
+``authgate_throttled_clients`` gauges show the ban, polled over keepalive connections (about a millisecond per
+poll, so the figure includes up to that much).
 """
 
 from __future__ import annotations
@@ -62,10 +63,10 @@ def policy(path: Path, redis_url: str | None, *, limit: int) -> Path:
     return path
 
 
-def wrk(url: str, headers: dict[str, str], seconds: int, script: Path) -> dict[str, float]:
+def wrk(url: str, headers: dict[str, str], seconds: int, script: Path, connections: int = 32) -> dict[str, float]:
     import subprocess
 
-    argv = ["wrk", "-t1", "-c32", "-d", f"{seconds}s", "--timeout", "5s", "-s", str(script)]
+    argv = ["wrk", "-t1", f"-c{connections}", "-d", f"{seconds}s", "--timeout", "5s", "-s", str(script)]
     for name, value in headers.items():
         argv += ["-H", f"{name}: {value}"]
     out = subprocess.run([*argv, url], capture_output=True, text=True, timeout=seconds + 30, check=True)
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=30)
     args = parser.parse_args(argv)
 
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     work = Path(tempfile.mkdtemp(prefix="authgate-bench-shared-"))
     redis = RedisServer(work / "redis").start()
     redis_version = redis.version()
@@ -124,10 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     scripts["fixed"].write_text(_DONE_LUA)
     scripts["random"].write_text(_RANDOM_ADDRESS_LUA + _DONE_LUA)
     base = {"X-Original-URL": "https://app.example.com/api/flows", "X-Original-Method": "GET", "X-Real-IP": "10.0.0.1"}
-    variants = {
-        "failure, one client": ({**base, "Authorization": "Bearer wrong-token-0123456789abcdef"}, "fixed"),
-        "failure, a new address each": ({**base, "Authorization": "Bearer wrong-token-0123456789abcdef"}, "random"),
-        "allow": ({**base, "Authorization": f"Bearer {TOKEN}"}, "fixed"),
+    wrong = {**base, "Authorization": "Bearer wrong-token-0123456789abcdef"}
+    variants = {  # name: (headers, wrk script, connections)
+        "failure, one client": (wrong, "fixed", 32),
+        "failure, a new address each": (wrong, "random", 32),
+        "failure, a new address each, 1 connection (unloaded latency)": (wrong, "random", 1),
+        "allow": ({**base, "Authorization": f"Bearer {TOKEN}"}, "fixed", 32),
     }
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     propagation: list[float] = []
@@ -140,15 +144,16 @@ def main(argv: list[str] | None = None) -> int:
                 timeout=15,
                 what="sharing through Redis",
             )
-            for headers, script in variants.values():  # warm-up
+            for headers, script, connections in variants.values():  # warm-up
                 for proc in procs.values():
-                    wrk(proc.base_url + "/auth/api", headers, 1, scripts[script])
-            for _ in range(args.rounds):
-                for variant, (headers, script) in variants.items():
-                    for name, proc in procs.items():
+                    wrk(proc.base_url + "/auth/api", headers, 1, scripts[script], connections)
+            for round_ in range(args.rounds):
+                for variant, (headers, script, connections) in variants.items():
+                    order = list(procs.items())
+                    for name, proc in order if round_ % 2 == 0 else order[::-1]:  # neither side always first
                         pids = [proc.proc.pid] + ([redis.process.proc.pid] if name == "redis" and redis.process else [])
                         cpu0 = cpu_seconds([proc.proc.pid]), cpu_seconds(pids)
-                        result = wrk(proc.base_url + "/auth/api", headers, args.seconds, scripts[script])
+                        result = wrk(proc.base_url + "/auth/api", headers, args.seconds, scripts[script], connections)
                         result["cpu_us"] = (cpu_seconds([proc.proc.pid]) - cpu0[0]) / result["requests"] * 1e6
                         result["cpu_total_us"] = (cpu_seconds(pids) - cpu0[1]) / result["requests"] * 1e6
                         results.setdefault((variant, name), []).append(result)
@@ -177,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         redis.stop()
 
     print(
-        f"Run {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: {args.rounds} interleaved rounds x "
-        f"{args.seconds} s per variant, wrk -t1 -c32; {platform.python_version()}, redis-server "
+        f"Run {started}: {args.rounds} interleaved rounds x "
+        f"{args.seconds} s per variant, wrk -t1 -c32 unless said; {platform.python_version()}, redis-server "
         f"{redis_version}, {platform.machine()}.\n"
     )
     print(
