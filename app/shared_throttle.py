@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import random
 import secrets
@@ -444,7 +445,7 @@ class SharedThrottle(Throttle):
             seconds = float(ms) / 1000
         except (TypeError, ValueError):
             return
-        if origin == self.origin or kind not in ("address", "user"):
+        if origin == self.origin or kind not in ("address", "user") or not math.isfinite(seconds):
             return
         self._learn((kind, value), seconds)  # type: ignore[arg-type]  # kind was checked just above
 

@@ -101,6 +101,8 @@ def test_published_bans_are_imposed_unless_they_are_our_own_or_malformed():
     throttle._on_ban_message(b"soon other user x")
     throttle._on_ban_message(b"120000 other group x")
     throttle._on_ban_message(b"\xff\xfe")
+    throttle._on_ban_message(b"nan other user x")  # anyone who can write to Redis could send these
+    throttle._on_ban_message(b"inf other user x")
     assert throttle.banned_counts() == {"address": 0, "user": 0}
     throttle._on_ban_message(b"120000 other user mallory with spaces")
     throttle._on_ban_message(b"9e9 other address 10.0.0.9")  # never longer than this replica's own ban
