@@ -321,3 +321,11 @@ def test_tls_verifies_the_server(start: Callable[..., AuthgateProcess], tmp_path
         assert metric(doubting, "authgate_throttle_shared") == 0
     finally:
         server.stop()
+
+
+def test_a_password_variable_that_is_not_set_fails_the_start_naming_it(tmp_path: Path, secret: KubeletSecretDir):
+    config = policy(tmp_path / "policy.yaml", "redis://127.0.0.1:1/0", password_env="TEST_REDIS_PASSWORD_UNSET")
+    proc = AuthgateProcess(secret.path, tmp_path / "authgate.log", config=config)
+    assert proc.proc.wait(timeout=30) == 2
+    proc.stop()
+    assert "throttle.redis.password_env: $TEST_REDIS_PASSWORD_UNSET is not set or empty" in proc.output()
