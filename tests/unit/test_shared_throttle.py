@@ -140,3 +140,15 @@ def test_make_throttle_shares_only_when_the_policy_names_redis(tmp_path: Path):
         make_throttle(ThrottleSettings(redis=missing_ca), Metrics())
     with pytest.raises(ConfigError, match=r"\$PW is not set"):
         make_throttle(ThrottleSettings(redis=RedisSettings(host="h", password_env="PW")), Metrics(), environ={})
+
+
+def test_redis_is_imported_only_when_the_policy_names_one():
+    """Like the Kubernetes client (watch mode only): without throttle.redis no process pays for the client."""
+    import subprocess
+    import sys
+
+    from tests.support.procs import REPO_ROOT
+
+    check = "import sys, app.http, app.cli; print('redis' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
