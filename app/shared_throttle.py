@@ -70,6 +70,7 @@ MAX_PENDING_KEYS = 10_000  # distinct keys waiting to be pushed; more are counte
 # failure alone would double the failure path's cost. With the wait there are at most 200 calls a second.
 PUSH_LINGER = 0.005
 PUSH_CHUNK = 500  # keys per script call (one round trip; Redis runs each call for well under a millisecond)
+CATCH_UP_PAGE = 1000  # live bans read per command when a replica (re)connects
 HEALTH_INTERVAL = 2.0  # seconds without a push before a PING checks that Redis still answers
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0  # reconnect delays, doubled per failed attempt, jittered
 LOG_INTERVAL = 60.0
@@ -355,7 +356,7 @@ class SharedThrottle(Throttle):
         try:
             async with asyncio.timeout(timeout):
                 await pubsub.subscribe(self.channel)
-                await self._catch_up(client)  # after subscribing: no ban falls between the two
+            await self._catch_up(client)  # after subscribing: no ban falls between the two
             self._up()
             tasks = [
                 asyncio.create_task(self._push_loop(client, str(sha))),
@@ -376,14 +377,27 @@ class SharedThrottle(Throttle):
 
     async def _catch_up(self, client: Redis) -> None:
         """Imposes the bans Redis holds now, those published while this replica was not subscribed (it was
-        starting, or disconnected): the longest-lasting first, at most as many as the local table keeps."""
-        seconds, micros = await client.time()
+        starting, or disconnected): the longest-lasting first, at most as many as the local table keeps, read
+        in pages that each get the command timeout (a Redis holding many bans must not keep us from connecting)."""
+        timeout = self.redis.timeout_seconds
+        async with asyncio.timeout(timeout):
+            seconds, micros = await client.time()
         now_ms = seconds * 1000 + micros // 1000
-        rows: list[tuple[bytes, float]] = await client.zrevrangebyscore(  # type: ignore[assignment]
-            self.bans_key, "+inf", now_ms + 1, start=0, num=max(1, self.settings.max_tracked // 2), withscores=True
-        )
-        for member, until_ms in rows:
-            self._on_ban_message(f"{until_ms - now_ms:.0f} catch-up ".encode() + member)
+        wanted = max(1, self.settings.max_tracked // 2)
+        for start in range(0, wanted, CATCH_UP_PAGE):
+            async with asyncio.timeout(timeout):
+                rows: list[tuple[bytes, float]] = await client.zrevrangebyscore(  # type: ignore[assignment]
+                    self.bans_key,
+                    "+inf",
+                    now_ms + 1,
+                    start=start,
+                    num=min(CATCH_UP_PAGE, wanted - start),
+                    withscores=True,
+                )
+            for member, until_ms in rows:
+                self._on_ban_message(f"{until_ms - now_ms:.0f} catch-up ".encode() + member)
+            if len(rows) < CATCH_UP_PAGE:
+                return
 
     async def _push_loop(self, client: Redis, sha: str) -> None:
         assert self._wakeup is not None

@@ -329,3 +329,20 @@ def test_a_password_variable_that_is_not_set_fails_the_start_naming_it(tmp_path:
     assert proc.proc.wait(timeout=30) == 2
     proc.stop()
     assert "throttle.redis.password_env: $TEST_REDIS_PASSWORD_UNSET is not set or empty" in proc.output()
+
+
+def test_a_starting_replica_reads_every_live_ban_in_pages(
+    start: Callable[..., AuthgateProcess], redis_server: RedisServer, tmp_path: Path
+):
+    with redis_server.client() as client:
+        seconds, micros = client.time()
+        now_ms = seconds * 1000 + micros // 1000
+        live = {f"address 10.8.{i // 256}.{i % 256}": now_ms + 60_000 + i for i in range(2500)}  # > 2 pages
+        ended = {"address 10.9.0.1": now_ms - 1000}
+        client.zadd(PREFIX + "bans", {**live, **ended})
+        client.pexpire(PREFIX + "bans", 120_000)
+    proc = start("late", policy(tmp_path / "policy.yaml", redis_server.url))
+    wait_for(shared(proc), timeout=10, what="sharing through Redis")
+    assert metric(proc, 'authgate_throttled_clients{kind="address"}') == 2500
+    assert ask(proc, "10.8.9.195", "Bearer wrong-token-0123456789abcdef").status_code == 403  # the last one
+    assert ask(proc, "10.9.0.1", "Bearer wrong-token-0123456789abcdef").status_code == 401  # its ban had ended
