@@ -25,6 +25,7 @@ from app.metrics import Metrics
 from app.policy import Policy, RoutePolicy, load_policy
 from app.reload import DirectoryWatcher, Reloader, SnapshotStore
 from app.settings import Settings
+from app.shared_throttle import SharedThrottle, make_throttle
 from app.throttle import Throttle
 
 log = logging.getLogger("authgate.decision")
@@ -298,7 +299,7 @@ def build_state(settings: Settings, policy: Policy | None = None, metrics: Metri
         policy=policy,
         store=store,
         metrics=metrics,
-        throttle=Throttle(policy.throttle),
+        throttle=make_throttle(policy.throttle, metrics),
         reloader=Reloader(policy, store, metrics),
     )
 
@@ -337,9 +338,14 @@ def create_app(settings: Settings, state: AppState | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         watcher = start_credential_source(state)
         task = asyncio.create_task(watcher.run(), name="credential-source")
+        shared = state.throttle if isinstance(state.throttle, SharedThrottle) else None
+        if shared is not None:
+            await shared.start()  # returns at once: decisions never wait for Redis
         try:
             yield
         finally:
+            if shared is not None:
+                await shared.stop()
             watcher.stop()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

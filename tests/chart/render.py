@@ -102,6 +102,18 @@ SCENARIOS: dict[str, list[str]] = {
         "--set-json",
         'gateway.parentRefs=[{"name":"edge","namespace":"gateway-system"}]',
     ],
+    "redis": [
+        "--set",
+        "throttle.redis.url=rediss://redis-master.redis.svc.cluster.local:6380/0",
+        "--set",
+        "throttle.redis.existingSecret=redis-auth",
+        "--set",
+        "throttle.redis.tlsCASecret=redis-ca",
+        "--set",
+        "config.policy.throttle.max_failures_per_user=5",
+        "--set-json",
+        'config.extraEnv=[{"name":"TZ","value":"UTC"}]',
+    ],
     "traefik": [
         "-f",
         str(PREFECT_VALUES),

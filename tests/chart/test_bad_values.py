@@ -108,6 +108,30 @@ CASES = {
         "autoscaling.minReplicas (5) is greater than autoscaling.maxReplicas (3)",
     ),
     "test route not in policy": (["--set", "tests.route=nope"], 'tests.route="nope" is not a route'),
+    "redis in both the policy and the values": (
+        [
+            "--set",
+            "throttle.redis.url=redis://r:6379",
+            "--set-json",
+            'config.policy.throttle={"redis":{"url":"redis://other"}}',
+        ],
+        "throttle.redis.url and config.policy.throttle.redis both set the shared throttle",
+    ),
+    "redis for a throttle that is off": (
+        ["--set", "throttle.redis.url=redis://r:6379", "--set", "config.policy.throttle.enabled=false"],
+        "config.policy.throttle.enabled=false turns off",
+    ),
+    "redis password secret without a url": (
+        ["--set", "throttle.redis.existingSecret=redis-auth"],
+        "throttle.redis.url is empty",
+    ),
+    "redis ca without tls": (
+        ["--set", "throttle.redis.url=redis://r:6379", "--set", "throttle.redis.tlsCASecret=redis-ca"],
+        'throttle.redis.url="redis://r:6379" is not rediss://',
+    ),
+    "redis password in the url": (["--set", "throttle.redis.url=redis://:pw@r:6379"], "/throttle/redis/url"),
+    "redis url options": (["--set", "throttle.redis.url=rediss://r?ssl_cert_reqs=none"], "/throttle/redis/url"),
+    "misspelt redis key": (["--set", "throttle.redis.password=pw"], "additional properties 'password' not allowed"),
     # The schema (values.schema.json) catches these before any template runs.
     "misspelt key": (["--set", "replicas=3"], "additional properties 'replicas' not allowed"),
     "misspelt nested key": (["--set", "ingress.api.hots=x"], "additional properties 'hots' not allowed"),

@@ -90,6 +90,25 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default .Release.Namespace .Values.ingress.namespace }}
 {{- end }}
 
+{{/* The policy file: config.policy, plus throttle.redis from the chart's `throttle.redis` values. */}}
+{{- define "authgate.policy" -}}
+{{- $policy := deepCopy .Values.config.policy }}
+{{- $r := .Values.throttle.redis }}
+{{- if $r.url }}
+{{- $redis := dict "url" $r.url "key_prefix" $r.keyPrefix "timeout_seconds" $r.timeoutSeconds }}
+{{- if $r.existingSecret }}
+{{- $_ := set $redis "password_env" "AUTHGATE_REDIS_PASSWORD" }}
+{{- end }}
+{{- if $r.tlsCASecret }}
+{{- $_ := set $redis "tls_ca_file" "/etc/authgate/redis-tls/ca.crt" }}
+{{- end }}
+{{- $throttle := default (dict) $policy.throttle }}
+{{- $_ := set $throttle "redis" $redis }}
+{{- $_ := set $policy "throttle" $throttle }}
+{{- end }}
+{{- toYaml $policy }}
+{{- end }}
+
 {{/* Whether more than one pod runs (PodDisruptionBudget only then). */}}
 {{- define "authgate.multiplePods" -}}
 {{- if .Values.autoscaling.enabled }}
@@ -203,6 +222,20 @@ The schema catches wrong types and unknown keys; this catches combinations.
 {{- end }}
 {{- if and $v.ingress.api.enabled (eq $v.ingress.provider "nginx") (gt (int $v.ingress.authKeepalive) 0) $v.ingress.authResponseHeaders }}
 {{- fail (printf "ingress.authKeepalive=%d needs ingress.authResponseHeaders: [] - ingress-nginx v1.12-v1.15's keepalive (Lua) auth path answers 500 to every allowed request when auth-response-headers is set (docs/proxies.md, \"Keepalive to authgate\")" (int $v.ingress.authKeepalive)) }}
+{{- end }}
+{{- $redis := $v.throttle.redis }}
+{{- $policyThrottle := default (dict) $v.config.policy.throttle }}
+{{- if and $redis.url (hasKey $policyThrottle "redis") }}
+{{- fail "throttle.redis.url and config.policy.throttle.redis both set the shared throttle: keep throttle.redis.* (it also wires the password Secret and the CA) and drop config.policy.throttle.redis" }}
+{{- end }}
+{{- if and $redis.url (hasKey $policyThrottle "enabled") (not $policyThrottle.enabled) }}
+{{- fail "throttle.redis.url shares a throttle that config.policy.throttle.enabled=false turns off: drop one of them" }}
+{{- end }}
+{{- if and (not $redis.url) (or $redis.existingSecret $redis.tlsCASecret) }}
+{{- fail "throttle.redis.existingSecret / throttle.redis.tlsCASecret are set but throttle.redis.url is empty: set the URL, or drop them" }}
+{{- end }}
+{{- if and $redis.tlsCASecret (not (hasPrefix "rediss://" $redis.url)) }}
+{{- fail (printf "throttle.redis.tlsCASecret is for TLS, but throttle.redis.url=%q is not rediss://" $redis.url) }}
 {{- end }}
 {{- if and $v.tests.enabled (not (hasKey $routes $v.tests.route)) }}
 {{- fail (printf "tests.route=%q is not a route of config.policy.routes" $v.tests.route) }}
