@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.decision import IDENTITY_HEADERS
 from app.doors.base import View, last_hop
 
-IDENTITY_HEADERS = b"x-auth-request-user, x-auth-request-scheme"
+_REMOVE_IDENTITY = [(b"x-envoy-auth-headers-to-remove", b", ".join(IDENTITY_HEADERS))]
 
 
 class PathPrefix:
@@ -31,7 +32,7 @@ class PathPrefix:
         return True  # the request line itself: no client header can make one up
 
     def allow_headers(self, identified: bool) -> list[tuple[bytes, bytes]]:
-        return [] if identified else [(b"x-envoy-auth-headers-to-remove", IDENTITY_HEADERS)]
+        return [] if identified else _REMOVE_IDENTITY
 
 
 PATH_PREFIX = PathPrefix()

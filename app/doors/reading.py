@@ -43,12 +43,22 @@ def _text(value: bytes | None) -> str | None:
 
 
 class FrontDoors:
-    """The trusted doors (in ``--proxy`` order) and the others whose marks are cross-checked."""
+    """The trusted doors (in ``--proxy`` order) and the others whose marks are cross-checked.
 
-    def __init__(self, trusted: tuple[Door, ...], others: tuple[Door, ...]) -> None:
+    ``missing``: what a request lacking every trusted account means and how to fix it, for a wire whose
+    doors are not chosen with ``--proxy`` (gRPC); by default the fix is the ``--proxy`` of the doors seen."""
+
+    def __init__(self, trusted: tuple[Door, ...], others: tuple[Door, ...], missing: str | None = None) -> None:
         self.trusted = trusted
         self.others = others
         self.names = tuple(door.name for door in trusted)
+        self.missing = missing
+
+    def missing_fix(self, seen: tuple[str, ...]) -> str:
+        if self.missing is not None:
+            return self.missing
+        fix = ",".join(seen) if seen else "the proxy that calls authgate"
+        return f"authgate is behind a proxy it is not configured for. Fix: --proxy {fix} (chart: config.proxy)"
 
     def read(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> Reading:
         chosen: tuple[Door, View] | None = None
