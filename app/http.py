@@ -99,7 +99,8 @@ class FastPathApp:
 
 
 def create_app(settings: Settings, state: AppState | None = None) -> Litestar:
-    """The Litestar app. Loads the policy now (a bad one fails the start); credentials load in the lifespan."""
+    """The Litestar app. Loads the policy now (a bad one fails the start); credentials load in the lifespan,
+    which also runs the gRPC server when ``settings.grpc_port`` is set (on this same event loop)."""
     state = state if state is not None else build_state(settings)
     decider = Decider(state)
     endpoint = DecisionEndpoint(state, decider)
@@ -134,7 +135,13 @@ def create_app(settings: Settings, state: AppState | None = None) -> Litestar:
         watcher = start_credential_source(state)
         task = asyncio.create_task(watcher.run(), name="credential-source")
         try:
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                if state.settings.grpc_port is not None:
+                    # imported only when asked for: grpcio and Envoy's protos cost ~80 ms and some memory
+                    from app.grpc_server import serving_grpc
+
+                    await stack.enter_async_context(serving_grpc(state, decider))
+                yield
         finally:
             watcher.stop()
             task.cancel()

@@ -98,9 +98,12 @@ class AuthgateProcess(Process):
         log_level: str = "info",
         port: int | None = None,
         env: dict[str, str] | None = None,
+        grpc: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        # --grpc-port: Envoy's gRPC ext_authz on a second free port
+        self.grpc_port = free_port() if grpc else None
         argv = [
             sys.executable,
             "-m",
@@ -119,6 +122,8 @@ class AuthgateProcess(Process):
         ]
         if config is not None:
             argv += ["--config", str(config)]
+        if self.grpc_port is not None:
+            argv += ["--grpc-port", str(self.grpc_port)]
         super().__init__(argv + list(extra_args), log_path, env=env)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
