@@ -22,10 +22,14 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import cel
 import jsonschema
 import pytest
 import yaml
+
+# The Rust extension itself, not the package: xds-protos (Envoy's protos, for --grpc-port) ships a top-level
+# `cel` package of its own (cel.expr) with an empty cel/__init__.py, and whichever of the two pip installs
+# last owns that file. cel.cel is common-expression-language's whatever the order.
+from cel.cel import Context, evaluate
 
 from tests.support.procs import REPO_ROOT
 
@@ -73,7 +77,9 @@ def schemas(files: tuple[str, ...] = CRD_FILES) -> dict[tuple[str, str], dict[st
 
 def _strict(schema: dict[str, Any]) -> dict[str, Any]:
     """A copy that refuses unknown fields where the API server would prune them, and accepts what the
-    API server accepts for ``x-kubernetes-int-or-string``."""
+    API server accepts for ``x-kubernetes-int-or-string``. OpenAPI v3.0's boolean ``exclusiveMaximum`` /
+    ``exclusiveMinimum`` (Contour's ExtensionService port: ``maximum: 65536, exclusiveMaximum: true``) become
+    the numbers JSON Schema draft 7 expects."""
     schema = copy.deepcopy(schema)
 
     def walk(node: Any) -> None:
@@ -81,6 +87,10 @@ def _strict(schema: dict[str, Any]) -> dict[str, Any]:
             if node.get("x-kubernetes-int-or-string"):
                 node.pop("type", None)
                 node.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
+            for bound, exclusive in (("maximum", "exclusiveMaximum"), ("minimum", "exclusiveMinimum")):
+                if isinstance(node.get(exclusive), bool):
+                    if node.pop(exclusive) and bound in node:
+                        node[exclusive] = node.pop(bound)
             if (
                 "properties" in node
                 and "additionalProperties" not in node
@@ -140,10 +150,10 @@ def _rules(schema: dict[str, Any], value: Any, path: str) -> Iterator[Problem]:
         text = rule["rule"]
         if "oldSelf" in text:
             continue
-        context = cel.Context()
+        context = Context()
         context.add_variable("self", _cel_value(value))
         try:
-            ok = cel.evaluate(text, context)
+            ok = evaluate(text, context)
         except Exception as exc:  # the evaluator's own error types
             yield Problem(path, f"CEL rule could not be evaluated here ({exc}): {text}")
             continue

@@ -102,6 +102,42 @@ SCENARIOS: dict[str, list[str]] = {
         "--set-json",
         'gateway.parentRefs=[{"name":"edge","namespace":"gateway-system"}]',
     ],
+    # Envoy's gRPC ext_authz: Contour (HTTPProxy + ExtensionService) in the application's namespace "apps",
+    # with the Ingresses off; and each gateway kind over gRPC (the filter and Istio with one route only).
+    "grpc-contour": [
+        "-f",
+        str(PREFECT_VALUES),
+        "--set",
+        "ingress.api.enabled=false",
+        "--set",
+        "ingress.ui.enabled=false",
+        "--set",
+        "ingress.namespace=apps",
+        "--set",
+        "grpc.enabled=true",
+        "--set",
+        "contour.enabled=true",
+        "--set",
+        "networkPolicy.enabled=true",
+    ],
+    **{
+        f"grpc-{kind}": [
+            "-f",
+            str(PREFECT_VALUES),
+            "--set",
+            "grpc.enabled=true",
+            "--set",
+            "gateway.enabled=true",
+            "--set",
+            f"gateway.externalAuth={kind}",
+            "--set",
+            "ingress.namespace=apps",
+            "--set-json",
+            'gateway.parentRefs=[{"name":"edge","namespace":"gateway-system","sectionName":"https"}]',
+            *([] if kind == "envoy-gateway" else ["--set", "gateway.ui.enabled=false"]),
+        ]
+        for kind in ("filter", "envoy-gateway", "istio")
+    },
     "traefik": [
         "-f",
         str(PREFECT_VALUES),
