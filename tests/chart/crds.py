@@ -88,9 +88,9 @@ def _strict(schema: dict[str, Any]) -> dict[str, Any]:
                 node.pop("type", None)
                 node.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
             for bound, exclusive in (("maximum", "exclusiveMaximum"), ("minimum", "exclusiveMinimum")):
-                if isinstance(node.get(exclusive), bool):
-                    if node.pop(exclusive) and bound in node:
-                        node[exclusive] = node.pop(bound)
+                # pop() drops a false one; a true one takes the bound's value (and the bound goes)
+                if isinstance(node.get(exclusive), bool) and node.pop(exclusive) and bound in node:
+                    node[exclusive] = node.pop(bound)
             if (
                 "properties" in node
                 and "additionalProperties" not in node

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.integration.conftest import BCRYPT_ALICE, PASSWORD, TOKEN_A, basic, nginx_headers, token_line
+from tests.integration.conftest import PASSWORD, TOKEN_A, basic, nginx_headers, serving, token_line
 from tests.support.envoy_grpc import CLIENT, NOT_SERVING, SERVING, Answer, CheckClient, envoy_check
 from tests.support.kubelet import KubeletSecretDir
 from tests.support.procs import AuthgateProcess, wait_for
@@ -24,24 +24,12 @@ IDENTITY = ("x-auth-request-user", "x-auth-request-scheme")
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AuthgateProcess, CheckClient]]:
-    from tests.integration.conftest import POLICY
-
-    base = tmp_path_factory.mktemp("grpc")
-    secret = KubeletSecretDir(base / "secret")
     tokens = token_line("ci-a", TOKEN_A) + token_line("ro", READONLY, "routes=api methods=GET paths=/api/flows")
-    secret.write({"tokens": tokens, "htpasswd": f"alice:{BCRYPT_ALICE}\n"})
-    (base / "policy.yaml").write_text(POLICY)
-    proc = AuthgateProcess(secret.path, base / "authgate.log", config=base / "policy.yaml", grpc=True)
-    client: CheckClient | None = None
-    try:
-        proc.wait_ready()
+    with serving(tmp_path_factory.mktemp("grpc"), tokens, grpc=True) as proc:
         assert proc.grpc_port is not None
         client = CheckClient(proc.grpc_port)
         yield proc, client
-    finally:
-        if client is not None:
-            client.close()
-        proc.stop()
+        client.close()
 
 
 def allowed(user: str | None, scheme: str | None = None) -> Answer:

@@ -14,10 +14,8 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.conftest import BCRYPT_ALICE, PASSWORD, POLICY, TOKEN_A, token_line
+from tests.integration.conftest import PASSWORD, TOKEN_A, serving, token_line
 from tests.support.envoy_grpc import CheckClient
-from tests.support.kubelet import KubeletSecretDir
-from tests.support.procs import AuthgateProcess
 
 # Any text protobuf can carry (valid Unicode: no lone surrogates).
 text = st.text(st.characters(exclude_categories=["Cs"]), max_size=60)
@@ -56,20 +54,12 @@ addresses = st.one_of(text, st.sampled_from(["198.51.100.7", "::1", "", "10.1.2.
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CheckClient]:
-    base = tmp_path_factory.mktemp("grpc-fuzz")
-    secret = KubeletSecretDir(base / "secret")
-    secret.write({"tokens": token_line("ci-a", TOKEN_A), "htpasswd": f"alice:{BCRYPT_ALICE}\n"})
-    (base / "policy.yaml").write_text(POLICY)
-    proc = AuthgateProcess(secret.path, base / "authgate.log", config=base / "policy.yaml", grpc=True)
-    try:
-        proc.wait_ready()
+    with serving(tmp_path_factory.mktemp("grpc-fuzz"), token_line("ci-a", TOKEN_A), grpc=True) as proc:
         assert proc.grpc_port is not None
         check_client = CheckClient(proc.grpc_port)
         yield check_client
         check_client.close()
         assert "Traceback" not in proc.output()
-    finally:
-        proc.stop()
 
 
 def assert_an_answer(client: CheckClient, request: CheckRequest) -> None:

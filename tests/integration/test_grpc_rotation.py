@@ -6,21 +6,20 @@ applied, would have removed A) changes nothing."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
 
 from tests.integration.conftest import TOKEN_A, TOKEN_B, token_line
 from tests.support.envoy_grpc import CheckClient, envoy_check
 from tests.support.kubelet import KubeletSecretDir
-from tests.support.procs import AuthgateProcess, wait_for
+from tests.support.procs import AuthgateProcess, metric_value, wait_for
 
 PROPAGATION_BOUND = 2.0
+ERRORS = 'authgate_reloads_total{result="error"}'
 CALLERS = 4
 PACE = 0.002  # seconds between one caller's checks: a few hundred checks a second in all on a shared machine
 
@@ -86,12 +85,6 @@ def rotating(tmp_path) -> Iterator[tuple[AuthgateProcess, KubeletSecretDir, Chec
         proc.stop()
 
 
-def reload_errors(proc: AuthgateProcess) -> float:
-    text = httpx.get(proc.base_url + "/metrics", timeout=5).text
-    match = re.search(r'^authgate_reloads_total\{result="error"\} (\S+)$', text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
 def test_rotation_under_grpc_load(rotating):
     proc, secret, client = rotating
     b = envoy_check(headers={"authorization": f"Bearer {TOKEN_B}"}, route=None)
@@ -106,9 +99,13 @@ def test_rotation_under_grpc_load(rotating):
         b_accepted_after = time.monotonic() - added
 
         # 2. a malformed update that, applied, would drop A: nothing may change
-        errors_before = reload_errors(proc)
+        errors_before = metric_value(proc.base_url, ERRORS)
         secret.write({"tokens": token_line("b", TOKEN_B) + "this line has no secret\n"})
-        wait_for(lambda: reload_errors(proc) > errors_before, timeout=PROPAGATION_BOUND + 3, what="the rejection")
+        wait_for(
+            lambda: metric_value(proc.base_url, ERRORS) > errors_before,
+            timeout=PROPAGATION_BOUND + 3,
+            what="the rejection",
+        )
         rejected_at = time.monotonic()
         wait_for(lambda: len(load.since(rejected_at)) >= 100, timeout=10, what="traffic after the malformed update")
 

@@ -52,6 +52,16 @@ def wait_http(url: str, *, status: int = 200, timeout: float = 15.0) -> None:
     wait_for(ok, timeout=timeout, what=f"{url} to answer {status}")
 
 
+def metric_value(base_url: str, sample: str) -> float:
+    """One sample of ``base_url``/metrics, named as exposed (``authgate_reloads_total{result="error"}``);
+    0 when it is not there."""
+    for line in httpx.get(base_url + "/metrics", timeout=5).text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return 0.0
+
+
 class Process:
     """A child process with its output in a log file; stopped with SIGTERM, then SIGKILL."""
 
