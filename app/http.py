@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,8 +23,6 @@ from app.reload import DirectoryWatcher
 from app.settings import Settings
 from app.state import AppState, build_state
 
-log = logging.getLogger("authgate.http")
-
 _AUTH_PREFIX = b"/auth/"
 _NOT_READY_HEADERS = [(b"cache-control", b"no-store"), (b"retry-after", b"1"), (b"content-length", b"0")]
 _WS_CLOSE: Any = {"type": "websocket.close", "code": 1008}
@@ -37,7 +34,6 @@ class DecisionEndpoint:
     doors): the HTTP wire of the decision core (app.decider)."""
 
     def __init__(self, state: AppState, decider: Decider) -> None:
-        self.state = state
         self.decider = decider
         self.doors = front_doors(state.settings.proxy)
 

@@ -101,8 +101,12 @@ def question(
         if key == b"authorization":
             authorization.append(value)
     route = attributes.context_extensions.get(ROUTE_KEY) or default_route or ""
-    source = attributes.source.address.socket_address.address.encode()
-    scope = {"envoy_http": (http.method.encode(), http.path.encode(), source)}
+    socket_address = attributes.source.address.socket_address
+    source = socket_address.address
+    scope: dict[str, Any] = {"envoy_http": (http.method.encode(), http.path.encode(), source.encode())}
+    if source:
+        # Envoy's peer stands for the client even when the request line says nothing usable (app.doors.reading).
+        scope["client"] = (source, socket_address.port_value)
     return route, headers, tuple(authorization), scope
 
 

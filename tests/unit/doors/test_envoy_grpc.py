@@ -100,6 +100,7 @@ def test_a_target_that_is_no_path_is_an_incomplete_account():
     for target in ("*", "prefect.example.com:443", ""):
         reading = read(check_request(method="OPTIONS", path=target))[2]
         assert (reading.method, reading.path, reading.problem) == (None, None, "missing")
+        assert reading.client == "198.51.100.7"  # still Envoy's peer: per-address throttling keeps counting
 
 
 def test_authorization_repeats_are_seen_as_envoy_sends_them():
