@@ -140,8 +140,15 @@ class Stack:
 
     # -- authgate and the baseline -------------------------------------------------------------
     def authgate(
-        self, name: str, files: dict[str, str], *, proxy: str = "ingress-nginx", policy: str = POLICY
+        self,
+        name: str,
+        files: dict[str, str],
+        *,
+        proxy: str = "ingress-nginx",
+        policy: str = POLICY,
+        grpc: bool = False,
     ) -> AuthgateProcess:
+        """One authgate process by name (started on first use); ``grpc``: with ``--grpc-port`` as well."""
         key = f"authgate:{name}"
         if key not in self._started:
             secret = KubeletSecretDir(self.workdir / f"secret-{name}")
@@ -149,7 +156,12 @@ class Stack:
             policy_file = self.workdir / f"policy-{name}.yaml"
             policy_file.write_text(policy)
             proc = AuthgateProcess(
-                secret.path, self.workdir / f"authgate-{name}.log", config=policy_file, proxy=proxy, log_level="warning"
+                secret.path,
+                self.workdir / f"authgate-{name}.log",
+                config=policy_file,
+                proxy=proxy,
+                log_level="warning",
+                grpc=grpc,
             )
             self._procs.append(proc)
             proc.wait_ready(timeout=60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +47,21 @@ def nginx_headers(path: str = "/api/flows", method: str = "GET", **extra: str) -
         "X-Real-IP": "10.1.2.3",
         **extra,
     }
+
+
+@contextlib.contextmanager
+def serving(base: Path, tokens: str, *, grpc: bool = False) -> Iterator[AuthgateProcess]:
+    """A ready ``authgate serve`` (``grpc``: with ``--grpc-port``) on POLICY, over a kubelet-style Secret
+    holding ``tokens`` and alice's bcrypt password, all under ``base``; stopped at the end."""
+    secret = KubeletSecretDir(base / "secret")
+    secret.write({"tokens": tokens, "htpasswd": f"alice:{BCRYPT_ALICE}\n"})
+    (base / "policy.yaml").write_text(POLICY)
+    proc = AuthgateProcess(secret.path, base / "authgate.log", config=base / "policy.yaml", grpc=grpc)
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
 
 
 @pytest.fixture

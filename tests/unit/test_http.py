@@ -12,9 +12,10 @@ from litestar.testing import AsyncTestClient
 from app.credentials import load_secret_files, token_digest
 from app.decision import Snapshot
 from app.health import Heartbeat
-from app.http import build_state, create_app
+from app.http import create_app
 from app.passwords import VerifiedCache
 from app.settings import Settings
+from app.state import build_state
 
 TOKEN = "in-process-token-0123456789"
 pytestmark = pytest.mark.anyio
@@ -235,13 +236,13 @@ async def test_slow_checks_waiting_are_bounded(tmp_path):
     headers = {"X-Original-URL": "http://h/", "X-Original-Method": "GET", "Authorization": "Basic YWxpY2U6cHc="}
     async with AsyncTestClient(app) as client:
         assert state.reloader.apply({"htpasswd": f"alice:{hashed}\n".encode()}, "test")
-        endpoint = app.state.decision_endpoint
-        endpoint.pending_slow_checks = 2  # two checks already waiting
+        decider = app.state.decider
+        decider.pending_slow_checks = 2  # two checks already waiting
         refused = await client.get("/auth/ui", headers=headers)
         assert refused.status_code == 403
-        endpoint.pending_slow_checks = 1
+        decider.pending_slow_checks = 1
         assert (await client.get("/auth/ui", headers=headers)).status_code == 200
-        assert endpoint.pending_slow_checks == 1
+        assert decider.pending_slow_checks == 1
     assert (
         state.metrics.registry.get_sample_value(
             "authgate_decisions_total",
