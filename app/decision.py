@@ -301,8 +301,11 @@ def challenges(route: RoutePolicy, decision: Decision) -> list[str]:
 
 def cache_control(decision: Decision, policy: Policy, now: dt.datetime) -> str:
     """How long a proxy may reuse this answer: only allows, never past the configured bound or the
-    token's expiry, and never a denial (so a newly added credential works at once)."""
-    max_age = policy.decision_cache_max_age if decision.allowed else 0
+    token's expiry, and never a denial (so a newly added credential works at once). Only an allow that holds
+    for its credential whatever the method and path (``rememberable``): a proxy's cache key (ingress-nginx's
+    ``auth-cache-key``) names the credential, not the request, so a cached anonymous or path-limited allow
+    would let every other request with the same credential (or none) in."""
+    max_age = policy.decision_cache_max_age if decision.allowed and decision.rememberable else 0
     if max_age > 0 and decision.expires is not None:
         max_age = min(max_age, int((decision.expires - now).total_seconds()))
     return f"max-age={max_age}" if max_age > 0 else "no-store"

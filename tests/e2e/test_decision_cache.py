@@ -26,6 +26,7 @@ from tests.support.procs import AuthgateProcess, wait_for
 pytestmark = pytest.mark.e2e
 
 TOKEN_A = "cache-token-a-0123456789abcdefgh"
+READER = "cache-reader-0123456789abcdefghij"  # GET /api/flows only
 TOKEN_B = "cache-token-b-fedcba9876543210hg"
 LINE_A = f"sha256:{sha256_hex(TOKEN_A)}"
 LINE_B = f"sha256:{sha256_hex(TOKEN_B)}"
@@ -59,9 +60,12 @@ class CacheStack:
         return self.gateway.request("GET", "/api/flows", bearer(token)).status
 
 
-def _stack(tmp_path: Path, upstream: Upstream, max_age: int) -> Iterator[CacheStack]:
+def _stack(tmp_path: Path, upstream: Upstream, max_age: int, tokens: str | None = None) -> Iterator[CacheStack]:
     authgate, secret = start_authgate(
-        tmp_path / "authgate", proxy="ingress-nginx", max_age_seconds=max_age, tokens=tokens_file(a=LINE_A)
+        tmp_path / "authgate",
+        proxy="ingress-nginx",
+        max_age_seconds=max_age,
+        tokens=tokens or tokens_file(a=LINE_A),
     )
     specs = prefect_ingresses(
         host=HOST,
@@ -142,3 +146,27 @@ def test_a_denial_is_never_cached_so_a_new_credential_works_at_once(bounded_cach
     stack.secret.write({"tokens": tokens_file(a=LINE_A, b=LINE_B)})
     wait_for(lambda: stack.through_proxy(TOKEN_B) == 200, timeout=RELOAD_BOUND + 3, what="B accepted")
     assert time.monotonic() - added <= RELOAD_BOUND
+
+
+@pytest.fixture
+def cache_with_exceptions(tmp_path: Path, upstream: Upstream) -> Iterator[CacheStack]:
+    tokens = tokens_file(a=LINE_A, reader=f"sha256:{sha256_hex(READER)} methods=GET paths=/api/flows")
+    yield from _stack(tmp_path, upstream, MAX_AGE, tokens)
+
+
+def test_only_allows_that_hold_for_any_method_and_path_are_cached(cache_with_exceptions: CacheStack) -> None:
+    # The cache key is the host, the Ingress's auth location and the credential: not the method, not the path.
+    # An allow that depends on them must never be cached, or it would answer for every other request too.
+    stack = cache_with_exceptions
+    for _ in range(2):  # the anonymous health check, twice: a cached allow would be served the second time
+        assert stack.gateway.request("GET", "/api/health").status == 200
+    assert stack.gateway.request("GET", "/api/flows").status == 401, "an anonymous allow was cached"
+    for _ in range(2):
+        assert stack.gateway.request("GET", "/api/flows", bearer(READER)).status == 200
+    assert stack.gateway.request("POST", "/api/flows", bearer(READER)).status == 403, "a GET-only allow was cached"
+    assert stack.gateway.request("GET", "/api/admin", bearer(READER)).status == 403
+    # A credential allowed everywhere on the route is cached as before.
+    assert stack.through_proxy(TOKEN_A) == 200
+    before = stack.decisions()
+    assert stack.gateway.request("POST", "/api/anything", bearer(TOKEN_A)).status == 200
+    assert stack.decisions() == before, "an allow for any method and path should have come from nginx's cache"

@@ -25,6 +25,7 @@ from app.throttle import Throttle
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 CI = "ci-token-0123456789abcdef"
 RO = "readonly-token-0123456789"
+SOON = "expiring-token-0123456789"
 OLD = "expired-token-0123456789"
 BCRYPT = bcrypt.hashpw(b"right", bcrypt.gensalt(4)).decode()
 
@@ -55,6 +56,7 @@ def snapshot(policy=POLICY) -> Snapshot:
         f"ro sha256:{token_digest(RO).hex()} routes=api methods=GET,HEAD paths=/api/flows,/api/flow_runs "
         f"expires=2026-11-22T12:00:30Z\n"
         f"old sha256:{token_digest(OLD).hex()} expires=2026-01-01T00:00:00Z\n"
+        f"soon sha256:{token_digest(SOON).hex()} routes=api expires=2026-11-22T12:00:30Z\n"
     )
     creds = load_secret_files(
         {"tokens": tokens.encode(), "htpasswd": f"alice:{BCRYPT}\nbob:{{SHA}}x\n".encode()}, "test"
@@ -172,8 +174,20 @@ def test_valid_but_not_allowed_here_is_403(route, auth, method, path, reason):
 def test_limited_token_inside_its_limits():
     d = run("api", facts(bearer(RO), method="HEAD", path="/api/flow_runs/123"))
     assert d.allowed and d.principal == "ro"
+    # A proxy's cache key names the credential, not the request: this allow holds for HEAD on this path only,
+    # so it must not be cached at all.
+    assert cache_control(d, POLICY, NOW) == "no-store"
+
+
+def test_a_cached_allow_never_outlives_its_token_and_exceptions_are_never_cached():
+    d = run("api", facts(bearer(SOON), method="POST", path="/api/anything"))
+    assert d.allowed and d.principal == "soon"
     # The proxy may cache this allow at most until the token expires (30 s), not the configured 60 s.
     assert cache_control(d, POLICY, NOW) == "max-age=30"
+    anonymous = run("api", facts((), path="/api/health"))
+    assert anonymous.reason == "anonymous" and cache_control(anonymous, POLICY, NOW) == "no-store"
+    preflight = run("cors", facts((), method="OPTIONS", path="/x", preflight=True))
+    assert preflight.reason == "preflight" and cache_control(preflight, POLICY, NOW) == "no-store"
 
 
 @pytest.mark.parametrize(
