@@ -19,7 +19,7 @@ from app.credentials import (
 from app.errors import ConfigError
 from app.kube_cli import add_commands
 from app.policy import load_policy
-from app.settings import ENV_NAMES, LOG_LEVELS, PROXY_KINDS, load_settings
+from app.settings import DEFAULT_SERVER, ENV_NAMES, LOG_LEVELS, PROXY_KINDS, SERVER_KINDS, load_settings
 from app.token_admin import digest_field, format_token_line, generate_token
 
 
@@ -39,6 +39,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     serve.add_argument(
         "--log-level", help=f"one of {', '.join(LOG_LEVELS)}; default info " + env % "AUTHGATE_LOG_LEVEL"
+    )
+    serve.add_argument(
+        "--server",
+        help=f"the HTTP server: {', '.join(SERVER_KINDS)}; default {DEFAULT_SERVER} " + env % "AUTHGATE_SERVER",
     )
     serve.add_argument(
         "--watch-secret",
@@ -71,7 +75,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from app.server import serve  # uvicorn and litestar only for the server
+    from app.server import serve  # the HTTP servers and litestar only for the server
 
     settings = load_settings(
         {
@@ -88,6 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
             "max_connections": args.max_connections,
             "grpc_port": args.grpc_port,
             "grpc_default_route": args.grpc_default_route,
+            "server": args.server,
         }
     )
     policy = load_policy(settings.config)  # fail fast, before binding the port, on a bad policy

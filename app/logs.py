@@ -48,6 +48,24 @@ def configure_logging(level: str) -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
+def logging_config(level: str) -> dict[str, Any]:
+    """What configure_logging sets up, as a ``logging.config.dictConfig`` dictionary: for a server that
+    configures logging itself in every process it starts (granian: its supervisor and its worker). granian's
+    own messages (logger ``_granian``, its Rust side included) go through the same JSON handler; its access
+    log stays off."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+        "loggers": {
+            "_granian": {"handlers": [], "propagate": True},
+            "granian.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
+        },
+    }
+
+
 class EveryInterval:
     """Lets one log line per key through per interval, and counts the ones it held back, so a condition
     that hits every request (a misconfigured front door) is loud without flooding the log."""

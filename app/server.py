@@ -1,5 +1,5 @@
-"""Running the app on uvicorn: one process, httptools + uvloop, no access log, bounded graceful shutdown,
-request limits (app/limits.py) in the protocol."""
+"""Running the one ASGI app: on granian (app/granian_server.py) or on uvicorn (here: one process,
+httptools + uvloop, no access log, bounded graceful shutdown, request limits (app/limits.py) in the protocol)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,32 @@ log = logging.getLogger("authgate")
 
 
 def serve(settings: Settings) -> int:
-    limits = settings.limits
     configure_logging(settings.log_level)
+    log.info(
+        "starting",
+        extra={
+            "event": "start",
+            "server": settings.server,
+            "host": settings.host,
+            "port": settings.port,
+            "proxy": ",".join(settings.proxy),
+            "secret_dir": str(settings.secret_dir),
+            "config": str(settings.config) if settings.config else None,
+            "watch_secret": "/".join(settings.watch_secret) if settings.watch_secret else None,
+            "limits": dataclasses.asdict(settings.limits),
+            "grpc_port": settings.grpc_port,
+            "grpc_default_route": settings.grpc_default_route,
+        },
+    )
+    if settings.server == "granian":
+        from app.granian_server import serve_granian  # granian only when chosen
+
+        return serve_granian(settings)
+    return _serve_uvicorn(settings)
+
+
+def _serve_uvicorn(settings: Settings) -> int:
+    limits = settings.limits
     app = create_asgi(settings)
     config = uvicorn.Config(
         app,
@@ -27,6 +51,7 @@ def serve(settings: Settings) -> int:
         port=settings.port,
         loop="uvloop",
         http=protocol_class(limits),
+        interface="asgi3",  # FastPathApp.__call__ returns a coroutine rather than being one
         lifespan="on",
         access_log=False,
         proxy_headers=False,  # never let a client's X-Forwarded-For rewrite our idea of the peer
@@ -36,21 +61,6 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=5,
         timeout_keep_alive=75,
         limit_concurrency=limits.uvicorn_limit_concurrency(),
-    )
-    log.info(
-        "starting",
-        extra={
-            "event": "start",
-            "host": settings.host,
-            "port": settings.port,
-            "proxy": ",".join(settings.proxy),
-            "secret_dir": str(settings.secret_dir),
-            "config": str(settings.config) if settings.config else None,
-            "watch_secret": "/".join(settings.watch_secret) if settings.watch_secret else None,
-            "limits": dataclasses.asdict(limits),
-            "grpc_port": settings.grpc_port,
-            "grpc_default_route": settings.grpc_default_route,
-        },
     )
     server = uvicorn.Server(config)
     # Everything allocated so far (the framework, the policy) lives as long as the process: move it out of

@@ -13,12 +13,19 @@ from app.errors import ConfigError
 
 ProxyKind = Literal["ingress-nginx", "traefik", "path-prefix", "nginx-gateway-fabric", "envoy"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+ServerKind = Literal["granian", "uvicorn"]
 
 PROXY_KINDS: tuple[str, ...] = get_args(ProxyKind)
 # The chart's Ingresses are served unchanged by ingress-nginx and by Traefik's ingress-nginx provider.
 DEFAULT_PROXY: tuple[ProxyKind, ...] = ("ingress-nginx", "traefik")
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 DEFAULT_PORT = 8080
+SERVER_KINDS: tuple[str, ...] = get_args(ServerKind)
+# Measured with bench/run.py on ingress-nginx's default path (a new connection per auth call): see
+# docs/benchmarks.md.
+DEFAULT_SERVER: ServerKind = "granian"
+# granian's HTTP/1 parser (hyper) refuses a head of more than 100 header lines itself, whatever authgate says.
+GRANIAN_MAX_HEADERS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,7 @@ class Settings:
     grpc_port: int | None = None
     # The route of a CheckRequest whose context_extensions name none (None: such a request is refused).
     grpc_default_route: str | None = None
+    server: ServerKind = DEFAULT_SERVER  # the HTTP server running the one ASGI app (app/server.py)
 
 
 # flag name -> environment variable
@@ -76,6 +84,7 @@ ENV_NAMES: dict[str, str] = {
     "max_connections": "AUTHGATE_MAX_CONNECTIONS",
     "grpc_port": "AUTHGATE_GRPC_PORT",
     "grpc_default_route": "AUTHGATE_GRPC_DEFAULT_ROUTE",
+    "server": "AUTHGATE_SERVER",
 }
 LIMIT_KEYS = ("read_timeout", "max_head_bytes", "max_headers", "max_connections")
 
@@ -156,7 +165,19 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] | 
         if not sep or not namespace or not name or "/" in name:
             raise ConfigError(f"must be NAMESPACE/NAME, got {value!r}", where)
         values["watch_secret"] = (namespace, name)
-    values["limits"] = _request_limits({key: raw[key] for key in LIMIT_KEYS if key in raw})
+    values["limits"] = limits = _request_limits({key: raw[key] for key in LIMIT_KEYS if key in raw})
+    if "server" in raw:
+        where, value = raw["server"]
+        if value.strip().lower() not in SERVER_KINDS:
+            raise ConfigError(f"must be one of {', '.join(SERVER_KINDS)}, got {value!r}", where)
+        values["server"] = value.strip().lower()
+    if values.get("server", DEFAULT_SERVER) == "granian" and limits.max_headers > GRANIAN_MAX_HEADERS:
+        where = raw["max_headers"][0]  # above the default, so it was given
+        raise ConfigError(
+            f"above {GRANIAN_MAX_HEADERS} needs --server uvicorn: granian's HTTP/1 parser refuses a "
+            f"{GRANIAN_MAX_HEADERS + 1}st header line itself, got {limits.max_headers}",
+            where,
+        )
     return Settings(**values)  # type: ignore[arg-type]
 
 

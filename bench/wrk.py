@@ -54,7 +54,12 @@ class Wrk:
         self._script = Path(self._script_dir.name) / "done.lua"
         self._script.write_text(_DONE_LUA)
 
-    def run(self, url: str, headers: Mapping[str, str], seconds: float) -> WrkResult:
+    def run(self, url: str, headers: Mapping[str, str], seconds: float, *, request_lua: str = "") -> WrkResult:
+        """``request_lua``: Lua prepended to the script, e.g. a ``request`` function that varies each request."""
+        script = self._script
+        if request_lua:
+            script = Path(self._script_dir.name) / f"script-{abs(hash(request_lua))}.lua"
+            script.write_text(request_lua + _DONE_LUA)
         argv = [
             self.binary,
             "-t",
@@ -66,7 +71,7 @@ class Wrk:
             "--timeout",
             "5s",
             "-s",
-            str(self._script),
+            str(script),
         ]
         for name, value in headers.items():
             argv += ["-H", f"{name}: {value}"]

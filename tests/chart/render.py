@@ -101,6 +101,16 @@ SCENARIOS: dict[str, list[str]] = {
         "--set-json",
         "ingress.authResponseHeaders=[]",
     ],
+    "auth-cache": [
+        "-f",
+        str(PREFECT_VALUES),
+        "--set",
+        "ingress.authCache.enabled=true",
+        "--set",
+        "ingress.authCache.seconds=30",
+        "--set",
+        "config.server=uvicorn",
+    ],
     # The Gateway API parts, in the application's namespace "apps" (authgate in "prefect": a ReferenceGrant).
     **{f"gateway-{kind}": _gateway(kind) for kind in GATEWAY_KINDS},
     # Only HTTPRoutes (no Ingress), authgate in the application's namespace.

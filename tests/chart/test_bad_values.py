@@ -55,6 +55,29 @@ CASES = {
         [*PREFECT, "--set", "config.proxy=traefik"],
         "set config.proxy=ingress-nginx,traefik",
     ),
+    "auth cache with traefik": (
+        [
+            *PREFECT,
+            "--set",
+            "ingress.provider=traefik",
+            "--set",
+            "config.proxy=traefik",
+            "--set",
+            "ingress.authCache.enabled=true",
+        ],
+        "Traefik's ForwardAuth has no cache: set ingress.authCache.enabled=false",
+    ),
+    "auth cache against the policy's own bound": (
+        [
+            *PREFECT,
+            "--set",
+            "ingress.authCache.enabled=true",
+            "--set",
+            "config.policy.decision_cache.max_age_seconds=5",
+        ],
+        "config.policy.decision_cache.max_age_seconds (5) and ingress.authCache.seconds (60) contradict",
+    ),
+    "server unknown": ([*PREFECT, "--set", "config.server=hypercorn"], "/config/server"),
     "gateway without parentRefs": ([*PREFECT, "--set", "gateway.enabled=true"], "gateway.parentRefs is empty"),
     "gateway filter, ingress-only proxy": (
         [

@@ -288,6 +288,36 @@ def test_auth_keepalive_not_rendered_for_traefik() -> None:
     assert all("keepalive" not in json.dumps(m["spec"]).lower() for m in r.all("Middleware"))
 
 
+CACHE_KEYS = ("nginx.ingress.kubernetes.io/auth-cache-key", "nginx.ingress.kubernetes.io/auth-cache-duration")
+
+
+def policy(render: Render) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(render.one("ConfigMap", f"{RELEASE}-policy")["data"]["policy.yaml"])
+    return loaded
+
+
+def test_auth_cache_is_off_by_default(rendered: Rendered) -> None:
+    for ingress in ingresses(rendered("prefect")).values():
+        assert not any(key in ingress["metadata"]["annotations"] for key in CACHE_KEYS)
+    assert "decision_cache" not in policy(rendered("prefect"))
+
+
+def test_auth_cache_keys_on_the_credential_and_sets_authgates_bound_to_the_same_seconds(rendered: Rendered) -> None:
+    r = rendered("auth-cache")
+    for ingress in ingresses(r).values():
+        annotations = ingress["metadata"]["annotations"]
+        assert annotations[CACHE_KEYS[0]] == "$remote_user$http_authorization"
+        assert annotations[CACHE_KEYS[1]] == "200 30s"  # only allows, never longer than authgate's max-age
+    assert policy(r)["decision_cache"] == {"max_age_seconds": 30}
+    assert policy(r)["routes"] == policy(rendered("prefect"))["routes"]
+
+
+def test_the_server_is_the_images_default_unless_set(rendered: Rendered) -> None:
+    assert "--server" not in container(rendered("defaults"))["args"]
+    args = container(rendered("auth-cache"))["args"]
+    assert args[args.index("--server") + 1] == "uvicorn"
+
+
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_no_snippet_annotations(rendered: Rendered, scenario: str) -> None:
     for o in rendered(scenario).objects:

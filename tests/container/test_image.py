@@ -12,10 +12,11 @@ import httpx
 import pytest
 import yaml
 
+from app.settings import DEFAULT_SERVER
 from tests.container.conftest import AuthgateContainer, BuiltImage, example_files
 from tests.support.envoy_grpc import SERVING, CheckClient, envoy_check
 from tests.support.kubelet import KubeletSecretDir
-from tests.support.procs import REPO_ROOT, wait_for
+from tests.support.procs import REPO_ROOT, SHUTDOWN_COMPLETE, wait_for
 
 # The first test also pays for the session's base image and build (~1.5 min idle, more on a loaded machine).
 pytestmark = [pytest.mark.container, pytest.mark.xdist_group("container"), pytest.mark.timeout(1200)]
@@ -198,7 +199,7 @@ def check_sigterm_stops_it_cleanly_within_seconds(ctr: AuthgateContainer) -> Non
     exit_code = state["ExitCode"]
     assert exit_code == 0, f"exit {exit_code}:\n{ctr.logs()}"
     assert elapsed < 5.0, f"took {elapsed:.1f} s to stop"
-    assert "Application shutdown complete" in ctr.logs()
+    assert SHUTDOWN_COMPLETE[DEFAULT_SERVER] in ctr.logs()  # the image runs the default server
 
 
 def check_serves_envoy_grpc_checks(ctr: AuthgateContainer) -> None:

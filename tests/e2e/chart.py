@@ -41,12 +41,13 @@ def arg_value(args: list[str], flag: str) -> str:
 
 @dataclass
 class RenderedAuthgate:
-    """The Secret and policy of a render on disk, and the Deployment's ``--proxy``/``--log-level``."""
+    """The Secret and policy of a render on disk, and the Deployment's ``--proxy``/``--log-level``/``--server``."""
 
     secret: KubeletSecretDir
     policy: Path
     proxy: str
     log_level: str
+    server: str | None = None
 
     @classmethod
     def lay_out(cls, render: Render, workdir: Path) -> RenderedAuthgate:
@@ -57,10 +58,16 @@ class RenderedAuthgate:
         policy.write_text(render.one("ConfigMap", f"{RELEASE}-policy")["data"]["policy.yaml"])
         [container] = render.one("Deployment")["spec"]["template"]["spec"]["containers"]
         args: list[str] = container["args"]
-        return cls(secret_dir, policy, arg_value(args, "--proxy"), arg_value(args, "--log-level"))
+        server = arg_value(args, "--server") if "--server" in args else None
+        return cls(secret_dir, policy, arg_value(args, "--proxy"), arg_value(args, "--log-level"), server)
 
     def process(self, log_path: Path, *, proxy: str | None = None) -> AuthgateProcess:
         """authgate on these files, with the rendered ``--proxy`` unless another is given (not yet ready)."""
         return AuthgateProcess(
-            self.secret.path, log_path, config=self.policy, proxy=proxy or self.proxy, log_level=self.log_level
+            self.secret.path,
+            log_path,
+            config=self.policy,
+            proxy=proxy or self.proxy,
+            log_level=self.log_level,
+            server=self.server,
         )

@@ -1,7 +1,8 @@
 """Shared stacks for the end-to-end suite: upstream, authgate, and a proxy in front (nginx or Traefik).
 
-Each xdist worker starts its own session-scoped stacks the first time a test asks for them; tests that
-must stop or rotate something start their own (see test_fail_closed.py, test_rotation.py).
+Each xdist worker starts its own session-scoped stacks the first time a test asks for them, one per proxy
+and authgate server (``--server``); tests that must stop or rotate something start their own (see
+test_fail_closed.py, test_rotation.py).
 Requests are tagged with a unique ``X-Test-Id`` so a test finds exactly its own records in the upstream.
 """
 
@@ -14,7 +15,8 @@ import json
 import socket
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from tests.e2e.nginx import NginxProcess, prefect_ingresses
 from tests.e2e.traefik import TraefikProcess, TraefikRoute
 from tests.e2e.upstream import RECORDER_PATH
 from tests.support.kubelet import KubeletSecretDir
-from tests.support.procs import AuthgateProcess, Process, free_port, wait_for, wait_http
+from tests.support.procs import SERVERS, AuthgateProcess, Process, free_port, wait_for, wait_http
 
 HOST = "prefect.test"
 
@@ -176,9 +178,15 @@ class Stack:
 
 
 def start_authgate(
-    workdir: Path, *, proxy: str, max_age_seconds: int = 0, tokens: str | None = None, htpasswd: str | None = None
+    workdir: Path,
+    *,
+    proxy: str,
+    max_age_seconds: int = 0,
+    tokens: str | None = None,
+    htpasswd: str | None = None,
+    server: str | None = None,
 ) -> tuple[AuthgateProcess, KubeletSecretDir]:
-    """authgate on the test policy and credentials, waited until ready."""
+    """authgate on the test policy and credentials, waited until ready; ``server`` None = the default."""
     workdir.mkdir(parents=True, exist_ok=True)
     secret = KubeletSecretDir(workdir / "secret")
     secret.write(
@@ -189,7 +197,7 @@ def start_authgate(
     )
     config = workdir / "policy.yaml"
     config.write_text(policy_yaml(max_age_seconds=max_age_seconds))
-    authgate = AuthgateProcess(secret.path, workdir / "authgate.log", config=config, proxy=proxy)
+    authgate = AuthgateProcess(secret.path, workdir / "authgate.log", config=config, proxy=proxy, server=server)
     try:
         authgate.wait_ready()
     except BaseException:
@@ -235,39 +243,43 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     up.stop()
 
 
-@pytest.fixture(scope="session")
-def nginx_stack(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("nginx-stack")
-    authgate, secret = start_authgate(workdir / "authgate", proxy="ingress-nginx")
-    nginx = NginxProcess(
-        prefect_ingresses(host=HOST, authgate_port=authgate.port, backend=upstream.address), workdir / "nginx"
-    )
-    try:
-        nginx.start()
-        yield Stack(Gateway("nginx", nginx.port, upstream), authgate, secret)
-    finally:
-        nginx.stop()
-        authgate.stop()
+StackFactory = Callable[[str, str], Stack]
+# (proxy, authgate server) of every shared stack; the tests that take ``stack`` or ``gateway`` run on each.
+STACKS = [(proxy, server) for proxy in ("nginx", "traefik") for server in SERVERS]
 
 
 @pytest.fixture(scope="session")
-def traefik_stack(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("traefik-stack")
-    authgate, secret = start_authgate(workdir / "authgate", proxy="traefik")
-    traefik = TraefikProcess(traefik_routes(authgate.port, upstream.address), workdir / "traefik")
-    try:
-        traefik.start()
-        yield Stack(Gateway("traefik", traefik.port, upstream), authgate, secret)
-    finally:
-        traefik.stop()
-        authgate.stop()
+def stacks(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator[StackFactory]:
+    """The shared stack of a proxy and an authgate server, started on first use, stopped at the end."""
+    with ExitStack() as cleanup:
+        started: dict[tuple[str, str], Stack] = {}
+
+        def get(proxy: str, server: str) -> Stack:
+            if (proxy, server) not in started:
+                workdir = tmp_path_factory.mktemp(f"{proxy}-{server}-stack")
+                door = "ingress-nginx" if proxy == "nginx" else "traefik"
+                authgate, secret = start_authgate(workdir / "authgate", proxy=door, server=server)
+                cleanup.callback(authgate.stop)
+                front: NginxProcess | TraefikProcess
+                if proxy == "nginx":
+                    ingresses = prefect_ingresses(host=HOST, authgate_port=authgate.port, backend=upstream.address)
+                    front = NginxProcess(ingresses, workdir / "nginx")
+                else:
+                    front = TraefikProcess(traefik_routes(authgate.port, upstream.address), workdir / "traefik")
+                cleanup.callback(front.stop)
+                front.start()
+                started[proxy, server] = Stack(Gateway(proxy, front.port, upstream), authgate, secret)
+            return started[proxy, server]
+
+        yield get
 
 
-@pytest.fixture(params=["nginx", "traefik"])
-def stack(request: pytest.FixtureRequest) -> Stack:
-    """Each test that takes ``stack`` (or ``gateway``) runs once through nginx and once through Traefik."""
-    result: Stack = request.getfixturevalue(f"{request.param}_stack")
-    return result
+@pytest.fixture(params=STACKS, ids=[f"{proxy}-{server}" for proxy, server in STACKS])
+def stack(request: pytest.FixtureRequest, stacks: StackFactory) -> Stack:
+    """Each test that takes ``stack`` (or ``gateway``) runs through nginx and Traefik, in front of authgate on
+    each server."""
+    proxy, server = request.param
+    return stacks(proxy, server)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ the recording upstream.
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,13 +27,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
 from tests.chart.render import PREFECT_VALUES, RELEASE, Render
 from tests.e2e.chart import RenderedAuthgate, credential_values
 from tests.e2e.conftest import Gateway, Upstream, basic, bearer, new_test_id
-from tests.e2e.nginx import IngressSpec, NginxProcess, render_nginx_conf, to_loopback
+from tests.e2e.nginx import DEFAULT_AUTH_CACHE_DURATION, IngressSpec, NginxProcess, render_nginx_conf, to_loopback
 from tests.support.procs import AuthgateProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.helm]
@@ -77,6 +79,11 @@ def ingress_specs(render: Render, *, authgate_port: int, backend: str) -> list[I
                         auth_keepalive=int(annotations.get(AUTH_PREFIX + "auth-keepalive", 0)),
                         auth_keepalive_requests=int(annotations.get(AUTH_PREFIX + "auth-keepalive-requests", 1000)),
                         auth_keepalive_timeout=int(annotations.get(AUTH_PREFIX + "auth-keepalive-timeout", 60)),
+                        auth_cache_key=annotations.get(AUTH_PREFIX + "auth-cache-key"),
+                        auth_cache_duration=tuple(
+                            d.strip() for d in annotations.get(AUTH_PREFIX + "auth-cache-duration", "").split(",") if d
+                        )
+                        or DEFAULT_AUTH_CACHE_DURATION,
                     )
                 )
     return specs
@@ -146,6 +153,35 @@ def keepalive_stack(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream
         yield stack
 
 
+@pytest.fixture(scope="module")
+def cache_stack(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator[ChartStack]:
+    """The chart with ``ingress.authCache`` on: nginx's decision cache and authgate's matching bound."""
+    values = ["--set", "ingress.authCache.enabled=true", "--set", "ingress.authCache.seconds=30"]
+    with run_chart(tmp_path_factory.mktemp("chart-e2e-cache"), upstream, values) as stack:
+        yield stack
+
+
+def decisions(stack: ChartStack) -> float:
+    """Decisions authgate made so far: every auth subrequest nginx did not answer from its cache."""
+    text = httpx.get(stack.authgate.base_url + "/metrics", timeout=5).text
+    return sum(float(v) for v in re.findall(r"^authgate_decisions_total\{[^}]*\} (\S+)$", text, re.MULTILINE))
+
+
+def test_auth_cache_answers_repeated_allows_from_nginx_and_never_an_anonymous_one(cache_stack: ChartStack) -> None:
+    gateway = cache_stack.gateway
+    assert "proxy_cache_valid 200 30s;" in cache_stack.nginx.conf_text
+    assert gateway.request("GET", "/api/flows", bearer(WORKER_TOKEN)).status == 200  # fills the cache
+    before = decisions(cache_stack)
+    for method in ("GET", "POST", "DELETE"):
+        assert gateway.request(method, "/api/flows", bearer(WORKER_TOKEN)).status == 200
+    assert decisions(cache_stack) == before, "repeats of a cacheable allow must not reach authgate"
+    # The anonymous health check is allowed every time, cached never: the key holds no method and no path.
+    for _ in range(2):
+        assert gateway.request("GET", "/api/health").status == 200
+    assert gateway.request("GET", "/api/flows").status == 401
+    assert gateway.request("GET", "/api/flows", bearer("not-a-token-0123456789abcdef")).status == 401
+
+
 def peer_ports(port: int) -> set[int]:
     """Client-side ports of every TCP connection to 127.0.0.1:``port`` the kernel still knows, closed ones
     included (TIME_WAIT lasts 60 s): one per connection nginx opened to authgate."""
@@ -171,7 +207,7 @@ def test_auth_keepalive_reuses_connections_to_authgate_and_keeps_the_decisions(
     keepalive_stack: ChartStack, chart_stack: ChartStack
 ) -> None:
     conf = keepalive_stack.nginx.conf_text
-    assert "keepalive 32;" in conf and "keepalive_requests 1000;" in conf and "keepalive_timeout 60s;" in conf
+    assert "keepalive 32;" in conf and "keepalive_requests 1000;" in conf and "keepalive_timeout 8s;" in conf
     assert conf.count("access_by_lua_file") == 4  # location = /api and /api/, here and on HEADERS_HOST
     # Without keepalive (the chart's default), every auth subrequest is a new connection (Connection: close).
     assert auth_connections_for(chart_stack, 20) >= 20

@@ -19,7 +19,7 @@ import pytest
 from tests.e2e.conftest import HOST, Gateway, Upstream, bearer, sha256_hex, start_authgate, tokens_file
 from tests.e2e.nginx import NginxProcess, prefect_ingresses
 from tests.support.kubelet import KubeletSecretDir
-from tests.support.procs import AuthgateProcess, metric_value, wait_for
+from tests.support.procs import SERVERS, AuthgateProcess, metric_value, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -74,9 +74,11 @@ class RotationStack:
     secret: KubeletSecretDir
 
 
-@pytest.fixture
-def rotation_stack(tmp_path: Path, upstream: Upstream) -> Iterator[RotationStack]:
-    authgate, secret = start_authgate(tmp_path / "authgate", proxy="ingress-nginx", tokens=tokens_file(a=LINE_A))
+@pytest.fixture(params=SERVERS)
+def rotation_stack(request: pytest.FixtureRequest, tmp_path: Path, upstream: Upstream) -> Iterator[RotationStack]:
+    authgate, secret = start_authgate(
+        tmp_path / "authgate", proxy="ingress-nginx", tokens=tokens_file(a=LINE_A), server=request.param
+    )
     try:
         with NginxProcess(
             prefect_ingresses(host=HOST, authgate_port=authgate.port, backend=upstream.address), tmp_path / "nginx"

@@ -1,6 +1,7 @@
 """Long-lived WebSockets: an authorised socket survives 65 s of real idleness (past nginx's 60 s default).
 
 Slow on purpose: 65 s is the point. Each case is its own test so xdist runs them beside the rest.
+Only the default authgate server: after the handshake authgate is not on the socket's path.
 Neither side pings (the upstream runs with ``ws_ping_interval=None``, the client with ``ping_interval=None``),
 so only the proxy's timeouts decide; the control case shows that a short ``proxy-read-timeout`` does
 close the same idle socket, so the long case would fail if the 3600 s annotation were not rendered.
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from app.settings import DEFAULT_SERVER
 from tests.e2e.conftest import ALICE_TOKEN, HOST, Gateway, Upstream, bearer, start_authgate
 from tests.e2e.nginx import IngressSpec, NginxProcess
 
@@ -24,6 +26,7 @@ IDLE_SECONDS = 65.0
 SLOW = True  # scheduled first (see conftest.pytest_collection_modifyitems)
 
 
+@pytest.mark.parametrize("stack", [("nginx", DEFAULT_SERVER), ("traefik", DEFAULT_SERVER)], indirect=True)
 def test_websocket_survives_65s_idle(gateway: Gateway) -> None:
     with gateway.websocket("/api/events/out", bearer(ALICE_TOKEN)) as ws:
         ws.send("before")

@@ -1,4 +1,5 @@
-"""A real ``authgate serve`` over a Secret directory laid out and rotated the way kubelet does it."""
+"""A real ``authgate serve`` (on each server, see ``server_kind``) over a Secret directory laid out and rotated
+the way kubelet does it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from app.credentials import token_digest
 from tests.support.kubelet import KubeletSecretDir
-from tests.support.procs import AuthgateProcess
+from tests.support.procs import SERVERS, AuthgateProcess
 
 TOKEN_A = "token-A-0123456789abcdefghij"
 TOKEN_B = "token-B-0123456789abcdefghij"
@@ -78,9 +79,18 @@ def secret(tmp_path: Path) -> KubeletSecretDir:
     return secret
 
 
+@pytest.fixture(params=SERVERS)
+def server_kind(request: pytest.FixtureRequest) -> str:
+    """Each test that takes it (or ``authgate``) runs once on every server ``--server`` offers."""
+    kind: str = request.param
+    return kind
+
+
 @pytest.fixture
-def authgate(secret: KubeletSecretDir, policy_file: Path, tmp_path: Path) -> Iterator[AuthgateProcess]:
-    proc = AuthgateProcess(secret.path, tmp_path / "authgate.log", config=policy_file)
+def authgate(
+    secret: KubeletSecretDir, policy_file: Path, tmp_path: Path, server_kind: str
+) -> Iterator[AuthgateProcess]:
+    proc = AuthgateProcess(secret.path, tmp_path / "authgate.log", config=policy_file, server=server_kind)
     try:
         proc.wait_ready()
         yield proc

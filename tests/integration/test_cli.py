@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -131,3 +132,30 @@ def test_check_refuses_a_token_named_like_a_user(tmp_path):
     result = authgate("check", "--secret-dir", str(tmp_path))
     assert result.returncode == 1
     assert "token name 'admin' is also an htpasswd user" in result.stderr
+
+
+def test_nothing_the_image_leaves_out_is_imported_by_the_service_its_watch_mode_or_the_cli():
+    # docker/not-in-image.txt names what the Dockerfile uninstalls; the image would break the day one of them
+    # is imported. The server path (both servers), watch mode's Kubernetes client and the CLI are loaded here.
+    names = [
+        line.strip()
+        for line in (REPO_ROOT / "docker" / "not-in-image.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    code = (
+        "import importlib.metadata as md, sys, json\n"
+        "import app.cli, app.server, app.granian_server, app.http, app.kube, app.secret_watch, app.kube_cli\n"
+        "from app.http import create_asgi\nfrom app.settings import Settings\n"
+        "create_asgi(Settings())\n"
+        "app.cli.build_parser().parse_args(['token', 'list'])\n"
+        "loaded = {name.split('.')[0] for name in sys.modules}\n"
+        "owners = md.packages_distributions()\n"
+        "print(json.dumps(sorted({d.lower() for top in loaded for d in owners.get(top, [])})))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False, cwd=REPO_ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    imported = set(json.loads(result.stdout))
+    assert "kubernetes" in imported and "granian" in imported  # the check sees what it should
+    assert imported.isdisjoint(name.lower() for name in names), sorted(imported & {n.lower() for n in names})

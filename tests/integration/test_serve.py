@@ -1,11 +1,16 @@
-"""``authgate serve`` as a real uvicorn process: decisions, rotation as kubelet rotates, health, logs, metrics."""
+"""``authgate serve`` as a real process, on each server: decisions, rotation as kubelet rotates, health, logs,
+metrics, a graceful stop."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
+import threading
 import time
+from pathlib import Path
 
+import bcrypt
 import httpx
 import pytest
 
@@ -19,7 +24,7 @@ from tests.integration.conftest import (
     token_line,
 )
 from tests.support.kubelet import KubeletSecretDir
-from tests.support.procs import AuthgateProcess, wait_for
+from tests.support.procs import SHUTDOWN_COMPLETE, AuthgateProcess, wait_for
 
 
 def status(proc: AuthgateProcess, token: str | None = None, route: str = "api", **headers: str) -> int:
@@ -122,9 +127,9 @@ def test_logs_and_metrics_never_hold_a_credential(authgate):
     assert '"status": 200' not in logs  # allows are logged only at debug
 
 
-def test_not_ready_until_credentials_appear_then_ready(tmp_path, policy_file):
+def test_not_ready_until_credentials_appear_then_ready(tmp_path, policy_file, server_kind):
     secret_path = tmp_path / "later"
-    proc = AuthgateProcess(secret_path, tmp_path / "late.log", config=policy_file)
+    proc = AuthgateProcess(secret_path, tmp_path / "late.log", config=policy_file, server=server_kind)
     try:
         wait_for(
             lambda: httpx.get(proc.base_url + "/healthz", timeout=1).status_code == 200, timeout=20, what="healthz"
@@ -139,8 +144,8 @@ def test_not_ready_until_credentials_appear_then_ready(tmp_path, policy_file):
 
 
 @pytest.mark.parametrize("proxy", ["traefik", "envoy"])
-def test_other_proxies_original_request(tmp_path, secret, policy_file, proxy):
-    proc = AuthgateProcess(secret.path, tmp_path / f"{proxy}.log", config=policy_file, proxy=proxy)
+def test_other_proxies_original_request(tmp_path, secret, policy_file, proxy, server_kind):
+    proc = AuthgateProcess(secret.path, tmp_path / f"{proxy}.log", config=policy_file, proxy=proxy, server=server_kind)
     try:
         proc.wait_ready()
         if proxy == "traefik":
@@ -170,13 +175,34 @@ def test_other_proxies_original_request(tmp_path, secret, policy_file, proxy):
         proc.stop()
 
 
-def test_sigterm_stops_cleanly(tmp_path, secret, policy_file):
-    proc = AuthgateProcess(secret.path, tmp_path / "term.log", config=policy_file)
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_sigterm_lets_the_request_in_flight_finish_then_stops_cleanly(tmp_path, policy_file, server_kind):
+    # A cost-14 bcrypt check takes about a second of CPU: SIGTERM arrives while it runs.
+    password = "slow-password"
+    slow = KubeletSecretDir(tmp_path / "slow")
+    slow.write({"htpasswd": f"slow:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(14)).decode()}\n"})
+    proc = AuthgateProcess(slow.path, tmp_path / "term.log", config=policy_file, server=server_kind)
     proc.wait_ready()
+    answers: list[int] = []
+
+    def ask() -> None:
+        headers = {**nginx_headers(), "Authorization": basic("slow", password)}
+        answers.append(httpx.get(proc.base_url + "/auth/api", headers=headers, timeout=30).status_code)
+
+    asking = threading.Thread(target=ask)
+    before = cpu_seconds(proc.proc.pid)
+    asking.start()
+    wait_for(lambda: cpu_seconds(proc.proc.pid) - before > 0.2, timeout=10, what="the bcrypt check under way")
     started = time.monotonic()
     proc.proc.send_signal(signal.SIGTERM)
+    asking.join(timeout=10)
+    assert answers == [200], "the request in flight was not answered"
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says what ended it.
     assert proc.proc.wait(timeout=10) in (0, -signal.SIGTERM)
     assert time.monotonic() - started < 8
     proc.stop()
-    assert "Application shutdown complete" in proc.output()
+    assert SHUTDOWN_COMPLETE[server_kind] in proc.output()

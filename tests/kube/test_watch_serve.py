@@ -17,7 +17,7 @@ from app.settings import load_settings
 from app.state import build_state
 from tests.kube.conftest import NAMESPACE, SECRET, WatcherThread
 from tests.kube.fake_apiserver import FakeApiServer
-from tests.support.procs import Process, free_port, wait_for, wait_http
+from tests.support.procs import SERVERS, SHUTDOWN_COMPLETE, Process, free_port, wait_for, wait_http
 
 pytestmark = pytest.mark.kube
 TOKEN_A = "token-A-0123456789abcdefghij"
@@ -62,8 +62,9 @@ def test_watcher_feeds_the_reloader_and_a_bad_update_keeps_the_last_good(
         assert not knows(TOKEN_A)
 
 
+@pytest.mark.parametrize("server", SERVERS)
 def test_serve_watch_secret_accepts_a_token_added_through_the_api_within_2s(
-    fake: FakeApiServer, kubeconfig: Path, tmp_path: Path
+    fake: FakeApiServer, kubeconfig: Path, tmp_path: Path, server: str
 ) -> None:
     fake.put_secret(NAMESPACE, SECRET, {"tokens": line("a", TOKEN_A)})
     port = free_port()
@@ -81,6 +82,8 @@ def test_serve_watch_secret_accepts_a_token_added_through_the_api_within_2s(
             f"{NAMESPACE}/{SECRET}",
             "--secret-dir",
             str(tmp_path / "absent"),
+            "--server",
+            server,
         ],
         tmp_path / "serve.log",
         env={"KUBECONFIG": str(kubeconfig)},
@@ -107,6 +110,6 @@ def test_serve_watch_secret_accepts_a_token_added_through_the_api_within_2s(
         code = proc.stop()
     output = proc.output()
     assert code in (0, -15), output  # uvicorn re-raises SIGTERM after a graceful shutdown
-    assert "Application shutdown complete" in output and "secret watch auth/authgate: stopped" in output
+    assert SHUTDOWN_COMPLETE[server] in output and "secret watch auth/authgate: stopped" in output
     assert TOKEN_B not in output and token_digest(TOKEN_B).hex() not in output
     assert any("watch=true" in p for _, p in fake.requests.log)

@@ -15,6 +15,10 @@ from typing import TypeVar
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# What ``authgate serve --server`` runs; the tests that exercise the server itself run on each.
+SERVERS = ("granian", "uvicorn")
+# What each server logs once the app's lifespan has shut down.
+SHUTDOWN_COMPLETE = {"granian": "application shutdown complete", "uvicorn": "Application shutdown complete"}
 T = TypeVar("T")
 
 
@@ -95,7 +99,7 @@ class Process:
 
 
 class AuthgateProcess(Process):
-    """``authgate serve`` as a real uvicorn process on a free port."""
+    """``authgate serve`` as a real process on a free port; ``server`` None = the default server."""
 
     def __init__(
         self,
@@ -109,8 +113,10 @@ class AuthgateProcess(Process):
         port: int | None = None,
         env: dict[str, str] | None = None,
         grpc: bool = False,
+        server: str | None = None,
     ) -> None:
         self.port = port or free_port()
+        self.server = server
         self.base_url = f"http://127.0.0.1:{self.port}"
         # --grpc-port: Envoy's gRPC ext_authz on a second free port
         self.grpc_port = free_port() if grpc else None
@@ -134,6 +140,8 @@ class AuthgateProcess(Process):
             argv += ["--config", str(config)]
         if self.grpc_port is not None:
             argv += ["--grpc-port", str(self.grpc_port)]
+        if server is not None:
+            argv += ["--server", server]
         super().__init__(argv + list(extra_args), log_path, env=env)
 
     def wait_ready(self, timeout: float = 20.0) -> None:

@@ -51,6 +51,10 @@ def test_flags_win_over_environment(tmp_path):
         ({"grpc_port": "9000"}, {"AUTHGATE_PORT": "9000"}, "--grpc-port: must differ from the HTTP port"),
         ({"grpc_default_route": "api"}, {}, "--grpc-default-route: has no effect without --grpc-port"),
         ({"grpc_port": "9001", "grpc_default_route": " api"}, {}, "--grpc-default-route: must be a route name"),
+        ({"server": "gunicorn"}, {}, "--server: must be one of granian, uvicorn, got 'gunicorn'"),
+        ({}, {"AUTHGATE_SERVER": "hypercorn"}, "AUTHGATE_SERVER: must be one of"),
+        ({"max_headers": "101"}, {}, "--max-headers: above 100 needs --server uvicorn"),
+        ({}, {"AUTHGATE_MAX_HEADERS": "500", "AUTHGATE_SERVER": "granian"}, "AUTHGATE_MAX_HEADERS: above 100"),
     ],
 )
 def test_bad_values_name_themselves(flags, env, message):
@@ -75,3 +79,12 @@ def test_grpc_is_off_by_default_and_read_from_flags_or_environment():
     settings = load_settings(NONE, env)
     assert (settings.grpc_port, settings.grpc_default_route) == (9001, "api")
     assert load_settings({**NONE, "grpc_port": "9002"}, env).grpc_port == 9002
+
+
+def test_server_defaults_to_granian_and_is_chosen_by_flag_or_environment():
+    assert Settings().server == "granian"
+    assert load_settings({**NONE, "server": "uvicorn"}, {}).server == "uvicorn"
+    assert load_settings(NONE, {"AUTHGATE_SERVER": "Uvicorn"}).server == "uvicorn"
+    assert load_settings({**NONE, "server": "granian"}, {"AUTHGATE_SERVER": "uvicorn"}).server == "granian"
+    # uvicorn's own parser takes any number of header lines: the limit is authgate's alone there
+    assert load_settings({**NONE, "server": "uvicorn", "max_headers": "500"}, {}).limits.max_headers == 500

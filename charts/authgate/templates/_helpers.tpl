@@ -164,8 +164,30 @@ envoyExtAuthzGrpc): then every check is decided on one route, --grpc-default-rou
 Values that cannot work together fail here, at install, with a message naming the keys.
 The schema catches wrong types and unknown keys; this catches combinations.
 */}}
+{{/*
+The policy file: config.policy, with decision_cache.max_age_seconds from ingress.authCache when it is on.
+*/}}
+{{- define "authgate.policy" -}}
+{{- $policy := deepCopy .Values.config.policy }}
+{{- if .Values.ingress.authCache.enabled }}
+{{- $cache := deepCopy (default (dict) (index $policy "decision_cache")) }}
+{{- $_ := set $cache "max_age_seconds" (int .Values.ingress.authCache.seconds) }}
+{{- $_ := set $policy "decision_cache" $cache }}
+{{- end }}
+{{- toYaml $policy }}
+{{- end }}
+
 {{- define "authgate.validate" -}}
 {{- $v := .Values }}
+{{- if $v.ingress.authCache.enabled }}
+{{- if eq $v.ingress.provider "traefik" }}
+{{- fail "ingress.authCache renders ingress-nginx's auth-cache-key; Traefik's ForwardAuth has no cache: set ingress.authCache.enabled=false" }}
+{{- end }}
+{{- $set := dig "decision_cache" "max_age_seconds" nil $v.config.policy }}
+{{- if and (not (kindIs "invalid" $set)) (ne (int $set) (int $v.ingress.authCache.seconds)) }}
+{{- fail (printf "config.policy.decision_cache.max_age_seconds (%v) and ingress.authCache.seconds (%d) contradict each other: with ingress.authCache on, drop the policy's value (the chart sets it)" $set (int $v.ingress.authCache.seconds)) }}
+{{- end }}
+{{- end }}
 {{- if and $v.secret.create $v.secret.existingSecret }}
 {{- fail (printf "secret.existingSecret (%q) and secret.create=true contradict each other: set secret.create=false to use your own Secret, or drop secret.existingSecret" $v.secret.existingSecret) }}
 {{- end }}
