@@ -117,9 +117,14 @@ envoyExtAuthzGrpc): then every check is decided on one route, --grpc-default-rou
 {{- default .Release.Namespace .Values.ingress.namespace }}
 {{- end }}
 
-{{/* The policy file: config.policy, plus throttle.redis from the chart's `throttle.redis` values. */}}
+{{/* The policy file: config.policy, plus decision_cache from ingress.authCache and throttle.redis from the chart's `throttle.redis` values. */}}
 {{- define "authgate.policy" -}}
 {{- $policy := deepCopy .Values.config.policy }}
+{{- if .Values.ingress.authCache.enabled }}
+{{- $cache := deepCopy (default (dict) (index $policy "decision_cache")) }}
+{{- $_ := set $cache "max_age_seconds" (int .Values.ingress.authCache.seconds) }}
+{{- $_ := set $policy "decision_cache" $cache }}
+{{- end }}
 {{- $r := .Values.throttle.redis }}
 {{- if $r.url }}
 {{- $redis := dict "url" $r.url "key_prefix" $r.keyPrefix "timeout_seconds" $r.timeoutSeconds }}
@@ -167,16 +172,6 @@ The schema catches wrong types and unknown keys; this catches combinations.
 {{/*
 The policy file: config.policy, with decision_cache.max_age_seconds from ingress.authCache when it is on.
 */}}
-{{- define "authgate.policy" -}}
-{{- $policy := deepCopy .Values.config.policy }}
-{{- if .Values.ingress.authCache.enabled }}
-{{- $cache := deepCopy (default (dict) (index $policy "decision_cache")) }}
-{{- $_ := set $cache "max_age_seconds" (int .Values.ingress.authCache.seconds) }}
-{{- $_ := set $policy "decision_cache" $cache }}
-{{- end }}
-{{- toYaml $policy }}
-{{- end }}
-
 {{- define "authgate.validate" -}}
 {{- $v := .Values }}
 {{- if $v.ingress.authCache.enabled }}
