@@ -169,9 +169,6 @@ envoyExtAuthzGrpc): then every check is decided on one route, --grpc-default-rou
 Values that cannot work together fail here, at install, with a message naming the keys.
 The schema catches wrong types and unknown keys; this catches combinations.
 */}}
-{{/*
-The policy file: config.policy, with decision_cache.max_age_seconds from ingress.authCache when it is on.
-*/}}
 {{- define "authgate.validate" -}}
 {{- $v := .Values }}
 {{- if $v.ingress.authCache.enabled }}
