@@ -17,12 +17,17 @@ COPY docker/not-in-image.txt ./
 # Install the package, then drop what it never imports at run time (docker/not-in-image.txt: litestar's CLI and
 # test factories, ~45 MB with Faker) and pip and setuptools: the final image installs nothing.
 # kubernetes/aio is the Kubernetes client's asyncio twin (~68 MB, half the package); authgate imports only the
-# synchronous client, and nothing outside kubernetes/aio imports it. Bytecode is compiled once, after the trim,
-# because the root filesystem is read-only at run time.
+# synchronous client, and nothing outside kubernetes/aio imports it. xds-protos holds every Envoy, xDS,
+# OpenTelemetry... proto (~1,600 modules); of its files only those app.grpc_server imports are kept (-I: the
+# installed app, not /src/app). Bytecode is compiled once, after the trims, because the root filesystem is
+# read-only at run time.
 RUN /opt/venv/bin/pip install --no-cache-dir --no-compile . \
  && /opt/venv/bin/pip uninstall --yes -r not-in-image.txt \
  && /opt/venv/bin/pip uninstall --yes pip setuptools \
  && rm -rf /opt/venv/lib/python3*/site-packages/kubernetes/aio \
+ && /opt/venv/bin/python -I -c "import os, sys, importlib.metadata as md, app.grpc_server; \
+used = {os.path.realpath(m.__file__) for m in list(sys.modules.values()) if getattr(m, '__file__', None)}; \
+[os.remove(f.locate()) for f in md.files('xds-protos') if f.suffix == '.py' and os.path.realpath(f.locate()) not in used]" \
  && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib
 
 FROM ${BASE}

@@ -19,7 +19,7 @@ from app.credentials import (
 from app.errors import ConfigError
 from app.kube_cli import add_commands
 from app.policy import load_policy
-from app.settings import DEFAULT_SERVER, LOG_LEVELS, PROXY_KINDS, SERVER_KINDS, load_settings
+from app.settings import DEFAULT_SERVER, ENV_NAMES, LOG_LEVELS, PROXY_KINDS, SERVER_KINDS, load_settings
 from app.token_admin import digest_field, format_token_line, generate_token
 
 
@@ -59,6 +59,18 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     limits.add_argument("--max-headers", help="header lines, default 100 " + env % "AUTHGATE_MAX_HEADERS")
     limits.add_argument("--max-connections", help="open connections, default 1024 " + env % "AUTHGATE_MAX_CONNECTIONS")
+    grpc = serve.add_argument_group("Envoy gRPC external authorization (Contour, Istio, Envoy Gateway, Cilium)")
+    grpc.add_argument(
+        "--grpc-port",
+        help="also serve envoy.service.auth.v3.Authorization/Check and grpc.health.v1 on this port (same "
+        "--host); off by default " + env % "AUTHGATE_GRPC_PORT",
+    )
+    grpc.add_argument(
+        "--grpc-default-route",
+        metavar="ROUTE",
+        help="the route of a CheckRequest whose context_extensions carry no 'route'; without it such a request "
+        "is refused (403) " + env % "AUTHGATE_GRPC_DEFAULT_ROUTE",
+    )
     serve.set_defaults(func=_serve)
 
 
@@ -78,10 +90,16 @@ def _serve(args: argparse.Namespace) -> int:
             "max_head_bytes": args.max_head_bytes,
             "max_headers": args.max_headers,
             "max_connections": args.max_connections,
+            "grpc_port": args.grpc_port,
+            "grpc_default_route": args.grpc_default_route,
             "server": args.server,
         }
     )
-    load_policy(settings.config)  # fail fast, before binding the port, on a bad policy
+    policy = load_policy(settings.config)  # fail fast, before binding the port, on a bad policy
+    route = settings.grpc_default_route
+    if route is not None and route not in policy.routes:
+        where = "--grpc-default-route" if args.grpc_default_route is not None else ENV_NAMES["grpc_default_route"]
+        raise ConfigError(f"{route!r} is not a route of the policy (routes: {', '.join(policy.routes)})", where)
     if settings.watch_secret is not None:
         # Fail at start, not after a liveness timeout, when there is no usable Kubernetes configuration.
         from app.kube import KubeError, new_api_client

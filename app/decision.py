@@ -33,6 +33,9 @@ MAX_REMEMBERED_ALLOWS = 10_000
 _AMBIGUOUS_PATH_RE = re.compile(r"%(?:2[eEfF]|5[cC]|25)|[\\#;\s\x00-\x1f\x7f]")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 TOKEN68_BYTES_RE = re.compile(TOKEN68_RE.pattern.encode())
+# What an identified allow tells the application (user, then scheme). A proxy that copies them upstream only
+# when the answer has them (Envoy) must be asked to drop a client's own copies on an anonymous allow.
+IDENTITY_HEADERS: tuple[bytes, bytes] = (b"x-auth-request-user", b"x-auth-request-scheme")
 
 
 class RequestFacts(NamedTuple):
@@ -71,24 +74,26 @@ class Decision(NamedTuple):
 class Snapshot:
     """Everything a decision reads. Immutable; a reload builds a new one and swaps one reference.
 
-    ``allows`` and ``answers`` are memos that belong to this snapshot, so a reload or rotation drops them."""
+    ``allows`` and ``answers`` are memos that belong to this snapshot, so a reload or rotation drops them:
+    ``allows`` remembers decisions whichever wire asked, ``answers`` each wire's rendering of a decision
+    (keyed by wire, route and decision; see app.decider)."""
 
     credentials: Credentials
     policy: Policy
     verified: VerifiedCache
     decoys: Decoys = field(default_factory=lambda: Decoys({}))
     allows: AllowMemo = field(default_factory=lambda: AllowMemo())
-    answers: dict[tuple[str, Decision], list[tuple[bytes, bytes]]] = field(default_factory=dict)
+    answers: dict[tuple[str, str, Decision], object] = field(default_factory=dict)
 
 
 class Remembered(NamedTuple):
     decision: Decision
-    headers: list[tuple[bytes, bytes]]
     expires_at: float | None  # Unix time
 
 
 class AllowMemo:
-    """Finished allow answers by (route, credential), so a repeat costs one keyed hash and a dict lookup.
+    """Allow decisions by (route, credential), so a repeat costs one keyed hash and a dict lookup, on
+    whichever wire (HTTP or gRPC) it comes: the decision is the same, each wire renders it its own way.
 
     Keys are a keyed BLAKE2b of the whole Authorization value under a random per-memo secret: nothing in
     the memo can be reversed or brute-forced offline into a token or password. Only rememberable allows of
@@ -112,10 +117,10 @@ class AllowMemo:
             return None
         return entry
 
-    def remember(self, key: tuple[str, bytes], decision: Decision, headers: list[tuple[bytes, bytes]]) -> None:
+    def remember(self, key: tuple[str, bytes], decision: Decision) -> None:
         if decision.rememberable and len(self._entries) < self.max_entries:
             expires_at = decision.expires.timestamp() if decision.expires is not None else None
-            self._entries[key] = Remembered(decision, headers, expires_at)
+            self._entries[key] = Remembered(decision, expires_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,8 +317,8 @@ def response_headers(
     """The headers of the answer to the proxy (identity for allows, challenges for 401s)."""
     headers = [(b"cache-control", cache_control(decision, policy, now).encode())]
     if decision.status == 200 and decision.principal is not None:
-        headers.append((b"x-auth-request-user", decision.principal.encode()))
-        headers.append((b"x-auth-request-scheme", decision.scheme.encode()))
+        headers.append((IDENTITY_HEADERS[0], decision.principal.encode()))
+        headers.append((IDENTITY_HEADERS[1], decision.scheme.encode()))
     elif decision.status == 401:
         route = policy.routes[route_name]
         headers.extend((b"www-authenticate", value.encode()) for value in challenges(route, decision))

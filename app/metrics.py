@@ -88,6 +88,28 @@ class Metrics:
         self.throttled = Gauge(
             "authgate_throttled_clients", "Addresses and users banned right now.", ["kind"], registry=self.registry
         )
+        self.throttle_shared = Gauge(
+            "authgate_throttle_shared",
+            "1 while failures and bans are shared with the other replicas through Redis (throttle.redis); 0 while "
+            "this replica counts alone (no throttle.redis, or Redis down, slow or refusing).",
+            registry=self.registry,
+        )
+        self.throttle_redis_errors = Counter(
+            "authgate_throttle_redis_errors",
+            "Connections to the shared throttle's Redis that failed or broke (refused, timed out, error answer).",
+            registry=self.registry,
+        )
+        self.throttle_failures_not_shared = Counter(
+            "authgate_throttle_failures_not_shared",
+            "Failed checks counted by this replica only: Redis was down, the outbox was full, they were older than "
+            "the window when Redis came back, or this replica's budget of new keys per window was spent.",
+            registry=self.registry,
+        )
+        self.throttle_bans_learnt = Counter(
+            "authgate_throttle_bans_learnt",
+            "Bans imposed here because another replica's failures reached a limit (through Redis).",
+            registry=self.registry,
+        )
         self._expiries: dict[str, dt.datetime] = {}
         for result in ("success", "error"):
             self.reloads.labels(result=result)

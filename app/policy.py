@@ -7,6 +7,7 @@ errors, so a typo never silently widens access.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ SCHEMES: tuple[Scheme, ...] = ("bearer", "basic")
 ROUTE_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 METHOD_RE = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
 REALM_RE = re.compile(r'[^"\\\x00-\x1f\x7f]{1,128}')
+KEY_PREFIX_RE = re.compile(r"[A-Za-z0-9:._-]{1,64}")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+REDIS_URL_FORM = "redis://[USER@]HOST[:PORT][/DB] (or rediss:// for TLS)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,32 @@ class RoutePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """Where the shared throttle keeps its counters and bans (app.shared_throttle). The policy is a ConfigMap,
+    not a secret: it names where the password is (a file or an environment variable), never the password."""
+
+    host: str
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    tls: bool = False  # rediss://
+    key_prefix: str = "authgate:"
+    password_file: str | None = None
+    password_env: str | None = None
+    tls_ca_file: str | None = None  # verify the server against this CA bundle (default: the system's)
+    tls_cert_file: str | None = None  # client certificate, with tls_key_file
+    tls_key_file: str | None = None
+    timeout_seconds: float = 0.5  # connect and each command; past it Redis counts as down
+
+    @property
+    def url(self) -> str:
+        """The address for logs: never a password (there is none in the policy)."""
+        user = f"{urllib.parse.quote(self.username, safe='')}@" if self.username else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'rediss' if self.tls else 'redis'}://{user}{host}:{self.port}/{self.db}"
+
+
+@dataclass(frozen=True, slots=True)
 class ThrottleSettings:
     enabled: bool = True
     window_seconds: float = 60.0
@@ -42,6 +72,7 @@ class ThrottleSettings:
     ban_seconds: float = 300.0
     max_tracked: int = 100_000
     max_pending_slow_checks: int = 64  # slow hash checks (bcrypt...) waiting at once; more are refused
+    redis: RedisSettings | None = None  # counters and bans shared by every replica (app.shared_throttle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +181,92 @@ def _parse_route(name: str, raw: Any, source: str) -> RoutePolicy:
     )
 
 
+def _optional_str(data: Mapping[str, Any], key: str, where: str, source: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}.{key}: must be a non-empty string, got {value!r}", source)
+    return value
+
+
+def _parse_redis(raw: Any, source: str) -> RedisSettings:
+    where = "throttle.redis"
+    data = _mapping(raw, where, source)
+    _check_keys(
+        data,
+        {
+            "url",
+            "key_prefix",
+            "password_file",
+            "password_env",
+            "tls_ca_file",
+            "tls_cert_file",
+            "tls_key_file",
+            "timeout_seconds",
+        },
+        where,
+        source,
+    )
+    url = data.get("url")
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"{where}.url: required, {REDIS_URL_FORM}", source)
+    # The URL is never echoed: a mistaken one may hold a password.
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or 6379
+    except ValueError:
+        raise ConfigError(f"{where}.url: not a URL of the form {REDIS_URL_FORM}", source) from None
+    if parts.password is not None:
+        raise ConfigError(
+            f"{where}.url: must not carry a password (the policy is no secret): name it with "
+            f"{where}.password_file or {where}.password_env",
+            source,
+        )
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigError(f"{where}.url: the scheme must be redis or rediss, got {parts.scheme!r}", source)
+    if not parts.hostname:
+        raise ConfigError(f"{where}.url: no host, expected {REDIS_URL_FORM}", source)
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{where}.url: no ?options or #fragment; options are keys of {where}", source)
+    db_text = parts.path.strip("/") or "0"
+    if not db_text.isdigit():
+        raise ConfigError(f"{where}.url: the path is a database number (/0), got {parts.path!r}", source)
+    tls = parts.scheme == "rediss"
+
+    prefix = data.get("key_prefix", "authgate:")
+    if not isinstance(prefix, str) or not KEY_PREFIX_RE.fullmatch(prefix):
+        raise ConfigError(f"{where}.key_prefix: 1-64 of A-Z a-z 0-9 : . _ -, got {prefix!r}", source)
+    password_file = _optional_str(data, "password_file", where, source)
+    password_env = _optional_str(data, "password_env", where, source)
+    if password_file is not None and password_env is not None:
+        raise ConfigError(f"{where}: set password_file or password_env, not both", source)
+    if password_env is not None and not ENV_NAME_RE.fullmatch(password_env):
+        raise ConfigError(f"{where}.password_env: not an environment variable name: {password_env!r}", source)
+    tls_files = {
+        key: _optional_str(data, key, where, source) for key in ("tls_ca_file", "tls_cert_file", "tls_key_file")
+    }
+    named = sorted(key for key, value in tls_files.items() if value is not None)
+    if named and not tls:
+        raise ConfigError(f"{where}: {', '.join(named)} need a rediss:// url (TLS)", source)
+    if (tls_files["tls_cert_file"] is None) != (tls_files["tls_key_file"] is None):
+        raise ConfigError(f"{where}: tls_cert_file and tls_key_file go together (a client certificate)", source)
+    return RedisSettings(
+        host=parts.hostname,
+        port=port,
+        db=int(db_text),
+        username=urllib.parse.unquote(parts.username) if parts.username else None,
+        tls=tls,
+        key_prefix=prefix,
+        password_file=password_file,
+        password_env=password_env,
+        tls_ca_file=tls_files["tls_ca_file"],
+        tls_cert_file=tls_files["tls_cert_file"],
+        tls_key_file=tls_files["tls_key_file"],
+        timeout_seconds=_number(data, "timeout_seconds", 0.5, where, source, minimum=0.01),
+    )
+
+
 def parse_policy(data: Any, source: str) -> Policy:
     """Validates a policy document (already parsed from YAML)."""
     top = _mapping(data, "policy", source)
@@ -170,6 +287,7 @@ def parse_policy(data: Any, source: str) -> Policy:
             "ban_seconds",
             "max_tracked",
             "max_pending_slow_checks",
+            "redis",
         },
         "throttle",
         source,
@@ -189,7 +307,10 @@ def parse_policy(data: Any, source: str) -> Policy:
         max_pending_slow_checks=_number(
             t, "max_pending_slow_checks", defaults.max_pending_slow_checks, "throttle", source, minimum=1, integer=True
         ),
+        redis=_parse_redis(t.get("redis"), source) if t.get("redis") is not None else None,
     )
+    if throttle.redis is not None and not throttle.enabled:
+        raise ConfigError("throttle.redis: the throttle is off (throttle.enabled: false); drop one of them", source)
 
     dc = _mapping(top.get("decision_cache"), "decision_cache", source)
     _check_keys(dc, {"max_age_seconds"}, "decision_cache", source)

@@ -31,6 +31,8 @@ def serve(settings: Settings) -> int:
             "config": str(settings.config) if settings.config else None,
             "watch_secret": "/".join(settings.watch_secret) if settings.watch_secret else None,
             "limits": dataclasses.asdict(settings.limits),
+            "grpc_port": settings.grpc_port,
+            "grpc_default_route": settings.grpc_default_route,
         },
     )
     if settings.server == "granian":

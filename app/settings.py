@@ -19,6 +19,7 @@ PROXY_KINDS: tuple[str, ...] = get_args(ProxyKind)
 # The chart's Ingresses are served unchanged by ingress-nginx and by Traefik's ingress-nginx provider.
 DEFAULT_PROXY: tuple[ProxyKind, ...] = ("ingress-nginx", "traefik")
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+DEFAULT_PORT = 8080
 SERVER_KINDS: tuple[str, ...] = get_args(ServerKind)
 # Measured with bench/run.py on ingress-nginx's default path (a new connection per auth call): see
 # docs/benchmarks.md.
@@ -54,13 +55,17 @@ class RequestLimits:
 @dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "0.0.0.0"
-    port: int = 8080
+    port: int = DEFAULT_PORT
     secret_dir: Path = Path("/etc/authgate/secret")
     config: Path | None = None
     proxy: tuple[ProxyKind, ...] = DEFAULT_PROXY  # the front doors believed (--proxy, comma-separated)
     log_level: LogLevel = "info"
     watch_secret: tuple[str, str] | None = None  # (namespace, name)
     limits: RequestLimits = RequestLimits()
+    # Envoy's gRPC ext_authz (envoy.service.auth.v3.Authorization/Check) on this port, same host; None = off.
+    grpc_port: int | None = None
+    # The route of a CheckRequest whose context_extensions name none (None: such a request is refused).
+    grpc_default_route: str | None = None
     server: ServerKind = DEFAULT_SERVER  # the HTTP server running the one ASGI app (app/server.py)
 
 
@@ -77,6 +82,8 @@ ENV_NAMES: dict[str, str] = {
     "max_head_bytes": "AUTHGATE_MAX_HEAD_BYTES",
     "max_headers": "AUTHGATE_MAX_HEADERS",
     "max_connections": "AUTHGATE_MAX_CONNECTIONS",
+    "grpc_port": "AUTHGATE_GRPC_PORT",
+    "grpc_default_route": "AUTHGATE_GRPC_DEFAULT_ROUTE",
     "server": "AUTHGATE_SERVER",
 }
 LIMIT_KEYS = ("read_timeout", "max_head_bytes", "max_headers", "max_connections")
@@ -121,11 +128,21 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] | 
         if not value.strip():
             raise ConfigError(f"must not be empty, got {value!r}", where)
         values["host"] = value
-    if "port" in raw:
-        where, value = raw["port"]
-        if not value.isdigit() or not 1 <= int(value) <= 65535:
-            raise ConfigError(f"must be an integer from 1 to 65535, got {value!r}", where)
-        values["port"] = int(value)
+    for key in ("port", "grpc_port"):
+        if key in raw:
+            where, value = raw[key]
+            if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
+                raise ConfigError(f"must be an integer from 1 to 65535, got {value!r}", where)
+            values[key] = int(value)
+    if "grpc_port" in values and values["grpc_port"] == values.get("port", DEFAULT_PORT):
+        raise ConfigError(f"must differ from the HTTP port, got {values['grpc_port']}", raw["grpc_port"][0])
+    if "grpc_default_route" in raw:
+        where, value = raw["grpc_default_route"]
+        if "grpc_port" not in values:
+            raise ConfigError("has no effect without --grpc-port (AUTHGATE_GRPC_PORT)", where)
+        if not value.strip() or value != value.strip():
+            raise ConfigError(f"must be a route name, got {value!r}", where)
+        values["grpc_default_route"] = value
     if "secret_dir" in raw:
         values["secret_dir"] = Path(raw["secret_dir"][1])
     if "config" in raw:

@@ -32,6 +32,11 @@ and a valid credential's ``banned()`` check must cost the same with 10 or 100,00
 * When a new ban needs room among the bans, the ban closest to expiry goes. So a live ban is cut short only by
   the ``max_tracked // 2``-th ban after it, and every one of those costs the attacker a full limit of failed
   checks (``max_failures_per_user`` for a name) from addresses that are not banned themselves.
+* A ban learnt from elsewhere (``impose_ban``: another replica's, through app.shared_throttle) keeps the time
+  it has left. It goes at the end when it expires last and at the front when it expires first, so the order
+  holds; only one whose expiry falls between the first and the last ban's sits out of order. That one is
+  still exact for ``banned()``; it is merely swept, and counted in ``banned_counts()``, late: once the bans
+  before it have expired, at most ``ban_seconds`` after its own expiry.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from typing import Literal
 from app.policy import ThrottleSettings
 
 Kind = Literal["address", "user"]
-_Key = tuple[Kind, str]
+Key = tuple[Kind, str]
 
 # Expired bans swept from the front per recorded failure: spreads the cleanup after a wave of bans expires
 # over later calls, instead of leaving it all to one metrics scrape, without making any call cost more than O(1).
@@ -67,8 +72,8 @@ class Throttle:
         self.settings = settings
         self._clock = clock
         self._lock = threading.Lock()
-        self._counters: OrderedDict[_Key, _Counter] = OrderedDict()  # not banned; least recently failed first
-        self._bans: OrderedDict[_Key, _Counter] = OrderedDict()  # banned (or expired, not yet swept); expiry order
+        self._counters: OrderedDict[Key, _Counter] = OrderedDict()  # not banned; least recently failed first
+        self._bans: OrderedDict[Key, _Counter] = OrderedDict()  # banned (or expired, not yet swept); expiry order
         self._ban_counts: dict[str, int] = {"address": 0, "user": 0}  # kept with _bans, so scrapes cost O(1)
         self._max_bans = max(1, settings.max_tracked // 2)
 
@@ -84,21 +89,51 @@ class Throttle:
                     return True
         return False
 
-    def record_failure(self, address: str | None, user: str | None) -> None:
-        """Counts one failed check; bans the address or user that reaches its limit."""
+    def record_failure(self, address: str | None, user: str | None) -> list[tuple[Key, bool]]:
+        """Counts one failed check; bans the address or user that reaches its limit. Returns each key counted
+        (a kind whose limit is 0 is not) with whether this failure banned it or extended its ban."""
+        counted: list[tuple[Key, bool]] = []
         if not self.settings.enabled:
-            return
+            return counted
         now = self._clock()
         with self._lock:
             self._sweep_expired(now, _SWEEP_PER_FAILURE)
             for key in self._keys(address, user):
-                limit = (
-                    self.settings.max_failures_per_address
-                    if key[0] == "address"
-                    else self.settings.max_failures_per_user
-                )
+                limit = self.limit(key[0])
                 if limit > 0:
-                    self._count(key, limit, now)
+                    counted.append((key, self._count(key, limit, now)))
+        return counted
+
+    def limit(self, kind: Kind) -> int:
+        """Failures within the window that ban a key of this kind (0: never)."""
+        return self.settings.max_failures_per_address if kind == "address" else self.settings.max_failures_per_user
+
+    def impose_ban(self, key: Key, seconds: float) -> bool:
+        """Bans a key for ``seconds`` from now, unless it is banned that long already: a ban learnt from
+        elsewhere (another replica's). Returns whether the key's ban was added or extended."""
+        if not self.settings.enabled or seconds <= 0:
+            return False
+        now = self._clock()
+        until = now + seconds
+        with self._lock:
+            self._sweep_expired(now, _SWEEP_PER_FAILURE)
+            counter = self._bans.get(key)
+            if counter is not None:
+                if counter.banned_until >= until:
+                    return False
+                self._drop_ban(key)
+            else:
+                counter = self._counters.pop(key, None) or _Counter(window_start=now)
+                counter.failures = 0
+                counter.window_start = now
+            first = next(iter(self._bans.values()), None)
+            counter.banned_until = until
+            self._add_ban(key, counter)
+            if first is not None and until <= first.banned_until:
+                self._bans.move_to_end(key, last=False)  # expires first: the front keeps expiry order
+            while len(self._counters) + len(self._bans) > self.settings.max_tracked and self._counters:
+                self._counters.popitem(last=False)
+            return True
 
     def banned_counts(self) -> dict[str, int]:
         """How many addresses and users are banned now (for the metrics gauge)."""
@@ -113,15 +148,15 @@ class Throttle:
             return len(self._counters) + len(self._bans)
 
     @staticmethod
-    def _keys(address: str | None, user: str | None) -> list[_Key]:
-        keys: list[_Key] = []
+    def _keys(address: str | None, user: str | None) -> list[Key]:
+        keys: list[Key] = []
         if address:
             keys.append(("address", address))
         if user is not None:
             keys.append(("user", user))
         return keys
 
-    def _count(self, key: _Key, limit: int, now: float) -> None:
+    def _count(self, key: Key, limit: int, now: float) -> bool:
         window = self.settings.window_seconds
         counter = self._bans.get(key)
         if counter is not None and counter.banned_until <= now:
@@ -142,7 +177,7 @@ class Throttle:
             counter.failures = 0
         counter.failures += 1
         if counter.failures < limit:
-            return
+            return False
         counter.banned_until = now + self.settings.ban_seconds
         counter.failures = 0
         counter.window_start = now
@@ -151,8 +186,9 @@ class Throttle:
         else:
             del self._counters[key]
             self._add_ban(key, counter)
+        return True
 
-    def _add_counter(self, key: _Key, counter: _Counter, now: float) -> None:
+    def _add_counter(self, key: Key, counter: _Counter, now: float) -> None:
         self._counters[key] = counter
         while len(self._counters) + len(self._bans) > self.settings.max_tracked:
             if self._bans and next(iter(self._bans.values())).banned_until <= now:
@@ -164,13 +200,13 @@ class Throttle:
             else:
                 break
 
-    def _add_ban(self, key: _Key, counter: _Counter) -> None:
+    def _add_ban(self, key: Key, counter: _Counter) -> None:
         if len(self._bans) >= self._max_bans:
             self._drop_ban(next(iter(self._bans)))  # closest to expiry (or expired already)
         self._bans[key] = counter
         self._ban_counts[key[0]] += 1
 
-    def _drop_ban(self, key: _Key) -> None:
+    def _drop_ban(self, key: Key) -> None:
         del self._bans[key]
         self._ban_counts[key[0]] -= 1
 

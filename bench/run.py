@@ -11,7 +11,8 @@ Method: for each case, every variant gets a warm-up, then ``--rounds`` rounds of
 each round every variant runs once, the order reversed every other round (A B C, C B A, ...), so drift
 on a shared machine hits all variants alike. A ratio is computed per round and the median reported.
 Every variant is checked first (no credential → 401, the credential → 200), and a round with any socket
-error or non-2xx answer fails the run rather than counting.
+error or non-2xx answer fails the run rather than counting. The gRPC case drives both of its variants
+with h2load instead (HTTP/2 for gRPC, ``--h1`` for HTTP: one load generator for both sides of its ratio).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import httpx  # noqa: E402
 
 from app.settings import DEFAULT_SERVER  # noqa: E402
 from bench import procstat, report  # noqa: E402
+from bench.h2load import H2load, grpc_frame  # noqa: E402
 from bench.servers import (  # noqa: E402
     BCRYPT_COST,
     OTHER_SERVER,
@@ -55,8 +57,9 @@ from bench.servers import (  # noqa: E402
     suffix,
 )
 from bench.wrk import Wrk, WrkResult  # noqa: E402
+from tests.support.envoy_grpc import Answer, CheckClient, envoy_check  # noqa: E402
 
-CASES = ("direct", "nginx", "bcrypt", "traefik", "scale", "rotation", "throttle")
+CASES = ("direct", "nginx", "bcrypt", "traefik", "scale", "rotation", "throttle", "grpc")
 ALT_KEY = suffix(OTHER_SERVER)  # "-uvicorn": the key and component suffix of the other server's variants
 ORIGINAL = {"X-Original-URL": "http://bench.test/api/ok", "X-Original-Method": "GET", "X-Real-IP": "127.0.0.1"}
 
@@ -72,6 +75,10 @@ class Variant:
     extra: dict[str, str] = field(default_factory=dict)  # sent with and without the credential
     open: bool = False  # the no-auth ceiling: 200 for everyone
     serves: tuple[str, ...] = ()  # Stack components doing the work (their CPU is counted per request)
+    # Instead of wrk with the headers: a run of that many seconds by another load generator (the gRPC case),
+    # and the check that the variant measures what it claims.
+    load: Callable[[float], WrkResult] | None = None
+    check: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,9 @@ class HarnessError(RuntimeError):
 
 def check_variant(v: Variant) -> None:
     """No credential → 401 and the credential → 200, or the variant does not measure what it claims."""
+    if v.check is not None:
+        v.check()
+        return
     with httpx.Client(timeout=10.0) as client:
         denied = client.get(v.url, headers=v.extra)
         allowed = client.get(v.url, headers={**v.extra, **v.headers})
@@ -123,14 +133,18 @@ def measure(stack: Stack, wrk: Wrk, variants: Sequence[Variant], p: Params, log:
     for v in variants:
         check_variant(v)
     pids = {v.key: {c: procstat.tree([stack.pids[c]]) for c in v.serves} for v in variants}
+
+    def run(v: Variant, seconds: float) -> WrkResult:
+        return v.load(seconds) if v.load is not None else wrk.run(v.url, {**v.extra, **v.headers}, seconds)
+
     for v in variants:
-        wrk.run(v.url, {**v.extra, **v.headers}, p.warmup)
+        run(v, p.warmup)
     results: Runs = {v.key: [] for v in variants}
     for r in range(p.rounds):
         order = variants if r % 2 == 0 else list(reversed(variants))
         for v in order:
             before = {c: procstat.cpu_seconds(tree) for c, tree in pids[v.key].items()}
-            res = wrk.run(v.url, {**v.extra, **v.headers}, p.seconds)
+            res = run(v, p.seconds)
             cpu = {
                 c: 1e6 * (procstat.cpu_seconds(tree) - before[c]) / max(res.requests, 1)
                 for c, tree in pids[v.key].items()
@@ -483,6 +497,74 @@ def case_rotation(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None])
     }
 
 
+# The gRPC case: 32 requests in flight on both sides, as Envoy would keep them: 4 HTTP/2 connections of 8
+# streams each for gRPC (Envoy multiplexes its checks on a connection per worker), 32 keepalive HTTP/1.1
+# connections for HTTP (Envoy's HTTP ext_authz pool; ingress-nginx's auth-keepalive).
+GRPC_CLIENTS, GRPC_STREAMS, HTTP_CLIENTS = 4, 8, 32
+
+
+def case_grpc(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) -> dict[str, Any]:
+    """gRPC Check against the HTTP decision endpoint of the same authgate process, both over keepalive
+    connections and both driven by h2load: what Envoy's gRPC ext_authz costs next to its HTTP one."""
+    creds = stack.creds
+    ag = stack.authgate("grpc", stack.small_files(), grpc=True)
+    grpc_port = ag.grpc_port
+    assert grpc_port is not None
+    h2load = H2load(find_tool("h2load"))
+    # The CheckRequest Envoy's HTTP filter sends for a client's `GET /api/ok` on route api, framed for gRPC.
+    message = envoy_check("GET", "/api/ok", {"authorization": creds.bearer["Authorization"]}).SerializeToString()
+    body = stack.workdir / "check-request.grpc"
+    body.write_bytes(grpc_frame(message))
+    grpc_url = f"http://127.0.0.1:{grpc_port}/envoy.service.auth.v3.Authorization/Check"
+    http_url = ag.base_url + "/auth/api"
+
+    def check_grpc() -> None:
+        """h2load sees HTTP 200 whatever the gRPC status: the very bytes it sends must be an allow."""
+        from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
+
+        client = CheckClient(grpc_port)
+        try:
+            denied = client.check(envoy_check("GET", "/api/ok")).http_status
+            allowed = Answer.of(CheckResponse.FromString(client.raw(message, timeout=10))).http_status
+        finally:
+            client.close()
+        if (denied, allowed) != (401, 200):
+            raise HarnessError(f"gRPC Check: without credential {denied} (want 401), with {allowed} (want 200)")
+
+    grpc_headers = {"content-type": "application/grpc", "te": "trailers"}
+    variants = [
+        Variant(
+            "grpc",
+            f"gRPC Check (h2load, {GRPC_CLIENTS} connections x {GRPC_STREAMS} streams, Bearer)",
+            grpc_url,
+            {},
+            serves=("authgate:grpc",),
+            load=lambda s: h2load.run(grpc_url, grpc_headers, s, clients=GRPC_CLIENTS, streams=GRPC_STREAMS, body=body),
+            check=check_grpc,
+        ),
+        Variant(
+            "http",
+            f"HTTP /auth/api, same process (h2load --h1, {HTTP_CLIENTS} keepalive connections, Bearer)",
+            http_url,
+            creds.bearer,
+            ORIGINAL,
+            serves=("authgate:grpc",),
+            load=lambda s: h2load.run(http_url, {**ORIGINAL, **creds.bearer}, s, clients=HTTP_CLIENTS, http1=True),
+        ),
+    ]
+    ratios = [Ratio("gRPC Check / HTTP auth request, same authgate process", "grpc", "http")]
+    try:
+        return summarize(
+            "grpc",
+            "7. Envoy's gRPC ext_authz vs the HTTP endpoint, one authgate process",
+            variants,
+            ratios,
+            measure(stack, wrk, variants, p, log),
+        )
+    finally:
+        h2load.close()
+
+
 # Failed checks (a wrong Bearer token) from addresses numbered from OFFSET: the first BANNED addresses
 # LIMIT times each (a few more than the ban needs: wrk may spend a request on its own start), then one
 # failure from each of the rest.
@@ -551,7 +633,7 @@ def case_throttle(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None])
     ]
     ratios = [Ratio("valid token p99: throttle table full / empty", "full", "empty", 2.0, metric="p99")]
     summary = summarize(
-        "throttle", "7. Throttle table at its cap", variants, ratios, measure(stack, wrk, variants, finer(p), log)
+        "throttle", "8. Throttle table at its cap", variants, ratios, measure(stack, wrk, variants, finer(p), log)
     )
     summary["flood"] = {"failures_sent": sent, "banned": bans, "max_tracked": cap}
     return summary
@@ -565,6 +647,7 @@ RUNNERS: dict[str, Callable[[Stack, Wrk, Params, Callable[[str], None]], dict[st
     "scale": case_scale,
     "rotation": case_rotation,
     "throttle": case_throttle,
+    "grpc": case_grpc,
 }
 
 
@@ -576,6 +659,15 @@ def _version(argv: list[str]) -> str:
         return f"unavailable ({exc})"
     text = (out.stdout + out.stderr).strip().splitlines()
     return text[0].strip() if text else "unknown"
+
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def machine() -> dict[str, Any]:
@@ -613,6 +705,8 @@ def machine() -> dict[str, Any]:
         "traefik": traefik.split()[-1] if traefik else traefik,
         "caddy": tool("caddy", "version").split()[0],
         "wrk": tool("wrk", "--version").split("[")[0].strip(),
+        "h2load": tool("h2load", "--version"),
+        "grpcio": _package_version("grpcio"),
         "loadavg_start": os.getloadavg(),
     }
 

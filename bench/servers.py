@@ -158,8 +158,10 @@ class Stack:
         *,
         proxy: str = "ingress-nginx",
         policy: str = POLICY,
+        grpc: bool = False,
         server: str = DEFAULT_SERVER,
     ) -> AuthgateProcess:
+        """One authgate process by name (started on first use) on ``server``; ``grpc``: with ``--grpc-port``."""
         name += suffix(server)
         key = f"authgate:{name}"
         if key not in self._started:
@@ -173,6 +175,7 @@ class Stack:
                 config=policy_file,
                 proxy=proxy,
                 log_level="warning",
+                grpc=grpc,
                 server=server,
             )
             self._procs.append(proc)

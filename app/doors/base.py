@@ -33,7 +33,7 @@ class Door(Protocol):
         ``headers`` are the auth request's (lower-case names); ``rest`` is what followed ``/auth/<route>/``
         in the auth request's path (None when nothing did)."""
 
-    def raw_target(self, headers: dict[bytes, bytes], rest: bytes | None) -> bytes | None:
+    def raw_target(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> bytes | None:
         """Where this door puts the original path, as sent (for a cheap "could this be path P?" test)."""
 
     def signed(self, headers: dict[bytes, bytes]) -> bool:

@@ -30,7 +30,7 @@ class IngressNginx:
                 path = path_of(url)
         return View(method, path, headers.get(b"x-real-ip"))
 
-    def raw_target(self, headers: dict[bytes, bytes], rest: bytes | None) -> bytes | None:
+    def raw_target(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> bytes | None:
         return headers.get(b"x-original-url")
 
     def signed(self, headers: dict[bytes, bytes]) -> bool:

@@ -29,7 +29,7 @@ class NginxGatewayFabric:
         path = path_of(target) if target is not None and target.startswith(b"/") else None
         return View(method, path, None)
 
-    def raw_target(self, headers: dict[bytes, bytes], rest: bytes | None) -> bytes | None:
+    def raw_target(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> bytes | None:
         return headers.get(b"path")
 
     def signed(self, headers: dict[bytes, bytes]) -> bool:

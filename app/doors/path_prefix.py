@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.decision import IDENTITY_HEADERS
 from app.doors.base import View, last_hop
 
-IDENTITY_HEADERS = b"x-auth-request-user, x-auth-request-scheme"
+_REMOVE_IDENTITY = [(b"x-envoy-auth-headers-to-remove", b", ".join(IDENTITY_HEADERS))]
 
 
 class PathPrefix:
@@ -27,14 +28,14 @@ class PathPrefix:
             return None
         return View(scope["method"].encode(), b"/" + rest, last_hop(headers.get(b"x-forwarded-for")))
 
-    def raw_target(self, headers: dict[bytes, bytes], rest: bytes | None) -> bytes | None:
+    def raw_target(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> bytes | None:
         return b"/" + rest if rest is not None else None
 
     def signed(self, headers: dict[bytes, bytes]) -> bool:
         return True  # the request line itself: no client header can make one up
 
     def allow_headers(self, identified: bool) -> list[tuple[bytes, bytes]]:
-        return [] if identified else [(b"x-envoy-auth-headers-to-remove", IDENTITY_HEADERS)]
+        return [] if identified else _REMOVE_IDENTITY
 
 
 PATH_PREFIX = PathPrefix()

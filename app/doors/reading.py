@@ -43,19 +43,31 @@ def _text(value: bytes | None) -> str | None:
 
 
 class FrontDoors:
-    """The trusted doors (in ``--proxy`` order) and the others whose marks are cross-checked."""
+    """The trusted doors (in ``--proxy`` order) and the others whose marks are cross-checked.
 
-    def __init__(self, trusted: tuple[Door, ...], others: tuple[Door, ...]) -> None:
+    ``missing``: what a request lacking every trusted account means and how to fix it, for a wire whose
+    doors are not chosen with ``--proxy`` (gRPC); by default the fix is the ``--proxy`` of the doors seen."""
+
+    def __init__(self, trusted: tuple[Door, ...], others: tuple[Door, ...], missing: str | None = None) -> None:
         self.trusted = trusted
         self.others = others
         self.names = tuple(door.name for door in trusted)
+        self.missing = missing
 
-    def could_be(self, headers: dict[bytes, bytes], rest: bytes | None, paths: tuple[bytes, ...]) -> bool:
+    def missing_fix(self, seen: tuple[str, ...]) -> str:
+        if self.missing is not None:
+            return self.missing
+        fix = ",".join(seen) if seen else "the proxy that calls authgate"
+        return f"authgate is behind a proxy it is not configured for. Fix: --proxy {fix} (chart: config.proxy)"
+
+    def could_be(
+        self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any], paths: tuple[bytes, ...]
+    ) -> bool:
         """False only if no trusted door's account can name one of ``paths`` (raw, as in the policy's
         exceptions): a substring test on each trusted door's path header, a fraction of a full reading.
         The cross-check can only take an exception away, never grant one, so trusted doors suffice."""
         for door in self.trusted:
-            target = door.raw_target(headers, rest)
+            target = door.raw_target(headers, rest, scope)
             if target is not None and any(path in target for path in paths):
                 return True
         return False

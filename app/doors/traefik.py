@@ -22,7 +22,7 @@ class Traefik:
             return None
         return View(method, path_of(uri) if uri is not None else None, last_hop(headers.get(b"x-forwarded-for")))
 
-    def raw_target(self, headers: dict[bytes, bytes], rest: bytes | None) -> bytes | None:
+    def raw_target(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> bytes | None:
         return headers.get(b"x-forwarded-uri")
 
     def signed(self, headers: dict[bytes, bytes]) -> bool:

@@ -17,12 +17,13 @@ from tests.support.tools import require_tool
 
 def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     require_tool("wrk")
+    require_tool("h2load")
     out = subprocess.run(
         [
             sys.executable,
             str(REPO_ROOT / "bench" / "run.py"),
             "--cases",
-            "direct",
+            "direct,grpc",
             "--rounds",
             "1",
             "--seconds",
@@ -40,8 +41,8 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     assert out.returncode in (0, 1), out.stderr
     (run_dir,) = tmp_path.iterdir()
     doc = json.loads((run_dir / "results.json").read_text())
-    assert [case["case"] for case in doc["cases"]] == ["direct"]
-    direct = doc["cases"][0]
+    assert [case["case"] for case in doc["cases"]] == ["direct", "grpc"]
+    direct, grpc = doc["cases"]
     # authgate and the raw-ASGI floor on each server
     assert set(direct["variants"]) == {
         "authgate",
@@ -57,11 +58,18 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     assert (target["subject"], target["baseline"]) == ("authgate", "baseline")  # on the default server
     assert target["target"] == 0.9 and target["met"] == (target["median"] >= 0.9)
     assert all(other["target"] is None for other in others)
-    assert {"nproc", "cpu", "kernel", "python", "uvicorn", "granian", "nginx"} <= set(doc["machine"])
+    # gRPC Check next to HTTP in one authgate process, both through h2load, each with its server CPU.
+    assert set(grpc["variants"]) == {"grpc", "http"}
+    assert all(v["rps_median"] > 0 and v["cpu_us_per_request_median"] for v in grpc["variants"].values())
+    (grpc_ratio,) = grpc["ratios"]
+    assert grpc_ratio["target"] is None and grpc_ratio["cpu_cost_ratio_median"] is not None
+    machine = {"nproc", "cpu", "kernel", "python", "uvicorn", "granian", "nginx", "h2load", "grpcio"}
+    assert machine <= set(doc["machine"])
     missed = [v for v in doc["verdicts"] if not v[1]]
     assert (out.returncode == 1) == bool(missed)
 
     markdown = (run_dir / "results.md").read_text()
     assert "| # | comparison |" in markdown and "authgate / raw-ASGI floor, same server (granian)" in markdown
+    assert "gRPC Check / HTTP auth request" in markdown
     assert markdown in out.stdout
     assert (run_dir / "results.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

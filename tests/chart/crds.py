@@ -26,9 +26,10 @@ import jsonschema
 import pytest
 import yaml
 
-# The compiled module itself: xds-protos (Envoy's protos, for the gRPC door) also ships a `cel` package (the CEL
-# protos) whose empty __init__.py can replace the one that re-exports this module.
-from cel import cel  # type: ignore[attr-defined]
+# The Rust extension itself, not the package: xds-protos (Envoy's protos, for --grpc-port) ships a top-level
+# `cel` package of its own (cel.expr) with an empty cel/__init__.py, and whichever of the two pip installs
+# last owns that file. cel.cel is common-expression-language's whatever the order.
+from cel.cel import Context, evaluate
 
 from tests.support.procs import REPO_ROOT
 
@@ -76,7 +77,9 @@ def schemas(files: tuple[str, ...] = CRD_FILES) -> dict[tuple[str, str], dict[st
 
 def _strict(schema: dict[str, Any]) -> dict[str, Any]:
     """A copy that refuses unknown fields where the API server would prune them, and accepts what the
-    API server accepts for ``x-kubernetes-int-or-string``."""
+    API server accepts for ``x-kubernetes-int-or-string``. OpenAPI v3.0's boolean ``exclusiveMaximum`` /
+    ``exclusiveMinimum`` (Contour's ExtensionService port: ``maximum: 65536, exclusiveMaximum: true``) become
+    the numbers JSON Schema draft 7 expects."""
     schema = copy.deepcopy(schema)
 
     def walk(node: Any) -> None:
@@ -84,6 +87,10 @@ def _strict(schema: dict[str, Any]) -> dict[str, Any]:
             if node.get("x-kubernetes-int-or-string"):
                 node.pop("type", None)
                 node.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
+            for bound, exclusive in (("maximum", "exclusiveMaximum"), ("minimum", "exclusiveMinimum")):
+                # pop() drops a false one; a true one takes the bound's value (and the bound goes)
+                if isinstance(node.get(exclusive), bool) and node.pop(exclusive) and bound in node:
+                    node[exclusive] = node.pop(bound)
             if (
                 "properties" in node
                 and "additionalProperties" not in node
@@ -143,10 +150,10 @@ def _rules(schema: dict[str, Any], value: Any, path: str) -> Iterator[Problem]:
         text = rule["rule"]
         if "oldSelf" in text:
             continue
-        context = cel.Context()
+        context = Context()
         context.add_variable("self", _cel_value(value))
         try:
-            ok = cel.evaluate(text, context)
+            ok = evaluate(text, context)
         except Exception as exc:  # the evaluator's own error types
             yield Problem(path, f"CEL rule could not be evaluated here ({exc}): {text}")
             continue

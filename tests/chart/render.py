@@ -18,6 +18,34 @@ PREFECT_VALUES = CHART / "examples" / "prefect-values.yaml"
 RELEASE = "authgate"
 NAMESPACE = "prefect"
 
+GATEWAY_KINDS = ("filter", "envoy-gateway", "istio")
+
+
+def _prefect(*settings: str) -> list[str]:
+    """The Prefect example values with each of ``settings`` (``key=value``, or ``key:=json``) on top."""
+    args = ["-f", str(PREFECT_VALUES)]
+    for setting in settings:
+        key, json_sep, json_value = setting.partition(":=")
+        args += ["--set-json", f"{key}={json_value}"] if json_sep else ["--set", setting]
+    return args
+
+
+def _gateway(kind: str, *settings: str) -> list[str]:
+    """HTTPRoutes with ``gateway.externalAuth=kind`` in the application's namespace "apps" (authgate in
+    "prefect": a ReferenceGrant), attached to Gateway edge, plus ``settings``."""
+    edge = '[{"name":"edge","namespace":"gateway-system","sectionName":"https"}]'
+    return _prefect(
+        "gateway.enabled=true",
+        f"gateway.externalAuth={kind}",
+        "ingress.namespace=apps",
+        f"gateway.parentRefs:={edge}",
+        *settings,
+    )
+
+
+NO_INGRESS = ("ingress.api.enabled=false", "ingress.ui.enabled=false")
+
+
 # Named value sets the tests render once per session (each `helm template` takes ~0.1 s).
 SCENARIOS: dict[str, list[str]] = {
     "defaults": [],
@@ -84,33 +112,33 @@ SCENARIOS: dict[str, list[str]] = {
         "config.server=uvicorn",
     ],
     # The Gateway API parts, in the application's namespace "apps" (authgate in "prefect": a ReferenceGrant).
-    **{
-        f"gateway-{kind}": [
-            "-f",
-            str(PREFECT_VALUES),
-            "--set",
-            "gateway.enabled=true",
-            "--set",
-            f"gateway.externalAuth={kind}",
-            "--set",
-            "ingress.namespace=apps",
-            "--set-json",
-            'gateway.parentRefs=[{"name":"edge","namespace":"gateway-system","sectionName":"https"}]',
-        ]
-        for kind in ("filter", "envoy-gateway", "istio")
-    },
+    **{f"gateway-{kind}": _gateway(kind) for kind in GATEWAY_KINDS},
     # Only HTTPRoutes (no Ingress), authgate in the application's namespace.
-    "gateway-only": [
-        "-f",
-        str(PREFECT_VALUES),
+    "gateway-only": _prefect(
+        *NO_INGRESS, "gateway.enabled=true", 'gateway.parentRefs:=[{"name":"edge","namespace":"gateway-system"}]'
+    ),
+    # Envoy's gRPC ext_authz: Contour (HTTPProxy + ExtensionService) in the application's namespace "apps",
+    # with the Ingresses off; and each gateway kind over gRPC (the filter and Istio with one route only).
+    "grpc-contour": _prefect(
+        *NO_INGRESS, "ingress.namespace=apps", "grpc.enabled=true", "contour.enabled=true", "networkPolicy.enabled=true"
+    ),
+    **{
+        f"grpc-{kind}": _gateway(
+            kind, "grpc.enabled=true", *([] if kind == "envoy-gateway" else ["gateway.ui.enabled=false"])
+        )
+        for kind in GATEWAY_KINDS
+    },
+    "redis": [
         "--set",
-        "ingress.api.enabled=false",
+        "throttle.redis.url=rediss://redis-master.redis.svc.cluster.local:6380/0",
         "--set",
-        "ingress.ui.enabled=false",
+        "throttle.redis.existingSecret=redis-auth",
         "--set",
-        "gateway.enabled=true",
+        "throttle.redis.tlsCASecret=redis-ca",
+        "--set",
+        "config.policy.throttle.max_failures_per_user=5",
         "--set-json",
-        'gateway.parentRefs=[{"name":"edge","namespace":"gateway-system"}]',
+        'config.extraEnv=[{"name":"TZ","value":"UTC"}]',
     ],
     "traefik": [
         "-f",

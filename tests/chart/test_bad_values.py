@@ -106,6 +106,48 @@ CASES = {
         'gateway.api.route="admin" is not a route',
     ),
     "unknown proxy door": ([*PREFECT, "--set", "config.proxy=haproxy"], "/config/proxy"),
+    "grpc on the http port": (["--set", "grpc.enabled=true", "--set", "grpc.port=8080"], "grpc.port=8080 is the"),
+    "grpc default route not in policy": (
+        ["--set", "grpc.enabled=true", "--set", "grpc.defaultRoute=admin"],
+        'grpc.defaultRoute="admin" is not a route of config.policy.routes (api, ui)',
+    ),
+    "grpc default route without grpc": (["--set", "grpc.defaultRoute=api"], "grpc.enabled=false"),
+    "gateway filter over grpc with two routes": (
+        [*GATEWAY, "--set", "grpc.enabled=true"],
+        "gateway.externalAuth=filter over gRPC (grpc.enabled=true) sends no per-route context",
+    ),
+    "gateway istio over grpc, default route elsewhere": (
+        [
+            *GATEWAY,
+            "--set",
+            "gateway.externalAuth=istio",
+            "--set",
+            "grpc.enabled=true",
+            "--set",
+            "gateway.ui.enabled=false",
+            "--set",
+            "grpc.defaultRoute=ui",
+        ],
+        "the enabled gateway parts use api and grpc.defaultRoute is ui",
+    ),
+    "contour without grpc": ([*PREFECT, "--set", "contour.enabled=true"], "Contour asks authorization services only"),
+    "contour without tls": (
+        [*PREFECT, "--set", "contour.enabled=true", "--set", "grpc.enabled=true", "--set", "ingress.tls.secretName="],
+        "Contour applies authorization only to TLS virtual hosts",
+    ),
+    "contour without host": (
+        ["--set", "contour.enabled=true", "--set", "grpc.enabled=true"],
+        "contour.enabled=true needs ingress.host",
+    ),
+    "contour route not in policy": (
+        [*PREFECT, "--set", "contour.enabled=true", "--set", "grpc.enabled=true", "--set", "contour.ui.route=web"],
+        'contour.ui.route="web" is not a route',
+    ),
+    "contour api and ui on one path": (
+        [*PREFECT, "--set", "contour.enabled=true", "--set", "grpc.enabled=true", "--set", "contour.api.path=/"],
+        "contour.api and contour.ui both serve /",
+    ),
+    "contour bad timeout": (["--set", "contour.authTimeout=10 seconds"], "/contour/authTimeout"),
     "auth keepalive with auth response headers": (
         [*PREFECT, "--set", "ingress.authKeepalive=32"],
         "ingress.authKeepalive=32 needs ingress.authResponseHeaders: []",
@@ -131,6 +173,30 @@ CASES = {
         "autoscaling.minReplicas (5) is greater than autoscaling.maxReplicas (3)",
     ),
     "test route not in policy": (["--set", "tests.route=nope"], 'tests.route="nope" is not a route'),
+    "redis in both the policy and the values": (
+        [
+            "--set",
+            "throttle.redis.url=redis://r:6379",
+            "--set-json",
+            'config.policy.throttle={"redis":{"url":"redis://other"}}',
+        ],
+        "throttle.redis.url and config.policy.throttle.redis both set the shared throttle",
+    ),
+    "redis for a throttle that is off": (
+        ["--set", "throttle.redis.url=redis://r:6379", "--set", "config.policy.throttle.enabled=false"],
+        "config.policy.throttle.enabled=false turns off",
+    ),
+    "redis password secret without a url": (
+        ["--set", "throttle.redis.existingSecret=redis-auth"],
+        "throttle.redis.url is empty",
+    ),
+    "redis ca without tls": (
+        ["--set", "throttle.redis.url=redis://r:6379", "--set", "throttle.redis.tlsCASecret=redis-ca"],
+        'throttle.redis.url="redis://r:6379" is not rediss://',
+    ),
+    "redis password in the url": (["--set", "throttle.redis.url=redis://:pw@r:6379"], "/throttle/redis/url"),
+    "redis url options": (["--set", "throttle.redis.url=rediss://r?ssl_cert_reqs=none"], "/throttle/redis/url"),
+    "misspelt redis key": (["--set", "throttle.redis.password=pw"], "additional properties 'password' not allowed"),
     # The schema (values.schema.json) catches these before any template runs.
     "misspelt key": (["--set", "replicas=3"], "additional properties 'replicas' not allowed"),
     "misspelt nested key": (["--set", "ingress.api.hots=x"], "additional properties 'hots' not allowed"),

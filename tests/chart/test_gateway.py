@@ -56,6 +56,16 @@ def test_the_validator_refuses_what_the_api_server_would() -> None:
     assert "'timeout' was unexpected" in messages
     assert "Must have port for Service reference" in messages
     assert "grpc must be specified when protocol is set to 'GRPC'" in messages
+    # OpenAPI v3.0's boolean exclusiveMaximum: 65536 itself is refused, 65535 is not.
+    extension: dict[str, Any] = {
+        "apiVersion": "projectcontour.io/v1alpha1",
+        "kind": "ExtensionService",
+        "metadata": {"name": "x"},
+        "spec": {"services": [{"name": "authgate", "port": 65536}]},
+    }
+    assert [p.path for p in validate(extension)] == ["spec/services/0/port"]
+    extension["spec"]["services"][0]["port"] = 65535
+    assert validate(extension) == []
 
 
 def test_the_filter_needs_the_experimental_channel(rendered: Rendered) -> None:

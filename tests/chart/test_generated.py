@@ -20,7 +20,16 @@ pytestmark = [pytest.mark.helm, pytest.mark.xdist_group("chart")]
 Rendered = Callable[[str], Render]
 # Custom resources kubernetes-validate has no schema for: those with an upstream CRD in ../shared/crds are
 # validated against it in test_gateway.py; ServiceMonitor's fields are asserted in test_render.py.
-CRD_KINDS = {"ServiceMonitor", "Middleware", "HTTPRoute", "ReferenceGrant", "SecurityPolicy", "AuthorizationPolicy"}
+CRD_KINDS = {
+    "ServiceMonitor",
+    "Middleware",
+    "HTTPRoute",
+    "ReferenceGrant",
+    "SecurityPolicy",
+    "AuthorizationPolicy",
+    "ExtensionService",
+    "HTTPProxy",
+}
 
 
 @pytest.mark.parametrize("values", [[], ["-f", str(PREFECT_VALUES)]], ids=["defaults", "prefect"])

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from app.policy import parse_policy
 from tests.chart.render import CHART, NAMESPACE, PREFECT_VALUES, RELEASE, SCENARIOS, Render, helm
 from tests.support.procs import REPO_ROOT
 
@@ -428,6 +429,49 @@ def test_watch_mode_rbac_and_token_automount(rendered: Rendered) -> None:
     assert bindings[f"{RELEASE}-watch-secret"]["roleRef"]["name"] == f"{RELEASE}-watch-secret"
     assert bindings[f"{RELEASE}-operator"]["subjects"][0]["name"] == "platform-admins"
     assert not {"ClusterRole", "ClusterRoleBinding"} & r.kinds()
+
+
+def test_the_shared_throttle_is_off_by_default(rendered: Rendered) -> None:
+    r = rendered("defaults")
+    policy = yaml.safe_load(r.one("ConfigMap")["data"]["policy.yaml"])
+    assert "throttle" not in policy
+    assert "env" not in container(r)
+    assert {v["name"] for v in pod_spec(r)["volumes"]} == {"secret", "policy", "tmp"}
+
+
+def test_the_shared_throttle_goes_into_the_policy_with_its_password_and_ca_from_secrets(rendered: Rendered) -> None:
+    r = rendered("redis")
+    text = r.one("ConfigMap")["data"]["policy.yaml"]
+    settings = parse_policy(yaml.safe_load(text), "policy.yaml").throttle  # what authgate itself will read
+    assert settings.max_failures_per_user == 5  # config.policy.throttle keeps its own keys
+    redis = settings.redis
+    assert redis is not None
+    assert redis.url == "rediss://redis-master.redis.svc.cluster.local:6380/0"
+    assert (redis.key_prefix, redis.timeout_seconds) == ("authgate:", 0.5)
+    assert redis.password_env == "AUTHGATE_REDIS_PASSWORD" and redis.password_file is None
+    assert redis.tls_ca_file == "/etc/authgate/redis-tls/ca.crt"
+    c = container(r)
+    assert c["env"] == [
+        {
+            "name": "AUTHGATE_REDIS_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}},
+        },
+        {"name": "TZ", "value": "UTC"},
+    ]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(r)["volumes"]}
+    assert mounts["redis-tls"] == {"name": "redis-tls", "mountPath": "/etc/authgate/redis-tls", "readOnly": True}
+    assert volumes["redis-tls"]["secret"]["secretName"] == "redis-ca"
+    assert "redis-auth" not in text and "redis-ca" not in text  # the policy names a variable and a path only
+
+
+def test_a_plain_redis_url_without_password_renders_only_the_url() -> None:
+    r = Render.of("redis-plain", ["--set", "throttle.redis.url=redis://redis.redis.svc:6379/2"])
+    policy = yaml.safe_load(r.one("ConfigMap")["data"]["policy.yaml"])
+    assert policy["throttle"] == {
+        "redis": {"url": "redis://redis.redis.svc:6379/2", "key_prefix": "authgate:", "timeout_seconds": 0.5}
+    }
+    assert "env" not in container(r) and "redis-tls" not in {v["name"] for v in pod_spec(r)["volumes"]}
 
 
 def test_image_digest_wins_over_tag() -> None:

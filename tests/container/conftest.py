@@ -49,6 +49,9 @@ CHART_ARGS = (
     "/etc/authgate/policy/policy.yaml",
     "--proxy",
     "ingress-nginx",
+    # grpc.enabled=true: the image's trimmed Envoy protos must still serve Authorization/Check
+    "--grpc-port",
+    "9001",
 )
 
 
@@ -138,11 +141,12 @@ class AuthgateContainer:
         self.secret_dir = secret_dir
         self.policy_dir = policy_dir
         self.port = 0
+        self.grpc_port = 0
 
     def start(self, args: tuple[str, ...] = CHART_ARGS) -> None:
         last_error = ""
         for _attempt in range(3):  # another worker may take the free port between the probe and the bind
-            self.port = free_port()
+            self.port, self.grpc_port = free_port(), free_port()
             proc = self.image.store.podman(
                 "run",
                 "--detach",
@@ -159,6 +163,8 @@ class AuthgateContainer:
                 "slirp4netns",  # user-mode network: no host bridge, no firewall rules
                 "--publish",
                 f"127.0.0.1:{self.port}:8080",
+                "--publish",
+                f"127.0.0.1:{self.grpc_port}:9001",
                 "--volume",
                 f"{self.secret_dir}:/etc/authgate/secret:ro",
                 "--volume",

@@ -9,8 +9,8 @@ Everything comes from one render of the Prefect example values with the real hel
   ``authResponseHeaders`` are ``auth-response-headers`` split at commas (traefik
   ``pkg/provider/kubernetes/ingress-nginx``: ``ForwardAuth{Address: authURL, AuthResponseHeaders: ...}``;
   ``trustForwardHeader`` stays false);
-- four authgate processes on the rendered Secret and policy: ``--proxy`` as the chart renders it (the
-  default, ``ingress-nginx,traefik``), and ``ingress-nginx``, ``traefik``, ``envoy`` alone. Each has its own
+- five authgate processes on the rendered Secret and policy: ``--proxy`` as the chart renders it (the
+  default, ``ingress-nginx,traefik``), and each other door alone. Each has its own
   host on both proxies (``<mode>.example.com``), so one nginx and one Traefik serve every combination.
 """
 
@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.helm, pytest.mark.xdist_group("front-
 WORKER = "front-doors-worker-token-0123456789abcdef"
 DASHBOARDS = "front-doors-dashboards-token-0123456789"  # methods=GET,HEAD paths=/api/flows,/api/flow_runs
 UI_USER, UI_PASSWORD = "alice", "front-doors-password"
-MODES = ("chart", "ingress-nginx", "traefik", "envoy")
+MODES = ("chart", "ingress-nginx", "traefik", "path-prefix", "nginx-gateway-fabric")
 DOORS = ("nginx", "traefik")
 # Which --proxy each door's own headers satisfy (the chart default believes both).
 MATCHED = {("chart", "nginx"), ("chart", "traefik"), ("ingress-nginx", "nginx"), ("traefik", "traefik")}
@@ -51,7 +51,13 @@ CREDENTIALS = credential_values(
 )
 FORGED_NGINX = {"X-Original-URL": "https://prefect.example.com/api/health", "X-Original-Method": "GET"}
 FORGED_TRAEFIK = {"X-Forwarded-Uri": "/api/health", "X-Forwarded-Method": "GET"}
-FORGERIES = {"x-original": FORGED_NGINX, "x-forwarded": FORGED_TRAEFIK, "both": {**FORGED_NGINX, **FORGED_TRAEFIK}}
+FORGED_GATEWAY_FABRIC = {"Path": "/api/health", "Method": "GET"}
+FORGERIES = {
+    "x-original": FORGED_NGINX,
+    "x-forwarded": FORGED_TRAEFIK,
+    "path-method": FORGED_GATEWAY_FABRIC,
+    "all": {**FORGED_NGINX, **FORGED_TRAEFIK, **FORGED_GATEWAY_FABRIC},
+}
 
 
 def host(mode: str) -> str:

@@ -8,20 +8,18 @@ The throttle keeps its defaults, as in production: a client hammering with a rev
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.e2e.conftest import HOST, Gateway, Upstream, bearer, sha256_hex, start_authgate, tokens_file
 from tests.e2e.nginx import NginxProcess, prefect_ingresses
 from tests.support.kubelet import KubeletSecretDir
-from tests.support.procs import SERVERS, AuthgateProcess, wait_for
+from tests.support.procs import SERVERS, AuthgateProcess, metric_value, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -91,9 +89,7 @@ def rotation_stack(request: pytest.FixtureRequest, tmp_path: Path, upstream: Ups
 
 
 def reload_errors(authgate: AuthgateProcess) -> float:
-    text = httpx.get(authgate.base_url + "/metrics", timeout=5).text
-    match = re.search(r'^authgate_reloads_total\{result="error"\} (\S+)$', text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+    return metric_value(authgate.base_url, 'authgate_reloads_total{result="error"}')
 
 
 def wait_status(gateway: Gateway, token: str, status: int, *, since: float) -> float:

@@ -4,6 +4,7 @@ the way kubelet does it."""
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +48,22 @@ def nginx_headers(path: str = "/api/flows", method: str = "GET", **extra: str) -
         "X-Real-IP": "10.1.2.3",
         **extra,
     }
+
+
+@contextlib.contextmanager
+def serving(base: Path, tokens: str, *, grpc: bool = False, server: str | None = None) -> Iterator[AuthgateProcess]:
+    """A ready ``authgate serve`` (``grpc``: with ``--grpc-port``; ``server``: ``--server``, None = the
+    default) on POLICY, over a kubelet-style Secret holding ``tokens`` and alice's bcrypt password, all under
+    ``base``; stopped at the end."""
+    secret = KubeletSecretDir(base / "secret")
+    secret.write({"tokens": tokens, "htpasswd": f"alice:{BCRYPT_ALICE}\n"})
+    (base / "policy.yaml").write_text(POLICY)
+    proc = AuthgateProcess(secret.path, base / "authgate.log", config=base / "policy.yaml", grpc=grpc, server=server)
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
 
 
 @pytest.fixture

@@ -72,6 +72,12 @@ def test_watch_mode_without_kubernetes_configuration_fails_at_start(tmp_path):
     assert "--watch-secret: no usable Kubernetes configuration" in result.stderr
 
 
+def test_serve_refuses_a_grpc_default_route_the_policy_lacks(tmp_path):
+    result = authgate("serve", "--secret-dir", str(tmp_path), "--grpc-port", "9001", "--grpc-default-route", "apy")
+    assert result.returncode == 2
+    assert "--grpc-default-route: 'apy' is not a route of the policy (routes: default)" in result.stderr
+
+
 def test_serve_refuses_a_bad_policy_before_listening(tmp_path):
     policy = tmp_path / "p.yaml"
     policy.write_text("routes: {api: {realm: 5, typo: 1}}\n")
@@ -114,6 +120,7 @@ def test_file_mode_server_does_not_load_the_kubernetes_client():
         "assert 'kubernetes' not in sys.modules, 'kubernetes imported'\n"
         "app.cli.build_parser().parse_args(['token', 'list'])\n"
         "assert 'kubernetes' not in sys.modules, 'kubernetes imported by the parser'\n"
+        "assert 'grpc' not in sys.modules, 'grpc imported without --grpc-port'\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
@@ -138,6 +145,7 @@ def test_nothing_the_image_leaves_out_is_imported_by_the_service_its_watch_mode_
     code = (
         "import importlib.metadata as md, sys, json\n"
         "import app.cli, app.server, app.granian_server, app.http, app.kube, app.secret_watch, app.kube_cli\n"
+        "import app.grpc_server, app.shared_throttle\n"
         "from app.http import create_asgi\nfrom app.settings import Settings\n"
         "create_asgi(Settings())\n"
         "app.cli.build_parser().parse_args(['token', 'list'])\n"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.conftest import basic
+from tests.integration.conftest import TOKEN_A, basic, serving, token_line
 from tests.support.procs import AuthgateProcess
 
 # Header bytes a proxy could pass through: anything but CR, LF and NUL.
@@ -21,19 +21,8 @@ schemes = st.sampled_from([b"Bearer ", b"Basic ", b"bearer ", b"BASIC  ", b"", b
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthgateProcess]:
-    from tests.integration.conftest import BCRYPT_ALICE, POLICY, TOKEN_A, token_line
-    from tests.support.kubelet import KubeletSecretDir
-
-    base = tmp_path_factory.mktemp("fuzz")
-    secret = KubeletSecretDir(base / "secret")
-    secret.write({"tokens": token_line("ci-a", TOKEN_A), "htpasswd": f"alice:{BCRYPT_ALICE}\n"})
-    (base / "policy.yaml").write_text(POLICY)
-    proc = AuthgateProcess(secret.path, base / "authgate.log", config=base / "policy.yaml")
-    try:
-        proc.wait_ready()
+    with serving(tmp_path_factory.mktemp("fuzz"), token_line("ci-a", TOKEN_A)) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def raw_status(port: int, header_lines: list[bytes]) -> int:

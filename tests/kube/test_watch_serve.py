@@ -12,9 +12,9 @@ import pytest
 
 from app.credentials import token_digest
 from app.health import Heartbeat
-from app.http import build_state
 from app.secret_watch import SecretWatcher
 from app.settings import load_settings
+from app.state import build_state
 from tests.kube.conftest import NAMESPACE, SECRET, WatcherThread
 from tests.kube.fake_apiserver import FakeApiServer
 from tests.support.procs import SERVERS, SHUTDOWN_COMPLETE, Process, free_port, wait_for, wait_http

@@ -56,6 +56,16 @@ def wait_http(url: str, *, status: int = 200, timeout: float = 15.0) -> None:
     wait_for(ok, timeout=timeout, what=f"{url} to answer {status}")
 
 
+def metric_value(base_url: str, sample: str) -> float:
+    """One sample of ``base_url``/metrics, named as exposed (``authgate_reloads_total{result="error"}``);
+    0 when it is not there."""
+    for line in httpx.get(base_url + "/metrics", timeout=5).text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return 0.0
+
+
 class Process:
     """A child process with its output in a log file; stopped with SIGTERM, then SIGKILL."""
 
@@ -102,11 +112,14 @@ class AuthgateProcess(Process):
         log_level: str = "info",
         port: int | None = None,
         env: dict[str, str] | None = None,
+        grpc: bool = False,
         server: str | None = None,
     ) -> None:
         self.port = port or free_port()
         self.server = server
         self.base_url = f"http://127.0.0.1:{self.port}"
+        # --grpc-port: Envoy's gRPC ext_authz on a second free port
+        self.grpc_port = free_port() if grpc else None
         argv = [
             sys.executable,
             "-m",
@@ -125,6 +138,8 @@ class AuthgateProcess(Process):
         ]
         if config is not None:
             argv += ["--config", str(config)]
+        if self.grpc_port is not None:
+            argv += ["--grpc-port", str(self.grpc_port)]
         if server is not None:
             argv += ["--server", server]
         super().__init__(argv + list(extra_args), log_path, env=env)

@@ -270,12 +270,12 @@ def test_allow_memo_keys_hold_no_credential_and_expire():
     assert key[0] == "api" and len(key[1]) == 16
     assert CI.encode() not in key[1] and token_digest(CI) != key[1]
     assert key != AllowMemo().key("api", b"Bearer " + CI.encode())  # a secret per memo: not an unsalted hash
-    memo.remember(key, allowed, [(b"x", b"y")])
+    memo.remember(key, allowed)
     assert memo.recall(key, lambda: NOW.timestamp()).decision is allowed
     assert memo.recall(memo.key("ui", b"Bearer " + CI.encode())) is None
     expiring = run("api", facts(bearer(RO), method="GET", path="/api/flows"))._replace(rememberable=True)
     soon = memo.key("api", b"Bearer " + RO.encode())
-    memo.remember(soon, expiring, [])
+    memo.remember(soon, expiring)
     assert memo.recall(soon, lambda: NOW.timestamp() + 29) is not None
     assert memo.recall(soon, lambda: NOW.timestamp() + 30) is None  # the token expires at 12:00:30
 
@@ -283,11 +283,11 @@ def test_allow_memo_keys_hold_no_credential_and_expire():
 def test_allow_memo_refuses_what_is_not_rememberable_and_is_capped():
     memo = AllowMemo(max_entries=2)
     limited = run("api", facts(bearer(RO), method="GET", path="/api/flows"))
-    memo.remember(memo.key("api", b"a"), limited, [])
+    memo.remember(memo.key("api", b"a"), limited)
     assert len(memo) == 0
     allowed = run("api", facts(bearer(CI)))
     for spelling in (b"Bearer ", b"bearer ", b"BEARER "):
-        memo.remember(memo.key("api", spelling + CI.encode()), allowed, [])
+        memo.remember(memo.key("api", spelling + CI.encode()), allowed)
     assert len(memo) == 2
 
 
@@ -359,8 +359,8 @@ def test_an_unknown_name_costs_a_check_of_a_kind_in_the_file():
 def test_a_verified_password_survives_an_unrelated_reload_and_still_passes_a_ban():
     """Lockout on demand: ten wrong passwords for a name ban it; the real user's verified password still
     passes — also after a reload that did not change that user's hash."""
-    from app.http import build_state
     from app.settings import Settings
+    from app.state import build_state
 
     state = build_state(Settings(), policy=POLICY)
     htpasswd = f"alice:{BCRYPT}\n".encode()

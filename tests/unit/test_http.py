@@ -5,15 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import anyio
 import pytest
 from litestar.testing import AsyncTestClient
 
 from app.credentials import load_secret_files, token_digest
 from app.decision import Snapshot
 from app.health import Heartbeat
-from app.http import build_state, create_app
+from app.http import create_app
 from app.passwords import VerifiedCache
 from app.settings import Settings
+from app.state import build_state
 
 TOKEN = "in-process-token-0123456789"
 pytestmark = pytest.mark.anyio
@@ -234,13 +236,13 @@ async def test_slow_checks_waiting_are_bounded(tmp_path):
     headers = {"X-Original-URL": "http://h/", "X-Original-Method": "GET", "Authorization": "Basic YWxpY2U6cHc="}
     async with AsyncTestClient(app) as client:
         assert state.reloader.apply({"htpasswd": f"alice:{hashed}\n".encode()}, "test")
-        endpoint = app.state.decision_endpoint
-        endpoint.pending_slow_checks = 2  # two checks already waiting
+        decider = app.state.decider
+        decider.pending_slow_checks = 2  # two checks already waiting
         refused = await client.get("/auth/ui", headers=headers)
         assert refused.status_code == 403
-        endpoint.pending_slow_checks = 1
+        decider.pending_slow_checks = 1
         assert (await client.get("/auth/ui", headers=headers)).status_code == 200
-        assert endpoint.pending_slow_checks == 1
+        assert decider.pending_slow_checks == 1
     assert (
         state.metrics.registry.get_sample_value(
             "authgate_decisions_total",
@@ -248,3 +250,40 @@ async def test_slow_checks_waiting_are_bounded(tmp_path):
         )
         == 1
     )
+
+
+async def test_an_unreachable_redis_neither_delays_readiness_nor_decisions(tmp_path):
+    """The shared throttle starts in the lifespan without waiting for Redis; with nothing listening, authgate is
+    ready, decides with its local table (a ban still bans) and says the throttle is local."""
+    from app.policy import parse_policy
+    from app.shared_throttle import SharedThrottle
+    from tests.support.procs import free_port
+
+    policy = parse_policy(
+        {
+            "routes": {"api": {}},
+            "throttle": {"max_failures_per_address": 2, "redis": {"url": f"redis://127.0.0.1:{free_port()}"}},
+        },
+        "test",
+    )
+    state = build_state(Settings(secret_dir=tmp_path / "absent"), policy=policy)
+    assert isinstance(state.throttle, SharedThrottle)
+    headers = {"X-Original-URL": "http://h/x", "X-Original-Method": "GET", "X-Real-IP": "10.0.0.1"}
+    async with AsyncTestClient(create_app(state.settings, state)) as client:
+        assert state.reloader.apply({"tokens": f"ci sha256:{token_digest(TOKEN).hex()}\n".encode()}, "test")
+        assert (await client.get("/readyz")).status_code == 200
+        assert (
+            await client.get("/auth/api", headers={**headers, "Authorization": f"Bearer {TOKEN}"})
+        ).status_code == 200
+        wrong = {**headers, "Authorization": "Bearer wrong-0123456789abcdef"}
+        assert [(await client.get("/auth/api", headers=wrong)).status_code for _ in range(3)] == [401, 401, 403]
+        assert (
+            await client.get("/auth/api", headers={**headers, "Authorization": f"Bearer {TOKEN}"})
+        ).status_code == 200
+        for _ in range(200):  # the first connection attempt fails at once (connection refused)
+            if state.metrics.registry.get_sample_value("authgate_throttle_redis_errors_total"):
+                break
+            await anyio.sleep(0.01)
+    registry = state.metrics.registry
+    assert registry.get_sample_value("authgate_throttle_redis_errors_total") >= 1
+    assert registry.get_sample_value("authgate_throttle_shared") == 0

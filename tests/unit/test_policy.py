@@ -78,3 +78,74 @@ def test_yaml_errors_carry_the_line(tmp_path):
     path.write_text("routes:\n  api:\n    schemes: [bearer\n")
     with pytest.raises(ConfigError, match=r"p\.yaml:\d+: not valid YAML"):
         load_policy(path)
+
+
+def test_shared_throttle_settings_parse():
+    policy = parse_policy(
+        yaml.safe_load("""
+routes: {api: {}}
+throttle:
+  redis:
+    url: rediss://authgate@redis.example.svc:6380/2
+    key_prefix: "prod:authgate:"
+    password_env: AUTHGATE_REDIS_PASSWORD
+    tls_ca_file: /etc/authgate/redis-tls/ca.crt
+    timeout_seconds: 0.2
+"""),
+        "p.yaml",
+    )
+    redis = policy.throttle.redis
+    assert redis is not None
+    assert (redis.host, redis.port, redis.db, redis.username, redis.tls) == (
+        "redis.example.svc",
+        6380,
+        2,
+        "authgate",
+        True,
+    )
+    assert redis.key_prefix == "prod:authgate:" and redis.password_env == "AUTHGATE_REDIS_PASSWORD"
+    assert redis.tls_ca_file == "/etc/authgate/redis-tls/ca.crt" and redis.timeout_seconds == 0.2
+    assert redis.url == "rediss://authgate@redis.example.svc:6380/2"
+    plain = parse_policy(yaml.safe_load("routes: {api: {}}\nthrottle: {redis: {url: 'redis://[::1]'}}"), "p.yaml")
+    assert plain.throttle.redis is not None and plain.throttle.redis.url == "redis://[::1]:6379/0"
+    assert parse_policy(yaml.safe_load("routes: {api: {}}"), "p.yaml").throttle.redis is None
+
+
+@pytest.mark.parametrize(
+    ("redis", "message"),
+    [
+        ("{}", "throttle.redis.url: required"),
+        ("{url: 'redis://h', db: 1}", "throttle.redis: unknown key(s) 'db'"),
+        ("{url: 'http://h'}", "throttle.redis.url: the scheme must be redis or rediss"),
+        ("{url: 'redis:///0'}", "throttle.redis.url: no host"),
+        ("{url: 'redis://h:70000'}", "throttle.redis.url: not a URL"),
+        ("{url: 'redis://h/x'}", "throttle.redis.url: the path is a database number"),
+        ("{url: 'redis://h?ssl_cert_reqs=none'}", "throttle.redis.url: no ?options"),
+        ("{url: 'redis://h', key_prefix: 'a b'}", "throttle.redis.key_prefix"),
+        ("{url: 'redis://h', password_env: X, password_file: /p}", "password_file or password_env, not both"),
+        ("{url: 'redis://h', password_env: 'A-B'}", "throttle.redis.password_env: not an environment variable"),
+        ("{url: 'redis://h', tls_ca_file: /ca}", "tls_ca_file need a rediss:// url"),
+        ("{url: 'rediss://h', tls_cert_file: /c}", "tls_cert_file and tls_key_file go together"),
+        ("{url: 'redis://h', timeout_seconds: 0}", "throttle.redis.timeout_seconds: must be a number >= 0.01"),
+        ("[redis://h]", "throttle.redis: expected a mapping"),
+    ],
+)
+def test_bad_shared_throttle_settings_name_the_key(redis, message):
+    with pytest.raises(ConfigError) as err:
+        parse_policy(yaml.safe_load(f"routes: {{api: {{}}}}\nthrottle: {{redis: {redis}}}"), "p.yaml")
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("url", ["redis://:hunter2-secret@h", "rediss://user:hunter2-secret@h:6380/0"])
+def test_a_password_in_the_redis_url_is_refused_and_never_echoed(url):
+    with pytest.raises(ConfigError) as err:
+        parse_policy({"routes": {"api": {}}, "throttle": {"redis": {"url": url}}}, "p.yaml")
+    assert "must not carry a password" in str(err.value) and "hunter2" not in str(err.value)
+    with pytest.raises(ConfigError) as err:  # nor in any other complaint about the URL
+        parse_policy({"routes": {"api": {}}, "throttle": {"redis": {"url": url + ":x:"}}}, "p.yaml")
+    assert "hunter2" not in str(err.value)
+
+
+def test_a_shared_store_for_a_disabled_throttle_is_a_contradiction():
+    with pytest.raises(ConfigError, match=r"throttle\.redis: the throttle is off"):
+        parse_policy(yaml.safe_load("routes: {api: {}}\nthrottle: {enabled: false, redis: {url: 'redis://h'}}"), "p")

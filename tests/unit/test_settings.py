@@ -45,6 +45,12 @@ def test_flags_win_over_environment(tmp_path):
         ({"watch_secret": "justname"}, {}, "--watch-secret: must be NAMESPACE/NAME"),
         ({"watch_secret": "a/b/c"}, {}, "--watch-secret: must be NAMESPACE/NAME"),
         ({"host": " "}, {}, "--host: must not be empty"),
+        ({"grpc_port": "0"}, {}, "--grpc-port: must be an integer from 1 to 65535, got '0'"),
+        ({}, {"AUTHGATE_GRPC_PORT": "9x"}, "AUTHGATE_GRPC_PORT: must be an integer"),
+        ({"grpc_port": "8080"}, {}, "--grpc-port: must differ from the HTTP port, got 8080"),
+        ({"grpc_port": "9000"}, {"AUTHGATE_PORT": "9000"}, "--grpc-port: must differ from the HTTP port"),
+        ({"grpc_default_route": "api"}, {}, "--grpc-default-route: has no effect without --grpc-port"),
+        ({"grpc_port": "9001", "grpc_default_route": " api"}, {}, "--grpc-default-route: must be a route name"),
         ({"server": "gunicorn"}, {}, "--server: must be one of granian, uvicorn, got 'gunicorn'"),
         ({}, {"AUTHGATE_SERVER": "hypercorn"}, "AUTHGATE_SERVER: must be one of"),
         ({"max_headers": "101"}, {}, "--max-headers: above 100 needs --server uvicorn"),
@@ -65,6 +71,14 @@ def test_proxy_defaults_to_both_ingress_doors_and_takes_a_list():
         "path-prefix",
         "nginx-gateway-fabric",
     )
+
+
+def test_grpc_is_off_by_default_and_read_from_flags_or_environment():
+    assert Settings().grpc_port is None and Settings().grpc_default_route is None
+    env = {"AUTHGATE_GRPC_PORT": "9001", "AUTHGATE_GRPC_DEFAULT_ROUTE": "api"}
+    settings = load_settings(NONE, env)
+    assert (settings.grpc_port, settings.grpc_default_route) == (9001, "api")
+    assert load_settings({**NONE, "grpc_port": "9002"}, env).grpc_port == 9002
 
 
 def test_server_defaults_to_granian_and_is_chosen_by_flag_or_environment():

@@ -145,6 +145,58 @@ def test_a_live_ban_is_cut_short_only_after_half_of_max_tracked_later_bans():
     assert throttle.banned_counts() == {"address": 50, "user": 0}
 
 
+def test_record_failure_says_which_keys_it_counted_and_banned():
+    throttle, _ = make(max_failures_per_address=2, max_failures_per_user=0)
+    assert throttle.record_failure("a", "alice") == [(("address", "a"), False)]  # user limit 0: not counted
+    assert throttle.record_failure("a", "alice") == [(("address", "a"), True)]
+    assert throttle.record_failure("a", None) == [(("address", "a"), False)]
+    assert throttle.record_failure("a", None) == [(("address", "a"), True)]  # the ban is extended
+    disabled, _ = make(enabled=False)
+    assert disabled.record_failure("a", "alice") == []
+
+
+def test_an_imposed_ban_keeps_the_time_it_was_given_and_never_shortens_one():
+    throttle, clock = make()
+    throttle.record_failure("a", None)  # a plain counter becomes a ban
+    assert throttle.impose_ban(("address", "a"), 10)
+    assert throttle.banned("a", None) and throttle.tracked() == 1
+    assert throttle.banned_counts() == {"address": 1, "user": 0}
+    assert not throttle.impose_ban(("address", "a"), 5)  # shorter than the ban it has: nothing changes
+    assert throttle.impose_ban(("address", "a"), 20)
+    clock.now += 19.9
+    assert throttle.banned("a", None)
+    clock.now += 0.1
+    assert not throttle.banned("a", None)
+    assert throttle.banned_counts() == {"address": 0, "user": 0}
+    assert not throttle.impose_ban(("user", "x"), 0)
+    disabled, _ = make(enabled=False)
+    assert not disabled.impose_ban(("user", "x"), 10) and not disabled.banned(None, "x")
+
+
+def test_imposed_bans_keep_expiry_order_at_either_end():
+    throttle, clock = make(ban_seconds=300)
+    for _ in range(5):
+        throttle.record_failure("local", None)  # expires at +300
+    throttle.impose_ban(("user", "soon"), 10)  # expires first: goes to the front
+    throttle.impose_ban(("user", "late"), 300.5)  # expires last: goes to the end
+    assert [key for key in throttle._bans] == [("user", "soon"), ("address", "local"), ("user", "late")]
+    clock.now += 10
+    assert throttle.banned_counts() == {"address": 1, "user": 1}  # "soon" swept from the front at once
+    clock.now += 291
+    assert throttle.banned_counts() == {"address": 0, "user": 0}
+
+
+def test_imposed_bans_stay_within_the_table_bounds():
+    throttle, _ = make(max_tracked=100)
+    for i in range(100):
+        throttle.record_failure(f"counting-{i}", None)
+    for i in range(300):
+        throttle.impose_ban(("user", f"remote-{i}"), 60 + i)
+        assert throttle.tracked() <= 100
+    assert throttle.banned_counts() == {"address": 0, "user": 50}  # bans take at most half
+    assert throttle.banned(None, "remote-299") and not throttle.banned(None, "remote-0")
+
+
 def test_counts_stay_consistent_under_threads():
     throttle, _ = make(max_tracked=10_000)
 

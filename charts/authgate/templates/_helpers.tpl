@@ -76,7 +76,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $doors = concat $doors (list "ingress-nginx" "traefik") }}
 {{- end }}
 {{- end }}
-{{- if .Values.gateway.enabled }}
+{{- if and .Values.gateway.enabled (not .Values.grpc.enabled) }}
 {{- $doors = append $doors "path-prefix" }}
 {{- if eq .Values.gateway.externalAuth "filter" }}
 {{- $doors = append $doors "nginx-gateway-fabric" }}
@@ -86,8 +86,59 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* Whether the gateway asks over gRPC with no per-route context (the filter's protocol GRPC, Istio's
+envoyExtAuthzGrpc): then every check is decided on one route, --grpc-default-route. */}}
+{{- define "authgate.gatewayGrpcWithoutContext" -}}
+{{- if and .Values.grpc.enabled .Values.gateway.enabled (has .Values.gateway.externalAuth (list "filter" "istio")) }}true{{ end }}
+{{- end }}
+
+{{/* The policy routes of the enabled gateway parts, without repeats. */}}
+{{- define "authgate.gatewayRoutes" -}}
+{{- $routes := list }}
+{{- range $key := list "api" "ui" }}
+{{- $part := index $.Values.gateway $key }}
+{{- if $part.enabled }}
+{{- $routes = append $routes $part.route }}
+{{- end }}
+{{- end }}
+{{- $routes | uniq | join "," }}
+{{- end }}
+
+{{/* --grpc-default-route: grpc.defaultRoute, or the one gateway route when the gateway's gRPC has no context. */}}
+{{- define "authgate.grpcDefaultRoute" -}}
+{{- if .Values.grpc.defaultRoute }}
+{{- .Values.grpc.defaultRoute }}
+{{- else if include "authgate.gatewayGrpcWithoutContext" . }}
+{{- include "authgate.gatewayRoutes" . }}
+{{- end }}
+{{- end }}
+
 {{- define "authgate.ingressNamespace" -}}
 {{- default .Release.Namespace .Values.ingress.namespace }}
+{{- end }}
+
+{{/* The policy file: config.policy, plus decision_cache from ingress.authCache and throttle.redis from the chart's `throttle.redis` values. */}}
+{{- define "authgate.policy" -}}
+{{- $policy := deepCopy .Values.config.policy }}
+{{- if .Values.ingress.authCache.enabled }}
+{{- $cache := deepCopy (default (dict) (index $policy "decision_cache")) }}
+{{- $_ := set $cache "max_age_seconds" (int .Values.ingress.authCache.seconds) }}
+{{- $_ := set $policy "decision_cache" $cache }}
+{{- end }}
+{{- $r := .Values.throttle.redis }}
+{{- if $r.url }}
+{{- $redis := dict "url" $r.url "key_prefix" $r.keyPrefix "timeout_seconds" $r.timeoutSeconds }}
+{{- if $r.existingSecret }}
+{{- $_ := set $redis "password_env" "AUTHGATE_REDIS_PASSWORD" }}
+{{- end }}
+{{- if $r.tlsCASecret }}
+{{- $_ := set $redis "tls_ca_file" "/etc/authgate/redis-tls/ca.crt" }}
+{{- end }}
+{{- $throttle := default (dict) $policy.throttle }}
+{{- $_ := set $throttle "redis" $redis }}
+{{- $_ := set $policy "throttle" $throttle }}
+{{- end }}
+{{- toYaml $policy }}
 {{- end }}
 
 {{/* Whether more than one pod runs (PodDisruptionBudget only then). */}}
@@ -118,19 +169,6 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 Values that cannot work together fail here, at install, with a message naming the keys.
 The schema catches wrong types and unknown keys; this catches combinations.
 */}}
-{{/*
-The policy file: config.policy, with decision_cache.max_age_seconds from ingress.authCache when it is on.
-*/}}
-{{- define "authgate.policy" -}}
-{{- $policy := deepCopy .Values.config.policy }}
-{{- if .Values.ingress.authCache.enabled }}
-{{- $cache := deepCopy (default (dict) (index $policy "decision_cache")) }}
-{{- $_ := set $cache "max_age_seconds" (int .Values.ingress.authCache.seconds) }}
-{{- $_ := set $policy "decision_cache" $cache }}
-{{- end }}
-{{- toYaml $policy }}
-{{- end }}
-
 {{- define "authgate.validate" -}}
 {{- $v := .Values }}
 {{- if $v.ingress.authCache.enabled }}
@@ -207,11 +245,53 @@ The policy file: config.policy, with decision_cache.max_age_seconds from ingress
 {{- if and $v.gateway.api.enabled $v.gateway.ui.enabled (eq $v.gateway.api.path $v.gateway.ui.path) }}
 {{- fail (printf "gateway.api and gateway.ui both serve %s: give them different paths" $v.gateway.api.path) }}
 {{- end }}
-{{- if and (eq $v.gateway.externalAuth "filter") (not (or (has "path-prefix" $doors) (has "envoy" $doors) (has "nginx-gateway-fabric" $doors))) }}
+{{- if and (not $v.grpc.enabled) (eq $v.gateway.externalAuth "filter") (not (or (has "path-prefix" $doors) (has "envoy" $doors) (has "nginx-gateway-fabric" $doors))) }}
 {{- fail (printf "gateway.externalAuth=filter needs config.proxy to include path-prefix (Envoy-based controllers) or nginx-gateway-fabric, got %q" $v.config.proxy) }}
 {{- end }}
-{{- if and (ne $v.gateway.externalAuth "filter") (not (or (has "path-prefix" $doors) (has "envoy" $doors))) }}
+{{- if and (not $v.grpc.enabled) (ne $v.gateway.externalAuth "filter") (not (or (has "path-prefix" $doors) (has "envoy" $doors))) }}
 {{- fail (printf "gateway.externalAuth=%s sends the original path after /auth/<route>: config.proxy must include path-prefix, got %q" $v.gateway.externalAuth $v.config.proxy) }}
+{{- end }}
+{{- if include "authgate.gatewayGrpcWithoutContext" . }}
+{{- $gatewayRoutes := include "authgate.gatewayRoutes" . }}
+{{- if or (contains "," $gatewayRoutes) (and $v.grpc.defaultRoute (ne $v.grpc.defaultRoute $gatewayRoutes)) }}
+{{- fail (printf "gateway.externalAuth=%s over gRPC (grpc.enabled=true) sends no per-route context, so authgate decides every check on one route (grpc.defaultRoute), but the enabled gateway parts use %s%s: give them one route, enable one part, use envoy-gateway or contour (which send the route), or set grpc.enabled=false (HTTP)" $v.gateway.externalAuth $gatewayRoutes (ternary (printf " and grpc.defaultRoute is %s" $v.grpc.defaultRoute) "" (not (empty $v.grpc.defaultRoute)))) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $v.grpc.enabled }}
+{{- if eq (int $v.grpc.port) 8080 }}
+{{- fail "grpc.port=8080 is the container's HTTP port: choose another (the default is 9001)" }}
+{{- end }}
+{{- if and $v.grpc.defaultRoute (not (hasKey $routes $v.grpc.defaultRoute)) }}
+{{- fail (printf "grpc.defaultRoute=%q is not a route of config.policy.routes (%s)" $v.grpc.defaultRoute (keys $routes | sortAlpha | join ", ")) }}
+{{- end }}
+{{- else if $v.grpc.defaultRoute }}
+{{- fail "grpc.defaultRoute is set but grpc.enabled=false: it only applies to the gRPC port" }}
+{{- end }}
+{{- if $v.contour.enabled }}
+{{- if not $v.grpc.enabled }}
+{{- fail "contour.enabled=true needs grpc.enabled=true: Contour asks authorization services only over gRPC" }}
+{{- end }}
+{{- if not $v.ingress.host }}
+{{- fail "contour.enabled=true needs ingress.host: the HTTPProxy's virtualhost.fqdn" }}
+{{- end }}
+{{- if not $v.ingress.tls.secretName }}
+{{- fail "contour.enabled=true needs ingress.tls.secretName: Contour applies authorization only to TLS virtual hosts (an HTTPProxy without TLS would serve the application unauthenticated)" }}
+{{- end }}
+{{- if not $v.ingress.backend.serviceName }}
+{{- fail "contour.enabled=true but ingress.backend.serviceName (the protected application's Service) is empty" }}
+{{- end }}
+{{- if not (or $v.contour.api.enabled $v.contour.ui.enabled) }}
+{{- fail "contour.enabled=true but neither contour.api nor contour.ui is enabled" }}
+{{- end }}
+{{- range $key := list "api" "ui" }}
+{{- $part := index $v.contour $key }}
+{{- if and $part.enabled (not (hasKey $routes $part.route)) }}
+{{- fail (printf "contour.%s.route=%q is not a route of config.policy.routes (%s)" $key $part.route (keys $routes | sortAlpha | join ", ")) }}
+{{- end }}
+{{- end }}
+{{- if and $v.contour.api.enabled $v.contour.ui.enabled (eq $v.contour.api.path $v.contour.ui.path) }}
+{{- fail (printf "contour.api and contour.ui both serve %s: give them different paths" $v.contour.api.path) }}
 {{- end }}
 {{- end }}
 {{- if and (or $v.ingress.api.enabled $v.ingress.ui.enabled) (eq $v.ingress.provider "traefik") (not (has "traefik" $doors)) }}
@@ -225,6 +305,20 @@ The policy file: config.policy, with decision_cache.max_age_seconds from ingress
 {{- end }}
 {{- if and $v.ingress.api.enabled (eq $v.ingress.provider "nginx") (gt (int $v.ingress.authKeepalive) 0) $v.ingress.authResponseHeaders }}
 {{- fail (printf "ingress.authKeepalive=%d needs ingress.authResponseHeaders: [] - ingress-nginx v1.12-v1.15's keepalive (Lua) auth path answers 500 to every allowed request when auth-response-headers is set (docs/proxies.md, \"Keepalive to authgate\")" (int $v.ingress.authKeepalive)) }}
+{{- end }}
+{{- $redis := $v.throttle.redis }}
+{{- $policyThrottle := default (dict) $v.config.policy.throttle }}
+{{- if and $redis.url (hasKey $policyThrottle "redis") }}
+{{- fail "throttle.redis.url and config.policy.throttle.redis both set the shared throttle: keep throttle.redis.* (it also wires the password Secret and the CA) and drop config.policy.throttle.redis" }}
+{{- end }}
+{{- if and $redis.url (hasKey $policyThrottle "enabled") (not $policyThrottle.enabled) }}
+{{- fail "throttle.redis.url shares a throttle that config.policy.throttle.enabled=false turns off: drop one of them" }}
+{{- end }}
+{{- if and (not $redis.url) (or $redis.existingSecret $redis.tlsCASecret) }}
+{{- fail "throttle.redis.existingSecret / throttle.redis.tlsCASecret are set but throttle.redis.url is empty: set the URL, or drop them" }}
+{{- end }}
+{{- if and $redis.tlsCASecret (not (hasPrefix "rediss://" $redis.url)) }}
+{{- fail (printf "throttle.redis.tlsCASecret is for TLS, but throttle.redis.url=%q is not rediss://" $redis.url) }}
 {{- end }}
 {{- if and $v.tests.enabled (not (hasKey $routes $v.tests.route)) }}
 {{- fail (printf "tests.route=%q is not a route of config.policy.routes" $v.tests.route) }}

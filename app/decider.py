@@ -1,0 +1,235 @@
+"""The one decision core every wire calls: HTTP (app.http) and Envoy's gRPC ext_authz (app.grpc_server).
+
+A wire hands over what its front doors need to read the original request (the headers, the rest of the
+auth path, a scope) and gets back a :class:`Verdict`; it then turns the verdict's Decision into its own
+answer with :meth:`Decider.answer`. Everything in between is here, once: the allow memo, the reading of the
+front doors and its cross-check, :func:`app.decision.decide` with slow hash checks off the event loop and
+their bound, the metrics, the denial log and the front-door problem log. Like Envoy's ext_authz filter
+with its HTTP and gRPC clients, nothing here knows which wire it is on.
+
+Everything runs on the one event loop (the gRPC server is a ``grpc.aio`` server on uvicorn's loop), so the
+counters here and in app.metrics need no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar, cast
+
+from app.decision import Decision, RequestFacts, Snapshot, decide, is_canonical
+from app.doors import FrontDoors, Reading
+from app.logs import EveryInterval
+from app.policy import Policy, RoutePolicy
+from app.state import AppState
+
+log = logging.getLogger("authgate.decision")
+
+UNKNOWN_ROUTE_LABEL = "_unknown"
+_MAX_ANSWERS = 10_000
+Answer = TypeVar("Answer")
+# How a wire renders a decision: (decision, policy, route name, now) -> its answer.
+Render = Callable[[Decision, Policy, str, dt.datetime], Answer]
+
+
+class Verdict(NamedTuple):
+    route_name: str
+    decision: Decision
+    snapshot: Snapshot  # the one the decision was made on; the answer is rendered from it too
+
+
+class Decider:
+    """Decides for every wire; holds what must be shared between them (the bound on waiting slow checks)."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self.log_allows = log.isEnabledFor(logging.DEBUG)  # the level is set once, at start
+        self.problem_log = EveryInterval(60.0)
+        self.pending_slow_checks = 0
+        # Each route's anonymous paths as bytes: a memo hit checks them with a substring test first.
+        self.anonymous_paths = {
+            name: tuple({path.encode("latin-1") for _, path in route.anonymous})
+            for name, route in state.policy.routes.items()
+        }
+
+    async def decide(
+        self,
+        doors: FrontDoors,
+        route_name: str,
+        headers: dict[bytes, bytes],
+        authorization: tuple[bytes, ...],
+        rest: bytes | None,
+        scope: dict[str, Any],
+    ) -> Verdict | None:
+        """Decides one request; None when no credentials are loaded yet (the wire then fails closed).
+
+        ``headers``: lower-case names; ``authorization``: every Authorization value received, as received;
+        ``rest`` and ``scope``: what the doors read besides the headers (app.doors.base.Door.view)."""
+        started = time.perf_counter()
+        state = self.state
+        snapshot = state.store.current
+        if snapshot is None:
+            state.metrics.decision_stats.count(UNKNOWN_ROUTE_LABEL, False, "not_ready", "none", 0.0)
+            return None
+
+        # A repeat of a remembered allow: answered after one keyed hash and a dict lookup, unless this
+        # request could be one of the route's exceptions (anonymous, CORS preflight), which are decided
+        # in full so that their answer stays exactly what `decide` says.
+        route = snapshot.policy.routes.get(route_name)
+        memo_key = None
+        if route is not None and len(authorization) == 1 and not self.log_allows:
+            memo_key = snapshot.allows.key(route_name, authorization[0])
+            remembered = snapshot.allows.recall(memo_key)
+            if remembered is not None and not self._may_be_exception(doors, route, headers, rest, scope):
+                state.metrics.decision_stats.count(
+                    route_name, True, "allowed", remembered.decision.scheme, time.perf_counter() - started
+                )
+                return Verdict(route_name, remembered.decision, snapshot)
+
+        reading = doors.read(headers, rest, scope)
+        facts = RequestFacts(
+            method=reading.method,
+            path=reading.path,
+            authorization=authorization,
+            client=reading.client,
+            preflight=b"origin" in headers and b"access-control-request-method" in headers,
+            problem=reading.problem,
+        )
+        route_label = route_name if route is not None else UNKNOWN_ROUTE_LABEL
+        if reading.problem is not None:
+            self._report(doors, route_label, reading)
+        now = state.clock()
+        decision = decide(route_name, facts, snapshot, state.throttle, now, slow_ok=False)
+        if decision is None:
+            decision = await self._slow_decision(route_name, facts, snapshot, now)
+        if memo_key is not None and is_canonical(authorization[0]):
+            snapshot.allows.remember(memo_key, decision)
+
+        state.metrics.decision_stats.count(
+            route_label, decision.allowed, decision.reason, decision.scheme, time.perf_counter() - started
+        )
+        if not decision.allowed:
+            self._log_denial(route_name, decision, facts)
+        elif self.log_allows:
+            log.debug(
+                "allowed",
+                extra={
+                    "event": "decision",
+                    "route": route_name,
+                    "status": 200,
+                    "reason": decision.reason,
+                    "scheme": decision.scheme,
+                    "principal": decision.principal,
+                    "method": facts.method,
+                    "path": facts.path,
+                },
+            )
+        return Verdict(route_name, decision, snapshot)
+
+    def answer(self, verdict: Verdict, wire: str, render: Render[Answer]) -> Answer:
+        """The wire's answer for a verdict, rendered once per distinct decision on a configured route and
+        snapshot (it depends on nothing else unless a Cache-Control max-age is bounded by a token's expiry)."""
+        route_name, decision, snapshot = verdict
+        key = (wire, route_name, decision)
+        cached = snapshot.answers.get(key)
+        if cached is not None:
+            return cast(Answer, cached)
+        policy = snapshot.policy
+        rendered = render(decision, policy, route_name, self.state.clock())
+        constant = policy.decision_cache_max_age == 0 or decision.expires is None
+        if constant and route_name in policy.routes and len(snapshot.answers) < _MAX_ANSWERS:
+            snapshot.answers[key] = rendered
+        return rendered
+
+    def _may_be_exception(
+        self,
+        doors: FrontDoors,
+        route: RoutePolicy,
+        headers: dict[bytes, bytes],
+        rest: bytes | None,
+        scope: dict[str, Any],
+    ) -> bool:
+        if route.cors_preflight and b"origin" in headers and b"access-control-request-method" in headers:
+            return True
+        if route.anonymous:
+            if not doors.could_be(headers, rest, scope, self.anonymous_paths[route.name]):
+                return False
+            reading = doors.read(headers, rest, scope)
+            return (reading.method, reading.path) in route.anonymous
+        return False
+
+    async def _slow_decision(
+        self, route_name: str, facts: RequestFacts, snapshot: Snapshot, now: dt.datetime
+    ) -> Decision:
+        """A decision that needs a slow hash check, in a worker thread. How many may wait is bounded, for
+        both wires together, so a flood of first-time Basic guesses (say from addresses a client may choose,
+        see docs/security.md) cannot queue unbounded bcrypt work: past the bound they are refused (403)
+        without a check, while tokens and already verified passwords, which need none, keep passing."""
+        state = self.state
+        if self.pending_slow_checks >= state.policy.throttle.max_pending_slow_checks:
+            return Decision(403, "slow_checks_saturated", scheme="basic")
+        self.pending_slow_checks += 1
+        try:
+            decision = await asyncio.to_thread(decide, route_name, facts, snapshot, state.throttle, now, slow_ok=True)
+        finally:
+            self.pending_slow_checks -= 1
+        assert decision is not None
+        return decision
+
+    def _report(self, doors: FrontDoors, route_label: str, reading: Reading) -> None:
+        """Counts a request whose original method and path could not be trusted; logs it at most once a
+        minute per route, kind and doors seen, naming the fix."""
+        assert reading.problem is not None
+        self.state.metrics.original_request_problems.labels(route=route_label, problem=reading.problem).inc()
+        held_back = self.problem_log.due((doors.names, route_label, reading.problem, reading.seen))
+        if held_back is None:
+            return
+        fields = {
+            "event": "front_door",
+            "route": route_label,
+            "problem": reading.problem,
+            "proxy": ",".join(doors.names),
+            "seen": ",".join(reading.seen),
+            "similar_not_logged": held_back,
+        }
+        if reading.problem == "missing":
+            marks = "; ".join(f"{door.name}: {door.mark_names}" for door in doors.trusted)
+            hint = f" (the request carries what {', '.join(reading.seen)} sets)" if reading.seen else ""
+            log.error(
+                "route %s: requests lack what the configured front door always sends (%s)%s: %s. Until then "
+                "anonymous exceptions, CORS preflights and method/path-limited tokens are refused.",
+                route_label,
+                marks,
+                hint,
+                doors.missing_fix(reading.seen),
+                extra=fields,
+            )
+        else:
+            log.warning(
+                "route %s: the front doors' accounts of the original request disagree (%s); one of them was "
+                "written by the client. Anonymous exceptions and method/path-limited tokens are refused for "
+                "such requests.",
+                route_label,
+                ", ".join(reading.seen),
+                extra=fields,
+            )
+
+    @staticmethod
+    def _log_denial(route_name: str, decision: Decision, facts: RequestFacts) -> None:
+        log.info(
+            "denied",
+            extra={
+                "event": "decision",
+                "route": route_name,
+                "status": decision.status,
+                "reason": decision.reason,
+                "scheme": decision.scheme,
+                "principal": decision.principal,
+                "method": facts.method,
+                "path": facts.path,
+                "client": facts.client,
+            },
+        )

@@ -1,0 +1,163 @@
+"""The gRPC wire: ``envoy.service.auth.v3.Authorization/Check`` (app.doors.envoy_grpc) and the standard
+``grpc.health.v1.Health``, no reflection, on ``--grpc-port``.
+
+It is a ``grpc.aio`` server on uvicorn's own event loop (uvloop), started and stopped in the app's lifespan:
+one process, one loop, so HTTP and gRPC share the snapshot, policy, throttle, metrics, allow memo and the
+bound on waiting slow checks through one :class:`app.decider.Decider` without a lock or a second thread of
+decisions (grpc.aio runs on uvloop: tests/integration/test_grpc.py drives the real ``authgate serve``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+from google.protobuf.message import DecodeError
+from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+
+from app.decider import Decider
+from app.doors.envoy_grpc import GRPC_DOORS, WIRE, check_response, question
+from app.state import AppState
+
+log = logging.getLogger("authgate.grpc")
+
+AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
+HEALTH_SERVICE = "grpc.health.v1.Health"
+LIVENESS = "liveness"  # the health service name a liveness probe asks for
+# Room for what Envoy adds to the client's headers in a CheckRequest (addresses, TLS session, metadata).
+CHECK_REQUEST_OVERHEAD = 64 * 1024
+GRACE_SECONDS = 5.0  # like uvicorn's graceful shutdown
+WATCH_INTERVAL = 1.0  # seconds between two looks at the state for a health Watch
+
+_SERVING = HealthCheckResponse.SERVING
+_NOT_SERVING = HealthCheckResponse.NOT_SERVING
+_SERVICE_UNKNOWN = HealthCheckResponse.SERVICE_UNKNOWN
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _check_request(data: bytes) -> CheckRequest | None:
+    """Bytes that are no CheckRequest are answered INVALID_ARGUMENT by the handler, not grpcio's INTERNAL."""
+    try:
+        return CheckRequest.FromString(data)
+    except DecodeError:
+        return None
+
+
+class AuthorizationService:
+    """``Check``: the CheckRequest into the decision core, its verdict into a CheckResponse."""
+
+    def __init__(self, state: AppState, decider: Decider) -> None:
+        self.decider = decider
+        self.default_route = state.settings.grpc_default_route
+
+    async def check(self, request: CheckRequest | None, context: Context) -> CheckResponse:
+        if request is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not an envoy.service.auth.v3.CheckRequest")
+        route, headers, authorization, scope = question(request, self.default_route)
+        verdict = await self.decider.decide(GRPC_DOORS, route, headers, authorization, None, scope)
+        if verdict is None:
+            # An RPC error, not a denial: Envoy fails closed on it unless told to fail open (failure_mode_allow),
+            # exactly as it treats the HTTP wire's 503.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no credentials loaded yet")
+        return self.decider.answer(verdict, WIRE, check_response)
+
+
+class HealthService:
+    """``grpc.health.v1.Health``, computed from the state at each call (never a status someone must remember
+    to set): ``""`` and the Authorization service are SERVING once credentials are loaded (readiness);
+    ``liveness`` is SERVING while every loop that must stay alive still beats (like ``/healthz``)."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+
+    def status(self, service: str) -> HealthCheckResponse.ServingStatus | None:
+        if service in ("", AUTHORIZATION_SERVICE):
+            return _SERVING if self.state.not_ready() is None else _NOT_SERVING
+        if service == LIVENESS:
+            return _SERVING if self.state.unhealthy() is None else _NOT_SERVING
+        return None
+
+    async def check(self, request: HealthCheckRequest, context: Context) -> HealthCheckResponse:
+        status = self.status(request.service)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return HealthCheckResponse(status=status)
+
+    async def watch(self, request: HealthCheckRequest, context: Context) -> AsyncIterator[HealthCheckResponse]:
+        """Sends the status now and at every change (looked at once a second) until the client goes away."""
+        last = None
+        while True:
+            status = self.status(request.service)
+            current = _SERVICE_UNKNOWN if status is None else status
+            if current != last:
+                yield HealthCheckResponse(status=current)
+                last = current
+            await asyncio.sleep(WATCH_INTERVAL)
+
+
+def build_server(state: AppState, decider: Decider) -> tuple[grpc.aio.Server, int]:
+    """The server with both services, bound to ``--host``:``--grpc-port`` (port 0: a free one, for tests);
+    returns it and the bound port. Must be called on the running event loop."""
+    settings = state.settings
+    limits = settings.limits
+    server = grpc.aio.server(
+        maximum_concurrent_rpcs=limits.max_connections,  # beyond: RESOURCE_EXHAUSTED, so Envoy fails closed
+        options=[
+            ("grpc.max_receive_message_length", limits.max_head_bytes + CHECK_REQUEST_OVERHEAD),
+            ("grpc.so_reuseport", 0),  # a port in use fails the start instead of being shared
+        ],
+    )
+    authorization = AuthorizationService(state, decider)
+    check = {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            authorization.check,
+            request_deserializer=_check_request,
+            response_serializer=CheckResponse.SerializeToString,
+        )
+    }
+    health = HealthService(state)
+    health_methods = {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            health.check,
+            request_deserializer=HealthCheckRequest.FromString,
+            response_serializer=HealthCheckResponse.SerializeToString,
+        ),
+        "Watch": grpc.unary_stream_rpc_method_handler(
+            health.watch,
+            request_deserializer=HealthCheckRequest.FromString,
+            response_serializer=HealthCheckResponse.SerializeToString,
+        ),
+    }
+    for service, methods in ((AUTHORIZATION_SERVICE, check), (HEALTH_SERVICE, health_methods)):
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
+        server.add_registered_method_handlers(service, methods)
+    host = settings.host
+    address = f"[{host}]:{settings.grpc_port}" if ":" in host else f"{host}:{settings.grpc_port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        log.error(
+            "--grpc-port: cannot listen on %s (in use, or not an address of this host)",
+            address,
+            extra={"event": "start", "result": "error", "grpc_port": settings.grpc_port},
+        )
+        raise
+    return server, port
+
+
+@contextlib.asynccontextmanager
+async def serving_grpc(state: AppState, decider: Decider) -> AsyncIterator[grpc.aio.Server]:
+    """Runs the gRPC server for the duration of the block; stops it gracefully (in-flight checks finish,
+    new ones are refused, connections get GOAWAY) when the block ends."""
+    server, port = build_server(state, decider)
+    await server.start()
+    log.info("gRPC listening", extra={"event": "start", "grpc_port": port, "host": state.settings.host})
+    try:
+        yield server
+    finally:
+        await server.stop(GRACE_SECONDS)
