@@ -25,7 +25,7 @@ CI_DEPLOY_TOKEN = "example-api-token-0123456789abcdef"  # examples/secret/tokens
 ROTATED_TOKEN = "rotated-container-token-0123456789"
 ORIGINAL = {"X-Original-Method": "GET", "X-Original-URL": "http://prefect.test/api/flows"}
 # What authgate adds on top of its base (its venv); the base is whatever BASE names. grpcio's C core alone is
-# 17 MB of it, granian's Rust module 22 MB (docs/container.md).
+# 17 MB of it and granian's 22 MB (docs/container.md).
 MAX_LAYERS_BYTES = 200_000_000
 COMPILER = re.compile(r"^(?:[\w.-]+-)?(?:gcc|g\+\+|cc|c\+\+|cpp|clang|clang\+\+|ld|as|make)(?:-\d+(?:\.\d+)*)?$")
 
