@@ -105,7 +105,8 @@ class Decider:
         decision = decide(route_name, facts, snapshot, state.throttle, now, slow_ok=False)
         if decision is None:
             decision = await self._slow_decision(route_name, facts, snapshot, now)
-        if memo_key is not None and is_canonical(authorization[0]):
+        # Only rememberable allows get in: check that first, so a denial never pays for the base64 round trip.
+        if memo_key is not None and decision.rememberable and is_canonical(authorization[0]):
             snapshot.allows.remember(memo_key, decision)
 
         state.metrics.decision_stats.count(
