@@ -41,19 +41,65 @@ class Verdict(NamedTuple):
     snapshot: Snapshot  # the one the decision was made on; the answer is rendered from it too
 
 
+def _constant(policy: Policy, decision: Decision) -> bool:
+    """Whether a rendering of ``decision`` holds for the whole snapshot: unless a Cache-Control max-age is
+    bounded by the token's expiry, it depends on nothing that changes."""
+    return policy.decision_cache_max_age == 0 or decision.expires is None
+
+
 class Decider:
     """Decides for every wire; holds what must be shared between them (the bound on waiting slow checks)."""
 
     def __init__(self, state: AppState) -> None:
         self.state = state
+        self.store = state.store
+        self.stats = state.metrics.decision_stats
         self.log_allows = log.isEnabledFor(logging.DEBUG)  # the level is set once, at start
         self.problem_log = EveryInterval(60.0)
         self.pending_slow_checks = 0
-        # Each route's anonymous paths as bytes: a memo hit checks them with a substring test first.
+        # The routes with exceptions (anonymous paths, CORS preflights), which a memo hit must rule out, and
+        # each one's anonymous paths as bytes, which it checks with a substring test first.
+        self.exceptional = {
+            name: route for name, route in state.policy.routes.items() if route.anonymous or route.cors_preflight
+        }
         self.anonymous_paths = {
             name: tuple({path.encode("latin-1") for _, path in route.anonymous})
             for name, route in state.policy.routes.items()
         }
+
+    def recall(
+        self,
+        doors: FrontDoors,
+        route_name: str,
+        headers: dict[bytes, bytes],
+        authorization: tuple[bytes, ...],
+        rest: bytes | None,
+        scope: dict[str, Any],
+        wire: str,
+        render: Render[Answer],
+    ) -> Answer | None:
+        """The wire's answer when this request repeats a remembered allow, after one keyed hash and a dict
+        lookup; None otherwise (then :meth:`decide` decides it in full). Synchronous, so a repeat costs the
+        wire no coroutine. A request that could be one of the route's exceptions (anonymous, CORS preflight)
+        is never answered from the memo, so that its answer stays exactly what ``decide`` says."""
+        started = time.perf_counter()
+        snapshot = self.store.current
+        if snapshot is None or len(authorization) != 1 or self.log_allows:
+            return None
+        remembered = snapshot.allows.recall(route_name, authorization[0])
+        if remembered is None:
+            return None
+        route = self.exceptional.get(route_name)
+        if route is not None and self._may_be_exception(doors, route, headers, rest, scope):
+            return None
+        decision = remembered.decision
+        answer = remembered.answers.get(wire)
+        if answer is None:
+            answer = self.answer(Verdict(route_name, decision, snapshot), wire, render)
+            if _constant(snapshot.policy, decision):
+                remembered.answers[wire] = answer
+        self.stats.observe(remembered.label, time.perf_counter() - started)  # type: ignore[arg-type]
+        return answer  # type: ignore[return-value]  # (not cast(): a call, on the hot path)
 
     async def decide(
         self,
@@ -64,7 +110,8 @@ class Decider:
         rest: bytes | None,
         scope: dict[str, Any],
     ) -> Verdict | None:
-        """Decides one request; None when no credentials are loaded yet (the wire then fails closed).
+        """Decides one request in full (a wire asks :meth:`recall` first); None when no credentials are
+        loaded yet (the wire then fails closed). A rememberable allow is remembered for :meth:`recall`.
 
         ``headers``: lower-case names; ``authorization``: every Authorization value received, as received;
         ``rest`` and ``scope``: what the doors read besides the headers (app.doors.base.Door.view)."""
@@ -75,20 +122,6 @@ class Decider:
             state.metrics.decision_stats.count(UNKNOWN_ROUTE_LABEL, False, "not_ready", "none", 0.0)
             return None
 
-        # A repeat of a remembered allow: answered after one keyed hash and a dict lookup, unless this
-        # request could be one of the route's exceptions (anonymous, CORS preflight), which are decided
-        # in full so that their answer stays exactly what `decide` says.
-        route = snapshot.policy.routes.get(route_name)
-        memo_key = None
-        if route is not None and len(authorization) == 1 and not self.log_allows:
-            memo_key = snapshot.allows.key(route_name, authorization[0])
-            remembered = snapshot.allows.recall(memo_key)
-            if remembered is not None and not self._may_be_exception(doors, route, headers, rest, scope):
-                state.metrics.decision_stats.count(
-                    route_name, True, "allowed", remembered.decision.scheme, time.perf_counter() - started
-                )
-                return Verdict(route_name, remembered.decision, snapshot)
-
         reading = doors.read(headers, rest, scope)
         facts = RequestFacts(
             method=reading.method,
@@ -98,16 +131,18 @@ class Decider:
             preflight=b"origin" in headers and b"access-control-request-method" in headers,
             problem=reading.problem,
         )
-        route_label = route_name if route is not None else UNKNOWN_ROUTE_LABEL
+        route_label = route_name if route_name in snapshot.policy.routes else UNKNOWN_ROUTE_LABEL
         if reading.problem is not None:
             self._report(doors, route_label, reading)
         now = state.clock()
         decision = decide(route_name, facts, snapshot, state.throttle, now, slow_ok=False)
         if decision is None:
             decision = await self._slow_decision(route_name, facts, snapshot, now)
-        # Only rememberable allows get in: check that first, so a denial never pays for the base64 round trip.
-        if memo_key is not None and decision.rememberable and is_canonical(authorization[0]):
-            snapshot.allows.remember(memo_key, decision)
+        # Only rememberable allows get in (only on configured routes): check that first, so a denial never
+        # pays for the key or the base64 round trip.
+        if decision.rememberable and len(authorization) == 1 and is_canonical(authorization[0]):
+            label = self.stats.cell(route_name, True, decision.reason, decision.scheme)
+            snapshot.allows.remember(route_name, authorization[0], decision, label)
 
         state.metrics.decision_stats.count(
             route_label, decision.allowed, decision.reason, decision.scheme, time.perf_counter() - started
@@ -140,8 +175,7 @@ class Decider:
             return cast(Answer, cached)
         policy = snapshot.policy
         rendered = render(decision, policy, route_name, self.state.clock())
-        constant = policy.decision_cache_max_age == 0 or decision.expires is None
-        if constant and route_name in policy.routes and len(snapshot.answers) < _MAX_ANSWERS:
+        if _constant(policy, decision) and route_name in policy.routes and len(snapshot.answers) < _MAX_ANSWERS:
             snapshot.answers[key] = rendered
         return rendered
 

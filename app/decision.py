@@ -16,7 +16,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from app.credentials import TOKEN68_RE, Credentials, Token
 from app.passwords import Decoys, VerifiedCache, is_slow, verify_hash
@@ -86,41 +86,68 @@ class Snapshot:
     answers: dict[tuple[str, str, Decision], object] = field(default_factory=dict)
 
 
-class Remembered(NamedTuple):
-    decision: Decision
-    expires_at: float | None  # Unix time
+class Remembered:
+    """One remembered allow: the decision, when it stops holding (Unix time, None: with the snapshot), what
+    the caller asked to keep with it (app.decider: the decision's metric key), and each wire's rendering of
+    it once rendered, so that a repeat builds and renders nothing."""
+
+    __slots__ = ("answers", "decision", "expires_at", "label")
+
+    def __init__(self, decision: Decision, expires_at: float | None, label: object = None) -> None:
+        self.decision = decision
+        self.expires_at = expires_at
+        self.label = label
+        self.answers: dict[str, object] = {}
 
 
 class AllowMemo:
     """Allow decisions by (route, credential), so a repeat costs one keyed hash and a dict lookup, on
     whichever wire (HTTP or gRPC) it comes: the decision is the same, each wire renders it its own way.
 
-    Keys are a keyed BLAKE2b of the whole Authorization value under a random per-memo secret: nothing in
-    the memo can be reversed or brute-forced offline into a token or password. Only rememberable allows of
-    a canonically spelt header get in (the caller checks :func:`is_canonical`), so the size is bounded by
-    the Secret's credentials times the routes; the cap is a backstop."""
+    Keys are a keyed BLAKE2b of the route and the whole Authorization value under a random per-memo secret:
+    nothing in the memo can be reversed or brute-forced offline into a token or password. Only rememberable
+    allows of a canonically spelt header get in (the caller checks :func:`is_canonical`), so the size is
+    bounded by the Secret's credentials times the routes; the cap is a backstop."""
 
     def __init__(self, max_entries: int = MAX_REMEMBERED_ALLOWS) -> None:
         self.max_entries = max_entries
         self._secret = secrets.token_bytes(32)
-        self._entries: dict[tuple[str, bytes], Remembered] = {}
+        # Per route, the keyed hash state after the route's name (length-prefixed, so no two routes' keys can
+        # meet): each key copies it, a third cheaper than keying a new hash. Only routes something was
+        # remembered for have one, so a request for any other route is ruled out before hashing.
+        self._keyed: dict[str, Any] = {}
+        self._entries: dict[bytes, Remembered] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def key(self, route_name: str, authorization: bytes) -> tuple[str, bytes]:
-        return route_name, hashlib.blake2b(authorization, key=self._secret, digest_size=16).digest()
+    def key(self, route_name: str, authorization: bytes) -> bytes:
+        keyed = self._keyed.get(route_name)
+        if keyed is None:
+            name = route_name.encode()
+            keyed = hashlib.blake2b(b"%d:%s" % (len(name), name), key=self._secret, digest_size=16)
+            self._keyed[route_name] = keyed
+        hasher = keyed.copy()
+        hasher.update(authorization)
+        return hasher.digest()
 
-    def recall(self, key: tuple[str, bytes], clock: Callable[[], float] = time.time) -> Remembered | None:
-        entry = self._entries.get(key)
+    def recall(
+        self, route_name: str, authorization: bytes, clock: Callable[[], float] = time.time
+    ) -> Remembered | None:
+        keyed = self._keyed.get(route_name)
+        if keyed is None:
+            return None
+        hasher = keyed.copy()  # key()'s three lines again: this is the hot path, a call less counts
+        hasher.update(authorization)
+        entry = self._entries.get(hasher.digest())
         if entry is None or (entry.expires_at is not None and clock() >= entry.expires_at):
             return None
         return entry
 
-    def remember(self, key: tuple[str, bytes], decision: Decision) -> None:
+    def remember(self, route_name: str, authorization: bytes, decision: Decision, label: object = None) -> None:
         if decision.rememberable and len(self._entries) < self.max_entries:
             expires_at = decision.expires.timestamp() if decision.expires is not None else None
-            self._entries[key] = Remembered(decision, expires_at)
+            self._entries[self.key(route_name, authorization)] = Remembered(decision, expires_at, label)
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,9 @@ class AuthorizationService:
         if request is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not an envoy.service.auth.v3.CheckRequest")
         route, headers, authorization, scope = question(request, self.default_route)
+        remembered = self.decider.recall(GRPC_DOORS, route, headers, authorization, None, scope, WIRE, check_response)
+        if remembered is not None:
+            return remembered
         verdict = await self.decider.decide(GRPC_DOORS, route, headers, authorization, None, scope)
         if verdict is None:
             # An RPC error, not a denial: Envoy fails closed on it unless told to fail open (failure_mode_allow),

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from litestar import Litestar, MediaType, Response, get
 from litestar.handlers import asgi
-from litestar.types import Receive, Scope, Send
+from litestar.types import HTTPResponseStartEvent, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.decider import Decider
@@ -25,22 +25,39 @@ from app.shared_throttle import SharedThrottle
 from app.state import AppState, build_state
 
 _AUTH_PREFIX = b"/auth/"
-_NOT_READY_HEADERS = [(b"cache-control", b"no-store"), (b"retry-after", b"1"), (b"content-length", b"0")]
+ASGIApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
+WIRE = "http"  # this wire's key among the rendered answers (app.decider)
+_NOT_READY: Any = {
+    "type": "http.response.start",
+    "status": 503,
+    "headers": [(b"cache-control", b"no-store"), (b"retry-after", b"1"), (b"content-length", b"0")],
+}
 _WS_CLOSE: Any = {"type": "websocket.close", "code": 1008}
 _EMPTY_BODY: Any = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
 class DecisionEndpoint:
     """The raw ASGI app behind ``/auth/{route}`` (and ``/auth/{route}/{original path}`` for path-prefix
-    doors): the HTTP wire of the decision core (app.decider)."""
+    doors): the HTTP wire of the decision core (app.decider).
 
-    def __init__(self, state: AppState, decider: Decider) -> None:
+    With ``others`` (what ``authgate serve`` runs, see :func:`create_asgi`) it is the whole app: anything
+    but an HTTP request under ``/auth/`` (health, metrics, the lifespan) goes to ``others``, the Litestar
+    app. Without (the Litestar mount of the same endpoint, for in-process tests) it answers everything.
+    Skipping Litestar's router on the hot path is worth about a third of the decision's cost, and doing the
+    dispatch here rather than in a wrapper saves a call on every decision."""
+
+    def __init__(self, state: AppState, decider: Decider, others: ASGIApp | None = None) -> None:
         self.decider = decider
         self.doors = front_doors(state.settings.proxy)
+        self.render = self._render  # bound once, not per request
+        self.others = others
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await send(_WS_CLOSE)
+        if scope["type"] != "http" or (self.others is not None and not scope["path"].startswith("/auth/")):
+            if self.others is not None:
+                await self.others(scope, receive, send)
+            else:
+                await send(_WS_CLOSE)
             return
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         if not raw_path.startswith(_AUTH_PREFIX):
@@ -58,41 +75,24 @@ class DecisionEndpoint:
         else:
             authorization = tuple(value for name, value in raw_headers if name == b"authorization")
 
-        verdict = await self.decider.decide(
-            self.doors, route_bytes.decode("latin-1"), headers, authorization, rest if slash else None, scope
-        )
-        if verdict is None:
-            await send({"type": "http.response.start", "status": 503, "headers": _NOT_READY_HEADERS})
-        else:
-            answer = self.decider.answer(verdict, "http", self._render)
-            await send({"type": "http.response.start", "status": verdict.decision.status, "headers": answer})
+        route_name = route_bytes.decode("latin-1")
+        rest_or_none = rest if slash else None
+        decider = self.decider
+        start = decider.recall(self.doors, route_name, headers, authorization, rest_or_none, scope, WIRE, self.render)
+        if start is None:
+            verdict = await decider.decide(self.doors, route_name, headers, authorization, rest_or_none, scope)
+            start = _NOT_READY if verdict is None else decider.answer(verdict, WIRE, self.render)
+        await send(start)
         await send(_EMPTY_BODY)
 
-    def _render(
-        self, decision: Decision, policy: Policy, route_name: str, now: dt.datetime
-    ) -> list[tuple[bytes, bytes]]:
-        """The answer's headers: the core's, plus what the trusted doors need on an allow."""
+    def _render(self, decision: Decision, policy: Policy, route_name: str, now: dt.datetime) -> HTTPResponseStartEvent:
+        """The answer's start message: the core's headers, plus what the trusted doors need on an allow. The
+        core keeps it for repeats (app.decider), and the servers only read it."""
         headers = [*response_headers(decision, policy, route_name, now), (b"content-length", b"0")]
         if decision.allowed:
             for door in self.doors.trusted:
                 headers[-1:-1] = door.allow_headers(decision.principal is not None)
-        return headers
-
-
-class FastPathApp:
-    """The ASGI app uvicorn serves: ``/auth/...`` goes straight to the decision endpoint, everything else
-    (health, metrics, lifespan) to Litestar. Skipping Litestar's router on the hot path is worth about a
-    third of the decision's cost; the Litestar mount of the same endpoint stays for in-process tests."""
-
-    def __init__(self, endpoint: DecisionEndpoint, app: Litestar) -> None:
-        self.endpoint = endpoint
-        self.app = app
-
-    def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> Awaitable[None]:
-        # Not a coroutine itself: it hands back the endpoint's (or Litestar's), one frame less per request.
-        if scope["type"] == "http" and scope["path"].startswith("/auth/"):
-            return self.endpoint(scope, receive, send)
-        return self.app(scope, receive, send)  # type: ignore[arg-type]
+        return {"type": "http.response.start", "status": decision.status, "headers": headers}
 
 
 def create_app(settings: Settings, state: AppState | None = None) -> Litestar:
@@ -159,10 +159,10 @@ def create_app(settings: Settings, state: AppState | None = None) -> Litestar:
     return app
 
 
-def create_asgi(settings: Settings) -> FastPathApp:
-    """What ``authgate serve`` runs: the Litestar app behind the hot-path shortcut."""
+def create_asgi(settings: Settings) -> DecisionEndpoint:
+    """What ``authgate serve`` runs: the decision endpoint in front of the Litestar app."""
     app = create_app(settings)
-    return FastPathApp(app.state.decision_endpoint, app)
+    return DecisionEndpoint(app.state.authgate, app.state.decider, others=app)  # type: ignore[arg-type]
 
 
 def start_credential_source(state: AppState) -> Any:

@@ -51,7 +51,7 @@ def _serve_uvicorn(settings: Settings) -> int:
         port=settings.port,
         loop="uvloop",
         http=protocol_class(limits),
-        interface="asgi3",  # FastPathApp.__call__ returns a coroutine rather than being one
+        interface="asgi3",
         lifespan="on",
         access_log=False,
         proxy_headers=False,  # never let a client's X-Forwarded-For rewrite our idea of the peer

@@ -266,28 +266,32 @@ def test_only_answers_that_depend_on_nothing_but_the_credential_are_rememberable
 def test_allow_memo_keys_hold_no_credential_and_expire():
     memo = AllowMemo(max_entries=10)
     allowed = run("api", facts(bearer(CI)))
-    key = memo.key("api", b"Bearer " + CI.encode())
-    assert key[0] == "api" and len(key[1]) == 16
-    assert CI.encode() not in key[1] and token_digest(CI) != key[1]
-    assert key != AllowMemo().key("api", b"Bearer " + CI.encode())  # a secret per memo: not an unsalted hash
-    memo.remember(key, allowed)
-    assert memo.recall(key, lambda: NOW.timestamp()).decision is allowed
-    assert memo.recall(memo.key("ui", b"Bearer " + CI.encode())) is None
+    header = b"Bearer " + CI.encode()
+    key = memo.key("api", header)
+    assert len(key) == 16
+    assert CI.encode() not in key and token_digest(CI) != key
+    assert key != AllowMemo().key("api", header)  # a secret per memo: not an unsalted hash
+    assert key != memo.key("ui", header)  # the route is part of the key
+    assert memo.key("a", b"1:b" + header) != memo.key("a1:b", header)  # route names cannot run into the value
+    memo.remember("api", header, allowed)
+    assert memo.recall("api", header, lambda: NOW.timestamp()).decision is allowed
+    assert memo.recall("ui", header) is None
+    assert memo.recall("api", header + b"x") is None
     expiring = run("api", facts(bearer(RO), method="GET", path="/api/flows"))._replace(rememberable=True)
-    soon = memo.key("api", b"Bearer " + RO.encode())
-    memo.remember(soon, expiring)
-    assert memo.recall(soon, lambda: NOW.timestamp() + 29) is not None
-    assert memo.recall(soon, lambda: NOW.timestamp() + 30) is None  # the token expires at 12:00:30
+    soon = b"Bearer " + RO.encode()
+    memo.remember("api", soon, expiring)
+    assert memo.recall("api", soon, lambda: NOW.timestamp() + 29) is not None
+    assert memo.recall("api", soon, lambda: NOW.timestamp() + 30) is None  # the token expires at 12:00:30
 
 
 def test_allow_memo_refuses_what_is_not_rememberable_and_is_capped():
     memo = AllowMemo(max_entries=2)
     limited = run("api", facts(bearer(RO), method="GET", path="/api/flows"))
-    memo.remember(memo.key("api", b"a"), limited)
+    memo.remember("api", b"a", limited)
     assert len(memo) == 0
     allowed = run("api", facts(bearer(CI)))
     for spelling in (b"Bearer ", b"bearer ", b"BEARER "):
-        memo.remember(memo.key("api", spelling + CI.encode()), allowed)
+        memo.remember("api", spelling + CI.encode(), allowed)
     assert len(memo) == 2
 
 

@@ -163,6 +163,35 @@ async def test_remembered_allows_keep_exceptions_exact_and_die_with_the_snapshot
     )
 
 
+async def test_a_remembered_allow_bounded_by_its_token_expiry_is_rendered_afresh(tmp_path):
+    """A repeat from the allow memo renders nothing when the answer cannot change; when its Cache-Control
+    max-age is bounded by the token's expiry it is rendered for each request, so the bound keeps shrinking."""
+    from app.policy import parse_policy
+
+    policy = parse_policy({"routes": {"api": {}}, "decision_cache": {"max_age_seconds": 7200}}, "test")
+    state = build_state(Settings(secret_dir=tmp_path / "absent"), policy=policy)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    clock = [now]
+    state.clock = lambda: clock[0]
+    expires = (now + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    lines = (
+        f"soon sha256:{token_digest(TOKEN).hex()} expires={expires}\nlong sha256:{token_digest(TOKEN[::-1]).hex()}\n"
+    )
+    nginx = {"X-Original-URL": "http://h/api/flows", "X-Original-Method": "GET"}
+    async with AsyncTestClient(create_app(state.settings, state)) as client:
+        assert state.reloader.apply({"tokens": lines.encode()}, "test")
+        ages = []
+        for _ in range(3):
+            answer = await client.get("/auth/api", headers={**nginx, "Authorization": f"Bearer {TOKEN}"})
+            ages.append(answer.headers["cache-control"])
+            clock[0] += dt.timedelta(seconds=100)
+        assert ages == ["max-age=3600", "max-age=3500", "max-age=3400"]
+        assert len(state.store.current.allows) == 1  # the repeats were memo hits, rendered afresh
+        for _ in range(2):
+            answer = await client.get("/auth/api", headers={**nginx, "Authorization": f"Bearer {TOKEN[::-1]}"})
+            assert answer.headers["cache-control"] == "max-age=7200"
+
+
 async def test_spellings_of_one_credential_never_fill_the_allow_memo(state):
     """One holder of a valid token sending its header in a thousand spellings gets a thousand allows and
     leaves one memo entry: only the canonical spelling is remembered."""
