@@ -51,6 +51,12 @@ class DecisionEndpoint:
         self.doors = front_doors(state.settings.proxy)
         self.render = self._render  # bound once, not per request
         self.others = others
+        # The exact raw paths of the fast lane (Decider.fast_repeat): what `route_bytes.decode("latin-1")`
+        # below reads as each plain route's name, with nothing after it.
+        self.plain_paths: dict[bytes, str] = {}
+        for name in decider.plain_routes:
+            with contextlib.suppress(UnicodeEncodeError):  # such a name cannot arrive through the latin-1 decode
+                self.plain_paths[_AUTH_PREFIX + name.encode("latin-1")] = name
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (self.others is not None and not scope["path"].startswith("/auth/")):
@@ -60,16 +66,28 @@ class DecisionEndpoint:
                 await send(_WS_CLOSE)
             return
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        raw_headers = scope["headers"]
+        # The headers as a dict, built in C; only the names this proxy kind sets are read from it. A repeated
+        # name (rare) means another pass, so that two Authorization headers are seen as two, never one.
+        headers: dict[bytes, bytes] = dict(raw_headers)
+        unique = len(headers) == len(raw_headers)
+        decider = self.decider
+
+        # The fast lane: /auth/<route> of a route without exceptions, with a remembered allow's credential.
+        plain_route = self.plain_paths.get(raw_path)
+        if plain_route is not None and unique:
+            value = headers.get(b"authorization")
+            repeat: Any = None if value is None else decider.fast_repeat(plain_route, value, WIRE)
+            if repeat is not None:
+                await send(repeat)
+                await send(_EMPTY_BODY)
+                return
+
         if not raw_path.startswith(_AUTH_PREFIX):
             raw_path = _AUTH_PREFIX + raw_path.lstrip(b"/")
         route_bytes, slash, rest = raw_path[len(_AUTH_PREFIX) :].partition(b"/")
-
-        # The headers as a dict, built in C; only the names this proxy kind sets are read from it. A repeated
-        # name (rare) means another pass, so that two Authorization headers are seen as two, never one.
-        raw_headers = scope["headers"]
-        headers: dict[bytes, bytes] = dict(raw_headers)
         authorization: tuple[bytes, ...]
-        if len(headers) == len(raw_headers):
+        if unique:
             value = headers.get(b"authorization")
             authorization = () if value is None else (value,)
         else:
@@ -77,7 +95,6 @@ class DecisionEndpoint:
 
         route_name = route_bytes.decode("latin-1")
         rest_or_none = rest if slash else None
-        decider = self.decider
         start = decider.recall(self.doors, route_name, headers, authorization, rest_or_none, scope, WIRE, self.render)
         if start is None:
             verdict = await decider.decide(self.doors, route_name, headers, authorization, rest_or_none, scope)

@@ -192,6 +192,62 @@ async def test_a_remembered_allow_bounded_by_its_token_expiry_is_rendered_afresh
             assert answer.headers["cache-control"] == "max-age=7200"
 
 
+async def test_the_served_app_answers_repeats_from_its_fast_lane_exactly_as_in_full(tmp_path, monkeypatch):
+    """What `authgate serve` runs (create_asgi): a repeat on a route without exceptions skips the general
+    path, with the same answer, counted the same; anything else still goes the general way."""
+    import httpx
+
+    from app.http import create_asgi
+
+    config = tmp_path / "policy.yaml"
+    config.write_text("routes:\n  api: {}\n  ui:\n    anonymous: [GET /health]\n")
+    app = create_asgi(Settings(secret_dir=tmp_path / "absent", config=config))
+    decider = app.decider
+    assert decider.plain_routes == {"api"} and set(app.plain_paths) == {b"/auth/api"}
+    assert decider.state.reloader.apply({"tokens": f"ci sha256:{token_digest(TOKEN).hex()}\n".encode()}, "test")
+    full, general = [], []
+    monkeypatch.setattr(decider, "decide", _counting(decider.decide, full))
+    recall = decider.recall
+    monkeypatch.setattr(decider, "recall", lambda *args: general.append(args[1]) or recall(*args))
+    nginx = {"X-Original-URL": "http://h/api/flows", "X-Original-Method": "GET", "Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://authgate") as client:
+        answers = [await client.get("/auth/api", headers=nginx) for _ in range(4)]
+        # Decided in full once; the first repeat renders the remembered allow for this wire (the general
+        # path's recall), and every later one comes from the fast lane.
+        assert (len(full), len(general)) == (1, 2)
+        assert {(a.status_code, tuple(a.headers.items())) for a in answers} == {
+            (
+                200,
+                (
+                    ("cache-control", "no-store"),
+                    ("x-auth-request-user", "ci"),
+                    ("x-auth-request-scheme", "bearer"),
+                    ("content-length", "0"),
+                ),
+            )
+        }
+        # Two Authorization headers never take the fast lane (nor get in); nor does a route with exceptions.
+        two = [*nginx.items(), ("Authorization", f"Bearer {TOKEN}")]
+        assert (await client.get("/auth/api", headers=two)).status_code == 401
+        for _ in range(2):
+            assert (await client.get("/auth/ui", headers=nginx)).status_code == 200
+        anonymous = {"X-Original-URL": "http://h/health", "X-Original-Method": "GET"}
+        assert (await client.get("/auth/ui", headers=anonymous)).status_code == 200
+        assert (len(full), len(general)) == (4, 6)
+        assert (await client.get("/healthz")).text == "ok\n"  # not under /auth/: Litestar's
+    registry = decider.state.metrics.registry
+    labels = {"route": "api", "result": "allow", "reason": "allowed", "scheme": "bearer"}
+    assert registry.get_sample_value("authgate_decisions_total", labels) == 4
+
+
+def _counting(decide, calls):
+    async def counted(*args, **kwargs):
+        calls.append(args[1])
+        return await decide(*args, **kwargs)
+
+    return counted
+
+
 async def test_spellings_of_one_credential_never_fill_the_allow_memo(state):
     """One holder of a valid token sending its header in a thousand spellings gets a thousand allows and
     leaves one memo entry: only the canonical spelling is remembered."""
