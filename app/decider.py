@@ -63,7 +63,10 @@ class Decider:
             name: route for name, route in state.policy.routes.items() if route.anonymous or route.cors_preflight
         }
         # The others: a remembered allow there is the answer whatever else the request says (see fast_repeat).
-        self.plain_routes = frozenset(name for name in state.policy.routes if name not in self.exceptional)
+        # None at debug level, where every allow is decided in full to be logged with its method and path.
+        self.plain_routes = frozenset(
+            () if self.log_allows else (name for name in state.policy.routes if name not in self.exceptional)
+        )
         self.anonymous_paths = {
             name: tuple({path.encode("latin-1") for _, path in route.anonymous})
             for name, route in state.policy.routes.items()
@@ -76,7 +79,7 @@ class Decider:
         :meth:`recall`, which also renders, and :meth:`decide`)."""
         started = time.perf_counter()
         snapshot = self.store.current
-        if snapshot is None or self.log_allows:
+        if snapshot is None:
             return None
         remembered = snapshot.allows.recall(route_name, authorization)
         if remembered is None:

@@ -50,6 +50,7 @@ class DecisionEndpoint:
         self.decider = decider
         self.doors = front_doors(state.settings.proxy)
         self.render = self._render  # bound once, not per request
+        self.fast_repeat = decider.fast_repeat
         self.others = others
         # The exact raw paths of the fast lane (Decider.fast_repeat): what `route_bytes.decode("latin-1")`
         # below reads as each plain route's name, with nothing after it.
@@ -59,30 +60,38 @@ class DecisionEndpoint:
                 self.plain_paths[_AUTH_PREFIX + name.encode("latin-1")] = name
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (self.others is not None and not scope["path"].startswith("/auth/")):
+        # The fast lane, looked up first: the exact /auth/<route> of a route without exceptions, one
+        # Authorization value, the credential of a remembered allow (Decider.fast_repeat).
+        plain_route = self.plain_paths.get(scope.get("raw_path"))  # type: ignore[arg-type]
+        if plain_route is not None and scope["type"] == "http":
+            raw_headers = scope["headers"]
+            # The headers as a dict, built in C; only the names the doors set are read from it. A repeated
+            # name (rare) means another pass, so that two Authorization headers are seen as two, never one.
+            headers: dict[bytes, bytes] = dict(raw_headers)
+            if len(headers) == len(raw_headers):
+                value = headers.get(b"authorization")
+                repeat: Any = None if value is None else self.fast_repeat(plain_route, value, WIRE)
+                if repeat is not None:
+                    await send(repeat)
+                    await send(_EMPTY_BODY)
+                    return
+            await self._decide(scope, send, raw_headers, headers)
+        elif scope["type"] != "http" or (self.others is not None and not scope["path"].startswith("/auth/")):
             if self.others is not None:
                 await self.others(scope, receive, send)
             else:
                 await send(_WS_CLOSE)
-            return
+        else:
+            raw_headers = scope["headers"]
+            await self._decide(scope, send, raw_headers, dict(raw_headers))
+
+    async def _decide(
+        self, scope: dict[str, Any], send: Send, raw_headers: list[tuple[bytes, bytes]], headers: dict[bytes, bytes]
+    ) -> None:
+        """The general path: any auth request the fast lane did not answer."""
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        raw_headers = scope["headers"]
-        # The headers as a dict, built in C; only the names this proxy kind sets are read from it. A repeated
-        # name (rare) means another pass, so that two Authorization headers are seen as two, never one.
-        headers: dict[bytes, bytes] = dict(raw_headers)
         unique = len(headers) == len(raw_headers)
         decider = self.decider
-
-        # The fast lane: /auth/<route> of a route without exceptions, with a remembered allow's credential.
-        plain_route = self.plain_paths.get(raw_path)
-        if plain_route is not None and unique:
-            value = headers.get(b"authorization")
-            repeat: Any = None if value is None else decider.fast_repeat(plain_route, value, WIRE)
-            if repeat is not None:
-                await send(repeat)
-                await send(_EMPTY_BODY)
-                return
-
         if not raw_path.startswith(_AUTH_PREFIX):
             raw_path = _AUTH_PREFIX + raw_path.lstrip(b"/")
         route_bytes, slash, rest = raw_path[len(_AUTH_PREFIX) :].partition(b"/")

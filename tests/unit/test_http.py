@@ -240,6 +240,30 @@ async def test_the_served_app_answers_repeats_from_its_fast_lane_exactly_as_in_f
     assert registry.get_sample_value("authgate_decisions_total", labels) == 4
 
 
+async def test_at_debug_level_every_allow_is_decided_in_full_and_logged(tmp_path, caplog):
+    """No memo and no fast lane at debug level: each allow is logged with the method and path it was for."""
+    import logging
+
+    import httpx
+
+    from app.http import create_asgi
+
+    caplog.set_level(logging.DEBUG, logger="authgate.decision")
+    app = create_asgi(Settings(secret_dir=tmp_path / "absent"))
+    assert app.decider.plain_routes == frozenset() and app.plain_paths == {}
+    assert app.decider.state.reloader.apply({"tokens": f"ci sha256:{token_digest(TOKEN).hex()}\n".encode()}, "t")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://authgate") as client:
+        for path in ("/api/a", "/api/b", "/api/b"):
+            nginx = {
+                "X-Original-URL": f"http://h{path}",
+                "X-Original-Method": "GET",
+                "Authorization": f"Bearer {TOKEN}",
+            }
+            assert (await client.get("/auth/default", headers=nginx)).status_code == 200
+    allowed = [r for r in caplog.records if r.getMessage() == "allowed"]
+    assert [(r.principal, r.path) for r in allowed] == [("ci", "/api/a"), ("ci", "/api/b"), ("ci", "/api/b")]
+
+
 def _counting(decide, calls):
     async def counted(*args, **kwargs):
         calls.append(args[1])
