@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar, cast
 
-from app.decision import Decision, RequestFacts, Snapshot, decide, is_canonical
+from app.decision import Decision, Remembered, RequestFacts, Snapshot, decide, is_canonical
 from app.doors import FrontDoors, Reading
 from app.logs import EveryInterval
 from app.policy import Policy, RoutePolicy
@@ -72,11 +72,11 @@ class Decider:
             for name, route in state.policy.routes.items()
         }
 
-    def fast_repeat(self, route_name: str, authorization: bytes, wire: str) -> object | None:
-        """:meth:`recall`'s fast lane, for the common case: a route in :attr:`plain_routes` (no exception can
-        apply, so nothing but the credential is read), exactly one Authorization value, and a remembered allow
-        this wire has already rendered. Returns that rendering, counted; None otherwise (then the wire asks
-        :meth:`recall`, which also renders, and :meth:`decide`)."""
+    def fast_repeat(self, route_name: str, authorization: bytes, wire: str, render: Render[Answer]) -> Answer | None:
+        """:meth:`recall` for the common case, with less to read: a route in :attr:`plain_routes` (no exception
+        can apply, so nothing but the credential matters) and exactly one Authorization value. The wire's
+        answer when the credential has a remembered allow, counted; None otherwise, and then the memo has been
+        asked: the wire decides in full with :meth:`decide`."""
         started = time.perf_counter()
         snapshot = self.store.current
         if snapshot is None:
@@ -85,9 +85,10 @@ class Decider:
         if remembered is None:
             return None
         answer = remembered.answers.get(wire)
-        if answer is not None:
-            self.stats.observe(remembered.label, time.perf_counter() - started)  # type: ignore[arg-type]
-        return answer
+        if answer is None:
+            answer = self._render_remembered(remembered, route_name, snapshot, wire, render)
+        self.stats.observe(remembered.label, time.perf_counter() - started)  # type: ignore[arg-type]
+        return answer  # type: ignore[return-value]  # (not cast(): a call, on the hot path)
 
     def recall(
         self,
@@ -114,14 +115,20 @@ class Decider:
         route = self.exceptional.get(route_name)
         if route is not None and self._may_be_exception(doors, route, headers, rest, scope):
             return None
-        decision = remembered.decision
         answer = remembered.answers.get(wire)
         if answer is None:
-            answer = self.answer(Verdict(route_name, decision, snapshot), wire, render)
-            if _constant(snapshot.policy, decision):
-                remembered.answers[wire] = answer
+            answer = self._render_remembered(remembered, route_name, snapshot, wire, render)
         self.stats.observe(remembered.label, time.perf_counter() - started)  # type: ignore[arg-type]
-        return answer  # type: ignore[return-value]  # (not cast(): a call, on the hot path)
+        return answer  # type: ignore[return-value]
+
+    def _render_remembered(
+        self, remembered: Remembered, route_name: str, snapshot: Snapshot, wire: str, render: Render[Answer]
+    ) -> Answer:
+        """A remembered allow's first answer on a wire, kept on the entry when it holds for the snapshot."""
+        answer = self.answer(Verdict(route_name, remembered.decision, snapshot), wire, render)
+        if _constant(snapshot.policy, remembered.decision):
+            remembered.answers[wire] = answer
+        return answer
 
     async def decide(
         self,

@@ -70,11 +70,15 @@ class DecisionEndpoint:
             headers: dict[bytes, bytes] = dict(raw_headers)
             if len(headers) == len(raw_headers):
                 value = headers.get(b"authorization")
-                repeat: Any = None if value is None else self.fast_repeat(plain_route, value, WIRE)
-                if repeat is not None:
-                    await send(repeat)
-                    await send(_EMPTY_BODY)
-                    return
+                if value is not None:
+                    repeat = self.fast_repeat(plain_route, value, WIRE, self.render)
+                    if repeat is not None:
+                        await send(repeat)
+                        await send(_EMPTY_BODY)
+                        return
+                # The memo has been asked (or there is no credential to ask it about): decide in full.
+                await self._decide(scope, send, raw_headers, headers, recalled=True)
+                return
             await self._decide(scope, send, raw_headers, headers)
         elif scope["type"] != "http" or (self.others is not None and not scope["path"].startswith("/auth/")):
             if self.others is not None:
@@ -86,9 +90,15 @@ class DecisionEndpoint:
             await self._decide(scope, send, raw_headers, dict(raw_headers))
 
     async def _decide(
-        self, scope: dict[str, Any], send: Send, raw_headers: list[tuple[bytes, bytes]], headers: dict[bytes, bytes]
+        self,
+        scope: dict[str, Any],
+        send: Send,
+        raw_headers: list[tuple[bytes, bytes]],
+        headers: dict[bytes, bytes],
+        recalled: bool = False,
     ) -> None:
-        """The general path: any auth request the fast lane did not answer."""
+        """The general path: any auth request the fast lane did not answer (``recalled``: the fast lane has
+        already asked the allow memo, so the request is decided in full)."""
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         unique = len(headers) == len(raw_headers)
         decider = self.decider
@@ -104,7 +114,11 @@ class DecisionEndpoint:
 
         route_name = route_bytes.decode("latin-1")
         rest_or_none = rest if slash else None
-        start = decider.recall(self.doors, route_name, headers, authorization, rest_or_none, scope, WIRE, self.render)
+        start = (
+            None
+            if recalled
+            else decider.recall(self.doors, route_name, headers, authorization, rest_or_none, scope, WIRE, self.render)
+        )
         if start is None:
             verdict = await decider.decide(self.doors, route_name, headers, authorization, rest_or_none, scope)
             start = _NOT_READY if verdict is None else decider.answer(verdict, WIRE, self.render)
