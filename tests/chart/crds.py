@@ -1,4 +1,4 @@
-"""Validating rendered custom resources against the upstream CRDs in ``../shared/crds/``.
+"""Validating rendered custom resources against the upstream CRDs in ``tests/chart/upstream-crds/``.
 
 What the API server would check on create, as far as it can be done offline:
 
@@ -10,8 +10,8 @@ What the API server would check on create, as far as it can be done offline:
   node (PyPI ``common-expression-language``). Transition rules (``oldSelf``) apply to updates only and are
   skipped; a rule that cannot be evaluated here is an error, not a pass.
 
-The CRDs are read from the ``shared/`` folder beside the repository (CI lays a copy there); a missing file
-fails the test, it never skips.
+The CRDs are copies kept in the repository (versions, sources and licences in that folder's README;
+``scripts/refresh-crds.sh`` refreshes them); a missing file fails the test, it never skips.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from cel.cel import Context, evaluate
 
 from tests.support.procs import REPO_ROOT
 
-CRD_DIR = REPO_ROOT.parent / "shared" / "crds"
+CRD_DIR = REPO_ROOT / "tests" / "chart" / "upstream-crds"
 CRD_FILES = (
     "gateway-api-v1.6.1-experimental-httproutes.yaml",
     "gateway-api-v1.6.1-experimental-referencegrants.yaml",
@@ -58,7 +58,7 @@ class Problem:
 def _load(name: str) -> list[dict[str, Any]]:
     path = CRD_DIR / name
     if not path.is_file():
-        pytest.fail(f"{path} is missing: the upstream CRDs come from ../shared/crds (CI lays a copy beside the clone)")
+        pytest.fail(f"{path} is missing: see tests/chart/upstream-crds/README.md")
     return [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "CustomResourceDefinition"]
 
 

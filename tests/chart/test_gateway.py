@@ -1,5 +1,5 @@
 """Gateway API output: HTTPRoutes and their auth wiring for each ``gateway.externalAuth`` kind, validated
-against the upstream CRDs in ../shared/crds (schema and CEL rules, tests/chart/crds.py)."""
+against the upstream CRDs in tests/chart/upstream-crds (schema and CEL rules, tests/chart/crds.py)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from tests.support.tools import require_tool
 pytestmark = [pytest.mark.helm, pytest.mark.xdist_group("chart")]
 
 Rendered = Callable[[str], Render]
-# Custom resources kubernetes-validate has no schema for: those with an upstream CRD in ../shared/crds are
+# Custom resources kubernetes-validate has no schema for: those with an upstream CRD in tests/chart/upstream-crds are
 # validated against it in test_gateway.py; ServiceMonitor's fields are asserted in test_render.py.
 CRD_KINDS = {
     "ServiceMonitor",

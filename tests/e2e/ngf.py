@@ -1,6 +1,6 @@
 """Real Debian nginx configured the way NGINX Gateway Fabric renders an HTTPRoute with the Gateway API
-``ExternalAuth`` filter (NGF ``internal/controller/nginx/config/servers.go``, as summarised in
-../shared/REFERENCE.md §2b), from the chart's rendered HTTPRoutes:
+``ExternalAuth`` filter (NGF ``internal/controller/nginx/config/servers.go``, checked in NGF's source, 2026-08),
+from the chart's rendered HTTPRoutes:
 
 - per rule, the path prefix as ``location = /api`` + ``location /api/`` (``/`` as ``location /``), with
   ``auth_request`` to an internal location, ``auth_request_set`` + ``proxy_set_header`` per
