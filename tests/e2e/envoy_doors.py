@@ -29,11 +29,15 @@ over xDS for those objects. ``address(ref)`` maps an in-cluster Service referenc
   ``timeoutPolicy.response``/``idle`` as the route's ``timeout``/``idle_timeout``; conditions ``prefix`` as
   a plain ``prefix`` match. Not mirrored: the TLS of the virtual host (Contour puts authorization on the
   HTTPS listener only; here the same filter chain listens in clear).
-- :func:`gateway_api_grpc` — the Gateway API ``ExternalAuth`` filter with ``protocol: GRPC`` as an
-  Envoy-based implementation (Cilium 1.20) runs it, from the filter's definition (gateway-api GEP-1494,
-  ``apis/v1/httproute_types.go`` ``HTTPExternalAuthFilter``): a gRPC ext_authz filter to the filter's
-  ``backendRef``, ``allowed_headers`` = ``grpc.allowedHeaders``, fail closed (``failure_mode_allow:
-  false``), no per-route context (authgate decides with ``--grpc-default-route``).
+- :func:`gateway_api` — the Gateway API ``ExternalAuth`` filter as an Envoy-based implementation (Cilium 1.20)
+  runs it, from the filter's definition (kubernetes-sigs/gateway-api GEP-1494, ``apis/v1/httproute_types.go``
+  ``HTTPExternalAuthFilter``: "prepended to the path", "MUST fail closed"): one ext_authz filter per rule,
+  enabled on that rule's route; ``protocol: HTTP``: ``path_prefix`` = ``http.path``, ``allowed_headers`` =
+  ``allowedHeaders``, ``allowed_upstream_headers`` = ``allowedResponseHeaders``; ``protocol: GRPC``: a gRPC
+  service to the ``backendRef``, ``allowed_headers`` = ``grpc.allowedHeaders``, no per-route context
+  (authgate decides with ``--grpc-default-route``); ``failure_mode_allow: false``. Cilium's own translation
+  was not read (it is not in the searchable sources here): the matchers' case-insensitivity and the
+  connection manager's defaults are Envoy Gateway's.
 """
 
 from __future__ import annotations
@@ -249,8 +253,8 @@ def contour(render: Render, *, listen_port: int, address: Address) -> dict[str, 
     return bootstrap(listeners=[listener], clusters=list(clusters.values()))
 
 
-def gateway_api_grpc(render: Render, *, listen_port: int, address: Address) -> dict[str, Any]:
-    """An Envoy-based implementation's xDS for HTTPRoutes with the ``ExternalAuth`` filter over gRPC."""
+def gateway_api(render: Render, *, listen_port: int, address: Address) -> dict[str, Any]:
+    """An Envoy-based implementation's xDS for HTTPRoutes with the ``ExternalAuth`` filter (HTTP or gRPC)."""
     clusters: dict[str, dict[str, Any]] = {}
     filters: dict[str, dict[str, Any]] = {}
     routes = []
@@ -270,17 +274,30 @@ def gateway_api_grpc(render: Render, *, listen_port: int, address: Address) -> d
             if flt["type"] != "ExternalAuth":
                 continue
             external = flt["externalAuth"]
-            assert external["protocol"] == "GRPC"
             ref = external["backendRef"]
-            auth_cluster = _cluster_for(clusters, _service_cluster(ref, namespace), address(ref), http2=True)
+            grpc = external["protocol"] == "GRPC"
+            auth_cluster = _cluster_for(clusters, _service_cluster(ref, namespace), address(ref), http2=grpc)
             name = f"{EXT_AUTHZ}/{namespace}/{route['metadata']['name']}/{number}"
-            config: dict[str, Any] = {
-                "grpc_service": {"envoy_grpc": {"cluster_name": auth_cluster}},
-                "failure_mode_allow": False,
-                "transport_api_version": "V3",
-            }
-            if external.get("grpc", {}).get("allowedHeaders"):
-                config["allowed_headers"] = _exact(external["grpc"]["allowedHeaders"], ignore_case=True)
+            config: dict[str, Any] = {"failure_mode_allow": False, "transport_api_version": "V3"}
+            settings = external["grpc" if grpc else "http"]
+            if grpc:
+                config["grpc_service"] = {"envoy_grpc": {"cluster_name": auth_cluster}}
+            else:
+                assert external["protocol"] == "HTTP"
+                config["http_service"] = {
+                    "server_uri": {
+                        "uri": f"http://{ref['name']}{settings['path']}",
+                        "cluster": auth_cluster,
+                        "timeout": "10s",
+                    },
+                    "path_prefix": settings["path"],
+                }
+                if settings.get("allowedResponseHeaders"):
+                    config["http_service"]["authorization_response"] = {
+                        "allowed_upstream_headers": _exact(settings["allowedResponseHeaders"], ignore_case=True)
+                    }
+            if settings.get("allowedHeaders"):
+                config["allowed_headers"] = _exact(settings["allowedHeaders"], ignore_case=True)
             filters[name] = {**ext_authz_filter(config, name=name), "disabled": True}
             xds_route["typed_per_filter_config"] = {name: _enable({})}
         routes.append(xds_route)
@@ -297,5 +314,5 @@ def gateway_api_grpc(render: Render, *, listen_port: int, address: Address) -> d
 TRANSLATIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "envoy-gateway": envoy_gateway,
     "contour": contour,
-    "gateway-api-grpc": gateway_api_grpc,
+    "gateway-api": gateway_api,
 }

@@ -6,8 +6,9 @@ translates the chart's rendered objects (tests/e2e/envoy_doors.py):
   ``internal/xds/translator/extauth.go`` translates them;
 - **contour**: the HTTPProxy + ExtensionService of ``grpc-contour``, as projectcontour/contour
   ``internal/envoy/v3/listener.go`` (``FilterExternalAuthz``) and ``internal/envoy/v3/route.go`` translate them;
-- **gateway-api-grpc** (Cilium): the HTTPRoute's ``ExternalAuth`` filter with ``protocol: GRPC`` of
-  ``grpc-filter``, from the filter's definition (kubernetes-sigs/gateway-api ``apis/v1/httproute_types.go``).
+- **gateway-api-http** / **gateway-api-grpc** (Cilium): the HTTPRoutes' ``ExternalAuth`` filter with
+  ``protocol: HTTP`` / ``GRPC`` of ``gateway-filter`` / ``grpc-filter``, from the filter's definition
+  (kubernetes-sigs/gateway-api ``apis/v1/httproute_types.go``).
 
 Each door has its own authgate started with the rendered Deployment's arguments on the rendered Secret and policy.
 Per door: every row of the decision table, forged original-request and identity headers, path tricks, the
@@ -55,7 +56,8 @@ DOORS = {
     "envoy-gateway-http": ("gateway-envoy-gateway", "envoy-gateway"),
     "envoy-gateway-grpc": ("grpc-envoy-gateway", "envoy-gateway"),
     "contour": ("grpc-contour", "contour"),
-    "gateway-api-grpc": ("grpc-filter", "gateway-api-grpc"),
+    "gateway-api-http": ("gateway-filter", "gateway-api"),
+    "gateway-api-grpc": ("grpc-filter", "gateway-api"),
 }
 FORGERIES = {
     "x-original": {"X-Original-URL": f"http://{HOST}/api/health", "X-Original-Method": "GET"},
@@ -93,15 +95,23 @@ class EnvoyDoor:
         ) or any(r["metadata"]["name"] == f"{RELEASE}-ui" for r in self.render.all("HTTPRoute"))
 
     def identity_headers(self) -> list[str]:
-        """The identity headers the chart protects on this door: the SecurityPolicy's ``headersToBackend`` over
-        HTTP (Envoy copies only those from authgate's answer), both of authgate's over gRPC (authgate sets and
-        removes them itself in the CheckResponse)."""
-        listed: list[str] = []
+        """The identity headers the chart protects on this door. Over HTTP, those it lists (the SecurityPolicy's
+        ``headersToBackend``, the filter's ``allowedResponseHeaders``): Envoy copies only those from authgate's
+        answer, so only those are overwritten on an authenticated allow. Over gRPC, both of authgate's: it sets
+        and removes them itself in the CheckResponse."""
+        over_http = False
+        listed: set[str] = set()
         for policy in self.render.all("SecurityPolicy"):
-            listed += policy["spec"]["extAuth"].get("http", {}).get("headersToBackend", [])
-        if self.render.all("SecurityPolicy") and "http" in self.render.all("SecurityPolicy")[0]["spec"]["extAuth"]:
-            return sorted(set(listed))
-        return list(IDENTITY)
+            if "http" in policy["spec"]["extAuth"]:
+                over_http = True
+                listed.update(policy["spec"]["extAuth"]["http"].get("headersToBackend", []))
+        for route in self.render.all("HTTPRoute"):
+            for rule in route["spec"]["rules"]:
+                for flt in rule.get("filters", []):
+                    if flt["type"] == "ExternalAuth" and flt["externalAuth"]["protocol"] == "HTTP":
+                        over_http = True
+                        listed.update(flt["externalAuth"]["http"].get("allowedResponseHeaders", []))
+        return sorted(listed) if over_http else list(IDENTITY)
 
 
 def start_door(name: str, workdir: Path, upstream: Upstream, started: list[Any]) -> EnvoyDoor:
@@ -186,10 +196,12 @@ def test_the_rendered_controllers_configuration_is_what_envoy_runs(door: EnvoyDo
     [vhost] = hcm["route_config"]["virtual_hosts"]
     contexts = {_route_match(r): _context_extensions(r) for r in vhost["routes"]}
     policies = door.render.all("SecurityPolicy")
-    if door.name == "envoy-gateway-http":
-        assert [f["typed_config"]["http_service"]["path_prefix"] for f in authz] == [
-            p["spec"]["extAuth"]["http"]["path"] for p in policies
-        ]
+    if door.name in ("envoy-gateway-http", "gateway-api-http"):
+        assert sorted(f["typed_config"]["http_service"]["path_prefix"] for f in authz) == ["/auth/api", "/auth/ui"]
+        if policies:
+            assert sorted(f["typed_config"]["http_service"]["path_prefix"] for f in authz) == sorted(
+                p["spec"]["extAuth"]["http"]["path"] for p in policies
+            )
         assert contexts == {"/api": {}, "/": {}}
     elif door.name == "envoy-gateway-grpc":
         assert all("grpc_service" in f["typed_config"] for f in authz)
