@@ -15,8 +15,8 @@ over xDS for those objects. ``address(ref)`` maps an in-cluster Service referenc
   ``envoy_grpc`` to the backend's cluster (HTTP/2) with ``timeout``; on each route an ``ExtAuthzPerRoute``
   whose ``check_settings.context_extensions`` are the policy's ``contextExtensions`` (none: empty).
   (Envoy Gateway releases before ``IgnoreCase: true`` was set made those matchers case-sensitive: Envoy
-  compares them with lower-case header names, so a capitalised ``headersToBackend`` entry copied nothing.) PathPrefix
-  ``/api`` is ``path_separated_prefix``, ``/`` is ``prefix``; ``timeouts.request`` is the route timeout; the
+  compares them with lower-case header names, so a capitalised ``headersToBackend`` entry copied nothing.)
+  PathPrefix ``/api`` is ``path_separated_prefix``, ``/`` is ``prefix``; ``timeouts.request`` is the route timeout; the
   connection manager has Envoy Gateway's defaults: ``use_remote_address``, ``normalize_path``,
   ``merge_slashes``, ``path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT``, WebSocket upgrades.
 - :func:`contour` — Contour's HTTPProxy ``virtualhost.authorization`` with an ExtensionService
@@ -83,9 +83,10 @@ def _route_for_prefix(prefix: str, *, separated: bool) -> dict[str, Any]:
 
 
 def _enable(context_extensions: Mapping[str, str]) -> dict[str, Any]:
-    """The per-route config that turns a filter disabled in the connection manager on for one route, with the
-    route's ``context_extensions``. (Envoy 1.40 refuses a ``FilterConfig`` without a ``config`` unless it
-    disables the filter, so the ext_authz per-route message carries the switch even with no extensions.)"""
+    """The per-route config that turns a filter disabled in the connection manager on for one route: a
+    ``FilterConfig`` holding an ``ExtAuthzPerRoute`` whose ``check_settings`` carry the route's
+    ``context_extensions`` (Envoy Gateway's ``patchRoute`` passes one on every route, empty without
+    ``contextExtensions``; Envoy 1.40 refuses a ``FilterConfig`` with no ``config`` that does not disable)."""
     settings = {"context_extensions": dict(context_extensions)} if context_extensions else {}
     return {"@type": FILTER_CONFIG, "config": {"@type": EXT_AUTHZ_PER_ROUTE, "check_settings": settings}}
 
