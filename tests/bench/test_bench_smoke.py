@@ -18,12 +18,13 @@ from tests.support.tools import require_tool
 def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     require_tool("wrk")
     require_tool("h2load")
+    require_tool("envoy")
     out = subprocess.run(
         [
             sys.executable,
             str(REPO_ROOT / "bench" / "run.py"),
             "--cases",
-            "direct,grpc",
+            "direct,grpc,envoy",
             "--rounds",
             "1",
             "--seconds",
@@ -35,14 +36,17 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
     )
+    # 1 (a target missed) is a finished run: its results are written; anything else uncaught exits 2.
     assert out.returncode in (0, 1), out.stderr
-    (run_dir,) = tmp_path.iterdir()
+    runs = list(tmp_path.iterdir())
+    assert len(runs) == 1, (runs, out.stderr)
+    (run_dir,) = runs
     doc = json.loads((run_dir / "results.json").read_text())
-    assert [case["case"] for case in doc["cases"]] == ["direct", "grpc"]
-    direct, grpc = doc["cases"]
+    assert [case["case"] for case in doc["cases"]] == ["direct", "grpc", "envoy"]
+    direct, grpc, envoy = doc["cases"]
     # authgate and the raw-ASGI floor on each server
     assert set(direct["variants"]) == {
         "authgate",
@@ -63,7 +67,18 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     assert all(v["rps_median"] > 0 and v["cpu_us_per_request_median"] for v in grpc["variants"].values())
     (grpc_ratio,) = grpc["ratios"]
     assert grpc_ratio["target"] is None and grpc_ratio["cpu_cost_ratio_median"] is not None
-    machine = {"nproc", "cpu", "kernel", "python", "uvicorn", "granian", "nginx", "h2load", "grpcio"}
+    # Envoy: ext_authz over HTTP and gRPC to authgate, the free auth service, basic_auth, no auth; Envoy's CPU
+    # counted in each, authgate's in the two that ask it.
+    assert set(envoy["variants"]) == {"envoy_http", "envoy_grpc", "envoy_free", "envoy_basic", "envoy_none"}
+    for key, variant in envoy["variants"].items():
+        assert variant["rps_median"] > 0 and "envoy" in variant["serves"], key
+        assert ("authgate:envoy" in variant["serves"]) == (key in ("envoy_http", "envoy_grpc")), key
+    assert {(r["subject"], r["baseline"]) for r in envoy["ratios"]} >= {
+        ("envoy_http", "envoy_free"),
+        ("envoy_grpc", "envoy_http"),
+        ("envoy_http", "envoy_basic"),
+    }
+    machine = {"nproc", "cpu", "kernel", "python", "uvicorn", "granian", "nginx", "h2load", "grpcio", "envoy"}
     assert machine <= set(doc["machine"])
     missed = [v for v in doc["verdicts"] if not v[1]]
     assert (out.returncode == 1) == bool(missed)
@@ -71,5 +86,22 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     markdown = (run_dir / "results.md").read_text()
     assert "| # | comparison |" in markdown and "authgate / raw-ASGI floor, same server (granian)" in markdown
     assert "gRPC Check / HTTP auth request" in markdown
+    assert "Envoy→authgate HTTP (granian) / Envoy→free auth service (the limit)" in markdown
     assert markdown in out.stdout
     assert (run_dir / "results.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_an_uncaught_exception_is_a_harness_failure_not_a_missed_target(tmp_path):
+    """bench/run.py exits 1 only for a finished run with a target missed; Python's own 1 for an exception
+    nothing caught would pass for one (and leave no results behind). An unwritable --out fails before any case."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "run.py"), "--cases", "direct", "--out", str(blocker)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" in out.stderr

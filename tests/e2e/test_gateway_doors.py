@@ -3,10 +3,10 @@
 - **NGINX Gateway Fabric**: real nginx configured as NGF renders the chart's HTTPRoutes with the
   ``ExternalAuth`` filter (tests/e2e/ngf.py): fixed auth path, ``Path``/``Method`` headers;
 - **path-prefix** (Envoy ext_authz HTTP as Envoy Gateway's SecurityPolicy, Cilium's Gateway API filter and
-  Istio's ``envoyExtAuthzHttp`` send it): Envoy cannot run here, so the requests are sent to authgate's
-  endpoint exactly as that protocol documents them — the original method, the filter's/policy's path +
-  the original path and query, ``Host``, ``Authorization`` and the listed headers, ``X-Forwarded-For``
-  ending in the address Envoy saw.
+  Istio's ``envoyExtAuthzHttp`` send it): the requests are sent to authgate's endpoint exactly as that
+  protocol documents them — the original method, the filter's/policy's path + the original path and query,
+  ``Host``, ``Authorization`` and the listed headers, ``X-Forwarded-For`` ending in the address Envoy saw.
+  The same doors on a real Envoy, configured as each controller translates the chart: test_envoy_doors.py.
 
 One render of the Prefect values with ``gateway.enabled`` (only HTTPRoutes, no Ingress) drives both; authgate
 runs with the ``--proxy`` the chart derives for the filter: ``path-prefix,nginx-gateway-fabric``.

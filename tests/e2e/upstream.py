@@ -10,7 +10,7 @@ proxy)::
 
 Any other HTTP request answers 200 with its own record as JSON. A WebSocket on any path is accepted and
 echoes each text message; the message ``headers`` is answered with the handshake's record as JSON.
-``/__status/CODE`` is a fake auth service: it answers CODE with a ``WWW-Authenticate``, an
+``/__status/CODE`` (and anything below it) is a fake auth service: it answers CODE with a ``WWW-Authenticate``, an
 ``X-Auth-Request-User: fake-user``, a ``Location`` and the body ``auth-body-leak``.
 
 Run as its own process: ``python -m tests.e2e.upstream --port PORT``. Server-side WebSocket pings are
@@ -93,7 +93,8 @@ async def _http(scope: Scope, receive: Receive, send: Send, recorder: Recorder) 
     if scope["path"].startswith(STATUS_PREFIX):
         # A stand-in auth service answering a fixed status, to map what each proxy does with each status.
         recorder.add(_record(scope))
-        status = int(scope["path"][len(STATUS_PREFIX) :])
+        # /__status/CODE, or /__status/CODE/<the original path> from a proxy that appends it (Envoy's path_prefix)
+        status = int(scope["path"][len(STATUS_PREFIX) :].split("/", 1)[0])
         body = b"" if status in (204, 304) else b"auth-body-leak"
         headers = [
             (b"www-authenticate", b'Test realm="fake"'),
