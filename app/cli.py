@@ -69,7 +69,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--grpc-default-route",
         metavar="ROUTE",
         help="the route of a CheckRequest whose context_extensions carry no 'route'; without it such a request "
-        "is refused (403) " + env % "AUTHGATE_GRPC_DEFAULT_ROUTE",
+        "is decided on the route claiming its original path (path_prefixes), else refused (403) "
+        + env
+        % "AUTHGATE_GRPC_DEFAULT_ROUTE",
     )
     serve.set_defaults(func=_serve)
 
