@@ -68,10 +68,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     grpc.add_argument(
         "--grpc-default-route",
         metavar="ROUTE",
-        help="the route of a CheckRequest whose context_extensions carry no 'route'; without it such a request "
-        "is decided on the route claiming its original path (path_prefixes), else refused (403) "
-        + env
-        % "AUTHGATE_GRPC_DEFAULT_ROUTE",
+        help="the route of a CheckRequest whose context_extensions carry no 'route'; without it, the route "
+        "claiming its original path (path_prefixes), else it is refused (403) " + env % "AUTHGATE_GRPC_DEFAULT_ROUTE",
     )
     serve.set_defaults(func=_serve)
 
