@@ -92,7 +92,6 @@ def envoy_for(
     multiple_custom_providers: bool = False,
 ) -> EnvoyProcess:
     """The Gateway's Envoy (not yet ready): ``backends`` maps each provider name to authgate's local port."""
-    [container] = render.one("Deployment")["spec"]["template"]["spec"]["containers"]
     backend = render.all("HTTPRoute")[0]["spec"]["rules"][0]["backendRefs"][0]
     upstream_cluster = cluster_name(f"{backend['name']}.apps.svc.cluster.local", backend["port"])
     filters = custom_filters(policies, providers, multiple_custom_providers=multiple_custom_providers)
@@ -100,7 +99,6 @@ def envoy_for(
     # Providers naming one Service share its outbound cluster.
     clusters = list({c["name"]: c for c in (provider_cluster(p, backends[p["name"]]) for p in providers)}.values())
     clusters.append(cluster(upstream_cluster, upstream.port))
-    assert container["name"]  # the render is a whole chart, not a fragment
     return EnvoyProcess(bootstrap(listeners=[listener], clusters=clusters), workdir)
 
 
@@ -196,10 +194,20 @@ TABLE: list[tuple[str, str, dict[str, str], int, list[str], str | None]] = [
 ]
 
 
+def _who(headers: Mapping[str, str]) -> str:
+    names = {
+        bearer(WORKER)["Authorization"]: "worker",
+        bearer(READER)["Authorization"]: "reader",
+        basic(ADMIN, ADMIN_PASSWORD)["Authorization"]: "admin",
+    }
+    value = headers.get("Authorization")
+    return "anonymous" if value is None else names.get(value, "bad-credential")
+
+
 @pytest.mark.parametrize(
     ("method", "target", "headers", "status", "challenges", "user"),
     TABLE,
-    ids=[f"{row[0]} {row[1]} {next(iter(row[2].values()), 'none')[:6]}" for row in TABLE],
+    ids=[f"{row[0]} {row[1]} {_who(row[2])}" for row in TABLE],
 )
 def test_the_decision_table(
     istio: IstioGateway,
