@@ -68,8 +68,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     grpc.add_argument(
         "--grpc-default-route",
         metavar="ROUTE",
-        help="the route of a CheckRequest whose context_extensions carry no 'route'; without it such a request "
-        "is refused (403) " + env % "AUTHGATE_GRPC_DEFAULT_ROUTE",
+        help="the route of a CheckRequest whose context_extensions carry no 'route'; without it, the route "
+        "claiming its original path (path_prefixes), else it is refused (403) " + env % "AUTHGATE_GRPC_DEFAULT_ROUTE",
     )
     serve.set_defaults(func=_serve)
 
@@ -125,9 +125,10 @@ def _check(args: argparse.Namespace) -> int:
     for route in policy.routes.values():
         principals = "*" if route.principals is None else ",".join(sorted(route.principals))
         anonymous = ", ".join(f"{m} {p}" for m, p in sorted(route.anonymous)) or "-"
+        claimed = ",".join(route.path_prefixes) or "-"
         print(
             f"  route {route.name}: schemes={','.join(route.schemes)} realm={route.realm!r} "
-            f"principals={principals} anonymous={anonymous}"
+            f"principals={principals} anonymous={anonymous} path_prefixes={claimed}"
         )
     print(f"tokens: {len(credentials.tokens_by_digest)}")
     for token in sorted(credentials.tokens, key=lambda t: t.name):

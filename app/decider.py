@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar, cast
 
-from app.decision import Decision, Remembered, RequestFacts, Snapshot, decide, is_canonical
+from app.decision import Decision, Remembered, RequestFacts, Snapshot, decide, is_canonical, route_for_path
 from app.doors import FrontDoors, Reading
 from app.logs import EveryInterval
-from app.policy import Policy, RoutePolicy
+from app.policy import BY_PATH, Policy, RoutePolicy
 from app.state import AppState
 
 log = logging.getLogger("authgate.decision")
@@ -109,12 +109,26 @@ class Decider:
         snapshot = self.store.current
         if snapshot is None or len(authorization) != 1 or self.log_allows:
             return None
-        remembered = snapshot.allows.recall(route_name, authorization[0])
-        if remembered is None:
-            return None
-        route = self.exceptional.get(route_name)
-        if route is not None and self._may_be_exception(doors, route, headers, rest, scope):
-            return None
+        if route_name == BY_PATH:
+            # The route is the original path's: read it (the reading is needed anyway), then as below.
+            reading = doors.read(headers, rest, scope)
+            resolved = route_for_path(snapshot.policy, reading.path)
+            if resolved is None:
+                return None
+            remembered = snapshot.allows.recall(resolved, authorization[0])
+            if remembered is None:
+                return None
+            route = self.exceptional.get(resolved)
+            if route is not None and self._is_exception(route, headers, reading):
+                return None
+            route_name = resolved
+        else:
+            remembered = snapshot.allows.recall(route_name, authorization[0])
+            if remembered is None:
+                return None
+            route = self.exceptional.get(route_name)
+            if route is not None and self._may_be_exception(doors, route, headers, rest, scope):
+                return None
         answer = remembered.answers.get(wire)
         if answer is None:
             answer = self._render_remembered(remembered, route_name, snapshot, wire, render)
@@ -152,6 +166,10 @@ class Decider:
             return None
 
         reading = doors.read(headers, rest, scope)
+        if route_name == BY_PATH:
+            # No route named: the one claiming the original path's longest prefix; none (an unclaimed,
+            # ambiguous or unknown path) leaves BY_PATH, which decide() refuses (403 unclaimed_path).
+            route_name = route_for_path(snapshot.policy, reading.path) or BY_PATH
         facts = RequestFacts(
             method=reading.method,
             path=reading.path,
@@ -207,6 +225,13 @@ class Decider:
         if _constant(policy, decision) and route_name in policy.routes and len(snapshot.answers) < _MAX_ANSWERS:
             snapshot.answers[key] = rendered
         return rendered
+
+    @staticmethod
+    def _is_exception(route: RoutePolicy, headers: dict[bytes, bytes], reading: Reading) -> bool:
+        """Whether a request already read could be one of the route's exceptions (as decide() tells them)."""
+        if route.cors_preflight and b"origin" in headers and b"access-control-request-method" in headers:
+            return True
+        return (reading.method, reading.path) in route.anonymous
 
     def _may_be_exception(
         self,

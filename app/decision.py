@@ -14,13 +14,13 @@ import hashlib
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from app.credentials import TOKEN68_RE, Credentials, Token
 from app.passwords import Decoys, VerifiedCache, is_slow, verify_hash
-from app.policy import Policy, RoutePolicy
+from app.policy import BY_PATH, Policy, RoutePolicy
 from app.throttle import Throttle
 
 MAX_AUTHORIZATION_BYTES = 8192
@@ -212,14 +212,33 @@ def is_canonical(authorization: bytes) -> bool:
     return False
 
 
-def path_allowed(path: str | None, prefixes: tuple[str, ...]) -> bool:
-    """Whether a raw path falls under one of the prefixes, on whole segments. Paths that could be read
-    differently after decoding or normalisation (dot segments, encoded separators) never match."""
+def matching_prefix(path: str | None, prefixes: Iterable[str]) -> str | None:
+    """The longest of the prefixes a raw path falls under, on whole segments, or None. Paths that could be
+    read differently after decoding or normalisation (dot segments, encoded separators, ``//``, ``;``...)
+    match none. The one path matcher: tokens' ``paths=`` and the routes' ``path_prefixes`` both use it."""
     if path is None or not path.startswith("/") or _AMBIGUOUS_PATH_RE.search(path) or "//" in path:
-        return False
+        return None
     if any(segment in (".", "..") for segment in path.split("/")):
-        return False
-    return any(prefix == "/" or path == prefix or path.startswith(prefix + "/") for prefix in prefixes)
+        return None
+    best: str | None = None
+    for prefix in prefixes:
+        if (prefix == "/" or path == prefix or path.startswith(prefix + "/")) and (
+            best is None or len(prefix) > len(best)
+        ):
+            best = prefix
+    return best
+
+
+def path_allowed(path: str | None, prefixes: tuple[str, ...]) -> bool:
+    """Whether a raw path falls under one of the prefixes (:func:`matching_prefix`)."""
+    return matching_prefix(path, prefixes) is not None
+
+
+def route_for_path(policy: Policy, path: str | None) -> str | None:
+    """The route of a request that names none (``BY_PATH``): the one claiming the longest prefix of its raw
+    original path; None when no route claims it, the path is unknown or could be read another way."""
+    prefix = matching_prefix(path, policy.claims)
+    return None if prefix is None else policy.claims[prefix]
 
 
 def _forbidden_by_token(token: Token, route: RoutePolicy, facts: RequestFacts) -> str | None:
@@ -246,7 +265,9 @@ def decide(
     """Decides one request. Returns None only when ``slow_ok`` is False and a slow hash check is needed."""
     route = snapshot.policy.routes.get(route_name)
     if route is None:
-        return Decision(403, "unknown_route")
+        # A request that named no route and whose path no route claims (app.decider resolved it): refused,
+        # like a route name the policy lacks. 403, not 401: there is no route whose challenge to send.
+        return Decision(403, "unclaimed_path" if route_name == BY_PATH else "unknown_route")
     if route.cors_preflight and facts.method == "OPTIONS" and facts.preflight:
         return Decision(200, "preflight")
     if facts.method is not None and facts.path is not None and (facts.method, facts.path) in route.anonymous:

@@ -38,7 +38,8 @@ _EMPTY_BODY: Any = {"type": "http.response.body", "body": b"", "more_body": Fals
 
 class DecisionEndpoint:
     """The raw ASGI app behind ``/auth/{route}`` (and ``/auth/{route}/{original path}`` for path-prefix
-    doors): the HTTP wire of the decision core (app.decider).
+    doors; ``/auth/~``, which names no route, for the route claiming the original path, app.policy.BY_PATH):
+    the HTTP wire of the decision core (app.decider).
 
     With ``others`` (what ``authgate serve`` runs, see :func:`create_asgi`) it is the whole app: anything
     but an HTTP request under ``/auth/`` (health, metrics, the lifespan) goes to ``others``, the Litestar

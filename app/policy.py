@@ -20,8 +20,16 @@ from app.errors import ConfigError
 Scheme = Literal["bearer", "basic"]
 SCHEMES: tuple[Scheme, ...] = ("bearer", "basic")
 ROUTE_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# The name a request gives when it names no route (``/auth/~/<original path>``; over gRPC, a CheckRequest with
+# no route context and no --grpc-default-route): the route is then the one whose ``path_prefixes`` claim the
+# longest prefix of the original path (app.decision.route_for_path). No route can be called this: ``~`` is
+# not in ROUTE_NAME_RE, so ``/auth/~`` can never be read as a route's own path.
+BY_PATH = "~"
 METHOD_RE = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
 REALM_RE = re.compile(r'[^"\\\x00-\x1f\x7f]{1,128}')
+# What a claimed path prefix must not contain (besides // and dot segments): app.decision never matches a
+# path holding any of it.
+PATH_PREFIX_RE = re.compile(r"[?*%#;\\\s\x00-\x1f\x7f]")
 KEY_PREFIX_RE = re.compile(r"[A-Za-z0-9:._-]{1,64}")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 REDIS_URL_FORM = "redis://[USER@]HOST[:PORT][/DB] (or rediss:// for TLS)"
@@ -35,6 +43,7 @@ class RoutePolicy:
     principals: frozenset[str] | None = None  # None = any valid credential
     anonymous: frozenset[tuple[str, str]] = frozenset()  # exact (method, raw path)
     cors_preflight: bool = False
+    path_prefixes: tuple[str, ...] = ()  # the original paths this route decides when a request names no route
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +91,8 @@ class Policy:
     decision_cache_max_age: int = 0
     verify_cache_max_entries: int = 10_000
     source: str = "built-in default"
+    # Every route's path_prefixes: prefix -> route name (no prefix is claimed twice).
+    claims: Mapping[str, str] = field(default_factory=dict)
 
 
 DEFAULT_POLICY = Policy(routes={"default": RoutePolicy(name="default")})
@@ -133,7 +144,7 @@ def _parse_route(name: str, raw: Any, source: str) -> RoutePolicy:
     if not ROUTE_NAME_RE.fullmatch(str(name)):
         raise ConfigError(f"{where}: a route name is 1-64 of A-Z a-z 0-9 . _ -", source)
     data = _mapping(raw, where, source)
-    _check_keys(data, {"schemes", "realm", "principals", "anonymous", "cors_preflight"}, where, source)
+    _check_keys(data, {"schemes", "realm", "principals", "anonymous", "cors_preflight", "path_prefixes"}, where, source)
 
     schemes_raw = data.get("schemes", list(SCHEMES))
     if not isinstance(schemes_raw, list) or not schemes_raw:
@@ -178,7 +189,50 @@ def _parse_route(name: str, raw: Any, source: str) -> RoutePolicy:
         principals=None if "*" in principals else principals,
         anonymous=frozenset(anonymous),
         cors_preflight=_bool(data, "cors_preflight", False, where, source),
+        path_prefixes=_parse_path_prefixes(data.get("path_prefixes", []), where, source),
     )
+
+
+def _parse_path_prefixes(raw: Any, where: str, source: str) -> tuple[str, ...]:
+    """A route's claimed path prefixes: raw paths that the one path matcher (app.decision.matching_prefix)
+    can match at all — a prefix it would never match (``%``, ``;``, ``//``, dot segments...) is an error
+    here rather than a route nobody reaches."""
+    where = f"{where}.path_prefixes"
+    form = "a list of raw path prefixes such as /api (or / for every path)"
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: {form}", source)
+    prefixes: list[str] = []
+    for item in raw:
+        text = str(item) if isinstance(item, str) else None
+        if text is None or not text.startswith("/"):
+            raise ConfigError(f"{where}: {item!r} does not start with /; {form}", source)
+        if PATH_PREFIX_RE.search(text) or "//" in text or any(seg in (".", "..") for seg in text.split("/")):
+            raise ConfigError(
+                f"{where}: {item!r}: a raw path prefix, without query, wildcard, % # ; backslash, whitespace, "
+                "// or . and .. segments",
+                source,
+            )
+        if text != "/" and text.endswith("/"):
+            raise ConfigError(f"{where}: {item!r}: without a trailing / (it matches whole segments)", source)
+        if text in prefixes:
+            raise ConfigError(f"{where}: {item!r} is listed twice", source)
+        prefixes.append(text)
+    return tuple(prefixes)
+
+
+def _claims(routes: Mapping[str, RoutePolicy], source: str) -> dict[str, str]:
+    claims: dict[str, str] = {}
+    for route in routes.values():
+        for prefix in route.path_prefixes:
+            other = claims.get(prefix)
+            if other is not None:
+                raise ConfigError(
+                    f"routes.{route.name}.path_prefixes: {prefix!r} is already claimed by routes.{other}; "
+                    "a path prefix decides for one route",
+                    source,
+                )
+            claims[prefix] = route.name
+    return claims
 
 
 def _optional_str(data: Mapping[str, Any], key: str, where: str, source: str) -> str | None:
@@ -322,6 +376,7 @@ def parse_policy(data: Any, source: str) -> Policy:
         decision_cache_max_age=_number(dc, "max_age_seconds", 0, "decision_cache", source, integer=True),
         verify_cache_max_entries=_number(vc, "max_entries", 10_000, "verify_cache", source, integer=True),
         source=source,
+        claims=_claims(routes, source),
     )
 
 

@@ -36,7 +36,7 @@ from app.decision import IDENTITY_HEADERS, Decision, response_headers
 from app.doors import HEADER_DOORS
 from app.doors.base import View, path_of
 from app.doors.reading import FrontDoors
-from app.policy import Policy
+from app.policy import BY_PATH, Policy
 
 WIRE = "envoy-grpc"  # this wire's key among the snapshot's rendered answers
 ROUTE_KEY = "route"  # the context extension naming the route
@@ -104,7 +104,8 @@ def question(
         headers[key] = value
         if key == b"authorization":
             authorization.append(value)
-    route = attributes.context_extensions.get(ROUTE_KEY) or default_route or ""
+    # No route context and no default: the route is the one claiming the original path (app.policy.BY_PATH).
+    route = attributes.context_extensions.get(ROUTE_KEY) or default_route or BY_PATH
     socket_address = attributes.source.address.socket_address
     source = socket_address.address
     scope: dict[str, Any] = {"envoy_http": (http.method.encode(), http.path.encode(), source.encode())}

@@ -118,14 +118,12 @@ SCENARIOS: dict[str, list[str]] = {
         *NO_INGRESS, "gateway.enabled=true", 'gateway.parentRefs:=[{"name":"edge","namespace":"gateway-system"}]'
     ),
     # Envoy's gRPC ext_authz: Contour (HTTPProxy + ExtensionService) in the application's namespace "apps",
-    # with the Ingresses off; and each gateway kind over gRPC (the filter and Istio with one route only).
+    # with the Ingresses off; and each gateway kind over gRPC (the filter with one route only).
     "grpc-contour": _prefect(
         *NO_INGRESS, "ingress.namespace=apps", "grpc.enabled=true", "contour.enabled=true", "networkPolicy.enabled=true"
     ),
     **{
-        f"grpc-{kind}": _gateway(
-            kind, "grpc.enabled=true", *([] if kind == "envoy-gateway" else ["gateway.ui.enabled=false"])
-        )
+        f"grpc-{kind}": _gateway(kind, "grpc.enabled=true", *(["gateway.ui.enabled=false"] if kind == "filter" else []))
         for kind in GATEWAY_KINDS
     },
     "redis": [

@@ -116,19 +116,13 @@ CASES = {
         [*GATEWAY, "--set", "grpc.enabled=true"],
         "gateway.externalAuth=filter over gRPC (grpc.enabled=true) sends no per-route context",
     ),
-    "gateway istio over grpc, default route elsewhere": (
-        [
-            *GATEWAY,
-            "--set",
-            "gateway.externalAuth=istio",
-            "--set",
-            "grpc.enabled=true",
-            "--set",
-            "gateway.ui.enabled=false",
-            "--set",
-            "grpc.defaultRoute=ui",
-        ],
-        "the enabled gateway parts use api and grpc.defaultRoute is ui",
+    "gateway istio, a part's path no route claims": (
+        [*GATEWAY, "--set", "gateway.externalAuth=istio", "--set", "gateway.api.path=/prefect-api"],
+        "config.policy.routes.api.path_prefixes must include gateway.api.path (/prefect-api), got [/api]",
+    ),
+    "gateway istio, a route claiming nothing": (
+        [*GATEWAY, "--set", "gateway.externalAuth=istio", "--set-json", "config.policy.routes.ui.path_prefixes=[]"],
+        "config.policy.routes.ui.path_prefixes must include gateway.ui.path (/), got []",
     ),
     "contour without grpc": ([*PREFECT, "--set", "contour.enabled=true"], "Contour asks authorization services only"),
     "contour without tls": (

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.chart.crds import STANDARD_HTTPROUTES, is_custom, validate
 from tests.chart.render import RELEASE, SCENARIOS, Render
@@ -130,26 +131,24 @@ def test_envoy_gateway_wiring_fails_closed_and_copies_identity(rendered: Rendere
     assert proxy_arg(render) == "ingress-nginx,traefik,path-prefix"
 
 
-def test_istio_policies_name_the_providers_the_notes_ask_for(rendered: Rendered) -> None:
+def test_istio_is_one_custom_policy_naming_one_provider_per_gateway(rendered: Rendered) -> None:
+    """Istio <= 1.29 allows one CUSTOM provider per workload, 1.30 more only behind a flag that is off by
+    default: one provider for every part, and the policy's routes claim the parts' paths."""
     render = rendered("gateway-istio")
-    api = render.one("AuthorizationPolicy", f"{RELEASE}-api-edge")
-    ui = render.one("AuthorizationPolicy", f"{RELEASE}-ui-edge")
-    for policy, part in ((api, "api"), (ui, "ui")):
-        assert policy["metadata"]["namespace"] == "gateway-system"  # beside its Gateway
-        assert policy["spec"]["action"] == "CUSTOM"
-        assert policy["spec"]["provider"] == {"name": f"{RELEASE}-{part}"}
-        assert policy["spec"]["targetRefs"] == [
-            {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"}
-        ]
-    [api_rule] = api["spec"]["rules"]
-    assert api_rule["to"][0]["operation"]["paths"] == ["/api", "/api/*"]
-    [ui_rule] = ui["spec"]["rules"]
-    assert ui_rule["to"][0]["operation"]["paths"] == ["/*"]
-    assert ui_rule["to"][0]["operation"]["notPaths"] == ["/api", "/api/*"]  # the API has its own provider
+    [policy] = render.all("AuthorizationPolicy")
+    assert policy["metadata"] == {**policy["metadata"], "name": f"{RELEASE}-edge", "namespace": "gateway-system"}
+    assert policy["spec"]["action"] == "CUSTOM"
+    assert policy["spec"]["provider"] == {"name": RELEASE}
+    assert policy["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"}]
+    [rule] = policy["spec"]["rules"]
+    assert [to["operation"]["paths"] for to in rule["to"]] == [["/api", "/api/*"], ["/*"]]
+    assert all(to["operation"]["hosts"] == ["prefect.example.com"] for to in rule["to"])
+    claims = yaml.safe_load(render.one("ConfigMap")["data"]["policy.yaml"])["routes"]
+    assert (claims["api"]["path_prefixes"], claims["ui"]["path_prefixes"]) == (["/api"], ["/"])
     assert render.all("ReferenceGrant") == []
 
 
-def test_istio_notes_print_the_mesh_config_a_chart_cannot_set() -> None:
+def test_istio_notes_print_the_one_provider_a_chart_cannot_set() -> None:
     from tests.chart.render import CHART, NAMESPACE, helm
 
     result = helm(
@@ -157,12 +156,27 @@ def test_istio_notes_print_the_mesh_config_a_chart_cannot_set() -> None:
     )
     notes = result.stdout.split("NOTES:", 1)[1]
     assert "ACTION NEEDED (Istio)" in notes
-    for part in ("api", "ui"):
-        assert f"- name: {RELEASE}-{part}" in notes
-        assert f"pathPrefix: /auth/{part}" in notes
-    assert f"service: {RELEASE}.{NAMESPACE}.svc.cluster.local" in notes
-    assert "headersToUpstreamOnAllow: [x-auth-request-user]" in notes
-    assert "headersToDownstreamOnDeny: [www-authenticate]" in notes
+    providers = yaml.safe_load(notes.split("  meshConfig:\n", 1)[1].split("\n\n", 1)[0])["extensionProviders"]
+    assert providers == [
+        {
+            "name": RELEASE,
+            "envoyExtAuthzHttp": {
+                "service": f"{RELEASE}.{NAMESPACE}.svc.cluster.local",
+                "port": SERVICE_PORT,
+                "pathPrefix": "/auth/~",
+                "includeRequestHeadersInCheck": [
+                    "authorization",
+                    "x-forwarded-for",
+                    "origin",
+                    "access-control-request-method",
+                ],
+                "headersToUpstreamOnAllow": ["x-auth-request-user"],
+                "headersToDownstreamOnDeny": ["www-authenticate"],
+                "statusOnError": "503",
+                "timeout": "10s",
+            },
+        }
+    ]
 
 
 def test_gateway_only_derives_the_door_and_needs_no_grant(rendered: Rendered) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.chart.render import CHART, NAMESPACE, RELEASE, SCENARIOS, Render, helm
 
@@ -105,14 +106,30 @@ def test_the_filter_over_grpc_decides_on_its_one_route(rendered: Rendered) -> No
     assert render.all("HTTPRoute") == [render.one("HTTPRoute", f"{RELEASE}-api")]
 
 
-def test_istio_over_grpc_prints_envoy_ext_authz_grpc_providers() -> None:
+def test_istio_over_grpc_prints_one_envoy_ext_authz_grpc_provider_for_both_parts() -> None:
+    """Istio's gRPC provider sends no route context: no --grpc-default-route, each part's route claims its
+    path (the chart no longer refuses two parts over gRPC)."""
     result = helm(
         "install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE, *SCENARIOS["grpc-istio"]
     )
     notes = result.stdout.split("NOTES:", 1)[1]
-    assert f"- name: {RELEASE}-api\n        envoyExtAuthzGrpc:" in notes
-    assert f"service: {RELEASE}.{NAMESPACE}.svc.cluster.local\n          port: {GRPC_PORT}" in notes
-    assert "envoyExtAuthzHttp" not in notes
-    assert 'context_extensions "route", else api' in notes
-    [container_] = [d for d in result.stdout.split("---") if "kind: Deployment" in d]
-    assert "--grpc-default-route\n            - api" in container_
+    providers = yaml.safe_load(notes.split("  meshConfig:\n", 1)[1].split("\n\n", 1)[0])["extensionProviders"]
+    assert providers == [
+        {
+            "name": RELEASE,
+            "envoyExtAuthzGrpc": {
+                "service": f"{RELEASE}.{NAMESPACE}.svc.cluster.local",
+                "port": GRPC_PORT,
+                "timeout": "10s",
+            },
+        }
+    ]
+    assert 'context_extensions "route", else the policy route claiming the original path' in notes
+
+
+def test_istio_over_grpc_decides_both_parts_by_path(rendered: Rendered) -> None:
+    render = rendered("grpc-istio")
+    assert flag(render, "--grpc-default-route") is None
+    [policy] = render.all("AuthorizationPolicy")
+    assert policy["spec"]["provider"] == {"name": RELEASE}
+    assert len(render.all("HTTPRoute")) == 2

@@ -29,6 +29,9 @@ def test_check_prints_what_loaded_without_secrets():
     )
     assert result.returncode == 0, result.stderr
     assert "ci-deploy digest routes=api" in result.stdout
+    # Which route decides a request naming none (/auth/~): the one claiming its path.
+    assert "route api:" in result.stdout and "path_prefixes=/api\n" in result.stdout
+    assert "route ui:" in result.stdout and "path_prefixes=/\n" in result.stdout
     assert "admin bcrypt" in result.stdout and "viewer apr1" in result.stdout
     assert "sha256:" not in result.stdout and "$2y$" not in result.stdout
 

@@ -17,9 +17,10 @@ from app.decision import (
     parse_authorization,
     path_allowed,
     response_headers,
+    route_for_path,
 )
 from app.passwords import VerifiedCache
-from app.policy import ThrottleSettings, parse_policy
+from app.policy import BY_PATH, ROUTE_NAME_RE, ThrottleSettings, parse_policy
 from app.throttle import Throttle
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
@@ -403,3 +404,56 @@ def test_only_the_canonical_spelling_of_a_credential_is_rememberable():
         b"Digest x",
     ):
         assert not is_canonical(variant), variant
+
+
+CLAIMING = parse_policy(
+    yaml.safe_load("""
+routes:
+  api: {schemes: [bearer, basic], realm: prefect-api, path_prefixes: [/api], anonymous: ["GET /api/health"]}
+  admin: {principals: [alice], path_prefixes: [/api/admin]}
+  ui: {schemes: [basic], realm: prefect, path_prefixes: [/]}
+  machines: {schemes: [bearer]}
+"""),
+    "test",
+)
+
+
+@pytest.mark.parametrize(
+    ("path", "route"),
+    [
+        ("/api", "api"),
+        ("/api/flows", "api"),
+        ("/api/admin", "admin"),  # the longest claimed prefix decides
+        ("/api/admin/version", "admin"),
+        ("/api/administrators", "api"),  # whole segments only
+        ("/apix", "ui"),
+        ("/", "ui"),
+        ("/flows/abc", "ui"),
+        # Paths another reader could take for a different one: no route, whichever would have matched.
+        ("/api%2F..%2Fui", None),
+        ("/ui/..%2Fapi/admin", None),
+        ("/api/%2e%2e/admin", None),
+        ("/api//admin", None),
+        ("//api/admin", None),
+        ("/api/./admin", None),
+        ("/api/../admin", None),
+        ("/api;x/admin", None),
+        ("/api\\admin", None),
+        ("/api/admin#x", None),
+        ("/api/%252e", None),
+        ("/api/ admin", None),
+        ("api/flows", None),
+        ("", None),
+        (None, None),  # the front door's account is missing or contradicted
+    ],
+)
+def test_a_request_naming_no_route_is_decided_by_the_longest_claimed_prefix(path, route):
+    assert route_for_path(CLAIMING, path) == route
+
+
+def test_a_path_no_route_claims_is_refused_without_a_challenge():
+    unclaimed = parse_policy(yaml.safe_load("routes: {api: {path_prefixes: [/api]}}"), "test")
+    d = run(BY_PATH, facts(bearer(CI), path="/ui"), snapshot(unclaimed))
+    assert (d.status, d.reason) == (403, "unclaimed_path")
+    assert [k for k, _ in response_headers(d, unclaimed, BY_PATH, NOW)] == [b"cache-control"]
+    assert BY_PATH not in unclaimed.routes and not ROUTE_NAME_RE.fullmatch(BY_PATH)  # never a route's name

@@ -111,3 +111,32 @@ async def test_not_ready_is_an_rpc_error_and_counted(wires):
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     labels = {"route": "_unknown", "result": "deny", "reason": "not_ready", "scheme": "none"}
     assert wires.state.metrics.registry.get_sample_value("authgate_decisions_total", labels) == 1
+
+
+async def test_a_check_without_route_context_is_decided_by_its_path_and_shares_the_memo(tmp_path):
+    """No context_extensions route and no --grpc-default-route: the route claiming the CheckRequest's own
+    path decides (Istio's envoyExtAuthzGrpc); its allow answers the same credential on /auth/~ too."""
+    policy = parse_policy(
+        {"routes": {"api": {"path_prefixes": ["/api"]}, "ui": {"schemes": ["basic"], "path_prefixes": ["/ui"]}}}, "t"
+    )
+    state = build_state(Settings(host="127.0.0.1", secret_dir=tmp_path / "absent", grpc_port=0), policy=policy)
+    app = create_app(state.settings, state)
+    async with AsyncTestClient(app) as http:
+        server, port = build_server(state, app.state.decider)
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                wires = Wires(state, http, AuthorizationStub(channel), HealthStub(channel))
+                assert state.reloader.apply(TOKENS, "test")
+                bearer = {"authorization": f"Bearer {TOKEN}"}
+                api = await wires.check(path="/api/flows?limit=1", headers=bearer, route=None)
+                assert api.upstream == {"x-auth-request-user": "ci", "x-auth-request-scheme": "bearer"}
+                ui = await wires.check(path="/ui/flows", headers=bearer, route=None)
+                assert (ui.http_status, ui.challenges) == (401, ('Basic realm="authgate", charset="UTF-8"',))
+                for path in ("/other", "/api%2F..%2Fui", "//api/flows"):
+                    assert (await wires.check(path=path, headers=bearer, route=None)).http_status == 403, path
+                nginx = {**NGINX, "Authorization": f"Bearer {TOKEN}"}
+                assert (await http.get("/auth/~", headers=nginx)).status_code == 200
+                assert len(state.store.current.allows) == 1  # one remembered allow, route api, both wires
+        finally:
+            await server.stop(None)

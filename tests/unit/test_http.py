@@ -395,3 +395,46 @@ async def test_an_unreachable_redis_neither_delays_readiness_nor_decisions(tmp_p
     registry = state.metrics.registry
     assert registry.get_sample_value("authgate_throttle_redis_errors_total") >= 1
     assert registry.get_sample_value("authgate_throttle_shared") == 0
+
+
+async def test_auth_tilde_decides_on_the_route_claiming_the_original_path(tmp_path):
+    """``/auth/~`` names no route: the route claiming the longest prefix of the original path decides, with
+    its challenge and exceptions, from the allow memo too; a path no route claims is refused (403)."""
+    from app.policy import parse_policy
+
+    policy = parse_policy(
+        {
+            "routes": {
+                "api": {"path_prefixes": ["/api"], "anonymous": ["GET /api/health"], "realm": "prefect-api"},
+                "ui": {"path_prefixes": ["/ui"], "schemes": ["basic"], "realm": "prefect"},
+            }
+        },
+        "test",
+    )
+    state = build_state(Settings(secret_dir=tmp_path / "absent", proxy=("path-prefix", "ingress-nginx")), policy)
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    async with AsyncTestClient(create_app(state.settings, state)) as client:
+        assert state.reloader.apply({"tokens": f"ci sha256:{token_digest(TOKEN).hex()}\n".encode()}, "test")
+        for _ in range(3):  # decided in full, then remembered: the same answer
+            answer = await client.get("/auth/~/api/flows", headers=bearer)
+            assert answer.status_code == 200 and answer.headers["x-auth-request-user"] == "ci"
+        assert len(state.store.current.allows) == 1
+        # The memo never hides the claiming route's exception: the health check stays anonymous.
+        health = await client.get("/auth/~/api/health", headers=bearer)
+        assert health.status_code == 200 and "x-auth-request-user" not in health.headers
+        # The ui route decides /ui: Basic only, its own challenge.
+        ui = await client.get("/auth/~/ui/flows", headers=bearer)
+        assert ui.status_code == 401 and ui.headers.get_list("www-authenticate") == [
+            'Basic realm="prefect", charset="UTF-8"'
+        ]
+        for unclaimed in ("/auth/~/other", "/auth/~/", "/auth/~/ui%2F..%2Fapi/flows", "/auth/~//api/flows"):
+            answer = await client.get(unclaimed, headers=bearer)
+            assert answer.status_code == 403 and "www-authenticate" not in answer.headers, unclaimed
+        # Any door's account works: ingress-nginx's X-Original-URL with a fixed /auth/~.
+        nginx = {**bearer, "X-Original-URL": "https://h/api/flows", "X-Original-Method": "GET"}
+        assert (await client.get("/auth/~", headers=nginx)).status_code == 200
+        nginx_ui = {**nginx, "X-Original-URL": "https://h/ui/"}
+        assert (await client.get("/auth/~", headers=nginx_ui)).status_code == 401
+    registry = state.metrics.registry
+    labels = {"route": "_unknown", "result": "deny", "reason": "unclaimed_path", "scheme": "none"}
+    assert registry.get_sample_value("authgate_decisions_total", labels) == 4

@@ -18,6 +18,7 @@ def test_prefect_example_policy():
     assert policy.routes["api"].anonymous == {("GET", "/api/health"), ("GET", "/api/ready")}
     assert policy.routes["ui"].schemes == ("basic",)
     assert policy.throttle.enabled
+    assert policy.claims == {"/api": "api", "/": "ui"}  # one auth path, /auth/~, serves both parts
 
 
 def test_full_policy_parses():
@@ -149,3 +150,42 @@ def test_a_password_in_the_redis_url_is_refused_and_never_echoed(url):
 def test_a_shared_store_for_a_disabled_throttle_is_a_contradiction():
     with pytest.raises(ConfigError, match=r"throttle\.redis: the throttle is off"):
         parse_policy(yaml.safe_load("routes: {api: {}}\nthrottle: {enabled: false, redis: {url: 'redis://h'}}"), "p")
+
+
+def test_routes_claim_path_prefixes_for_requests_that_name_no_route():
+    policy = parse_policy(
+        yaml.safe_load("routes: {api: {path_prefixes: [/api, /api-v2]}, ui: {path_prefixes: [/]}, ops: {}}"), "p"
+    )
+    assert policy.routes["api"].path_prefixes == ("/api", "/api-v2")
+    assert policy.routes["ops"].path_prefixes == ()
+    assert policy.claims == {"/api": "api", "/api-v2": "api", "/": "ui"}
+
+
+@pytest.mark.parametrize(
+    ("prefixes", "message"),
+    [
+        ("api", "routes.api.path_prefixes: a list of raw path prefixes"),
+        ("[api]", "routes.api.path_prefixes: 'api' does not start with /"),
+        ("[1]", "routes.api.path_prefixes: 1 does not start with /"),
+        ("['/api/']", "routes.api.path_prefixes: '/api/': without a trailing /"),
+        ("['/api/*']", "routes.api.path_prefixes: '/api/*': a raw path prefix, without query, wildcard"),
+        ("['/api%2F']", "routes.api.path_prefixes: '/api%2F': a raw path prefix"),
+        ("['/api;x']", "routes.api.path_prefixes: '/api;x': a raw path prefix"),
+        ("['/api?x']", "a raw path prefix"),
+        ("['//api']", "a raw path prefix"),
+        ("['/api/../ui']", "a raw path prefix"),
+        ("['/./api']", "a raw path prefix"),
+        ("['/a b']", "a raw path prefix"),
+        ("[/api, /api]", "routes.api.path_prefixes: '/api' is listed twice"),
+    ],
+)
+def test_bad_path_prefixes_name_the_key(prefixes, message):
+    with pytest.raises(ConfigError) as err:
+        parse_policy(yaml.safe_load(f"routes: {{api: {{path_prefixes: {prefixes}}}}}"), "p.yaml")
+    assert message in str(err.value)
+
+
+def test_a_path_prefix_decides_for_one_route_only():
+    with pytest.raises(ConfigError) as err:
+        parse_policy(yaml.safe_load("routes: {api: {path_prefixes: [/x]}, ui: {path_prefixes: [/, /x]}}"), "p.yaml")
+    assert "routes.ui.path_prefixes: '/x' is already claimed by routes.api" in str(err.value)

@@ -86,10 +86,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* Whether the gateway asks over gRPC with no per-route context (the filter's protocol GRPC, Istio's
-envoyExtAuthzGrpc): then every check is decided on one route, --grpc-default-route. */}}
+{{/* Whether the gateway asks over gRPC with no per-route context on one route (the filter's protocol GRPC):
+then every check is decided on one route, --grpc-default-route. Istio's envoyExtAuthzGrpc sends no context
+either, but authgate decides it on the route claiming the original path (config.policy path_prefixes). */}}
 {{- define "authgate.gatewayGrpcWithoutContext" -}}
-{{- if and .Values.grpc.enabled .Values.gateway.enabled (has .Values.gateway.externalAuth (list "filter" "istio")) }}true{{ end }}
+{{- if and .Values.grpc.enabled .Values.gateway.enabled (eq .Values.gateway.externalAuth "filter") }}true{{ end }}
 {{- end }}
 
 {{/* The policy routes of the enabled gateway parts, without repeats. */}}
@@ -250,6 +251,17 @@ The schema catches wrong types and unknown keys; this catches combinations.
 {{- end }}
 {{- if and (not $v.grpc.enabled) (ne $v.gateway.externalAuth "filter") (not (or (has "path-prefix" $doors) (has "envoy" $doors))) }}
 {{- fail (printf "gateway.externalAuth=%s sends the original path after /auth/<route>: config.proxy must include path-prefix, got %q" $v.gateway.externalAuth $v.config.proxy) }}
+{{- end }}
+{{- if eq $v.gateway.externalAuth "istio" }}
+{{- range $key := list "api" "ui" }}
+{{- $part := index $v.gateway $key }}
+{{- if $part.enabled }}
+{{- $claims := dig $part.route "path_prefixes" (list) $routes }}
+{{- if not (has $part.path $claims) }}
+{{- fail (printf "gateway.externalAuth=istio asks authgate on one provider for every part (Istio allows one CUSTOM provider per Gateway), and the policy route claiming the original path decides: config.policy.routes.%s.path_prefixes must include gateway.%s.path (%s), got %v" $part.route $key $part.path $claims) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if include "authgate.gatewayGrpcWithoutContext" . }}
 {{- $gatewayRoutes := include "authgate.gatewayRoutes" . }}

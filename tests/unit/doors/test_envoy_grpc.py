@@ -11,7 +11,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
 from app.decision import Decision
 from app.doors.envoy_grpc import GRPC_DOORS, check_response, question
-from app.policy import parse_policy
+from app.policy import BY_PATH, parse_policy
 from tests.unit.doors.wire import FORGED_NGINX, FORGED_TRAEFIK, NGF
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
@@ -57,10 +57,11 @@ def test_the_original_request_is_the_check_request_s_own_and_the_client_is_the_s
     assert reading == ("POST", "/api/flows/filter", "198.51.100.7", None, "envoy-grpc", ())
 
 
-def test_the_route_comes_from_context_extensions_else_the_default_else_none():
+def test_the_route_comes_from_context_extensions_else_the_default_else_the_path():
     assert read(check_request(route="ui"), default_route="api")[0] == "ui"
     assert read(check_request(route=None), default_route="api")[0] == "api"
-    assert read(check_request(route=None))[0] == ""  # decide() refuses it: unknown_route, 403
+    # Neither: the route claiming the original path decides (app.policy.BY_PATH; none claims it: 403).
+    assert read(check_request(route=None))[0] == BY_PATH
     assert read(check_request(route=""), default_route="api")[0] == "api"
 
 
