@@ -80,9 +80,11 @@ def test_failures_are_counted_locally_and_queued_without_redis():
         throttle.record_failure("10.0.0.1", "alice")
     assert throttle.banned(None, "alice")  # the local table decides, at once
     pending = throttle.outbox.take()
-    assert pending[("user", "alice")].failures == 3
-    assert pending[("user", "alice")].banned_until == clock.now + 300  # banned here: pushed as a ban
-    assert pending[("address", "10.0.0.1")].banned_until == 0.0
+    alice, address = throttle.key("user", "alice"), throttle.key("address", "10.0.0.1")
+    assert set(pending) == {alice, address}  # fixed-size digests, never the name or address
+    assert pending[alice].failures == 3
+    assert pending[alice].banned_until == clock.now + 300  # banned here: pushed as a ban
+    assert pending[address].banned_until == 0.0
     assert sample(metrics, "authgate_throttle_shared") == 0
 
 
@@ -104,11 +106,17 @@ def test_published_bans_are_imposed_unless_they_are_our_own_or_malformed():
     throttle._on_ban_message(b"nan other user x")  # anyone who can write to Redis could send these
     throttle._on_ban_message(b"inf other user x")
     assert throttle.banned_counts() == {"address": 0, "user": 0}
-    throttle._on_ban_message(b"120000 other user mallory with spaces")
-    throttle._on_ban_message(b"9e9 other address 10.0.0.9")  # never longer than this replica's own ban
+    mallory = throttle.key("user", "mallory with spaces")[1].hex()
+    address = throttle.key("address", "10.0.0.9")[1].hex()
+    throttle._on_ban_message(b"120000 other user mallory with spaces")  # a raw name: no digest, ignored
+    throttle._on_ban_message(f"120000 other user {mallory[:-2]}".encode())  # a digest cut short
+    throttle._on_ban_message(f"120000 other user {mallory} x".encode())
+    assert throttle.banned_counts() == {"address": 0, "user": 0}
+    throttle._on_ban_message(f"120000 other user {mallory}".encode())
+    throttle._on_ban_message(f"9e9 other address {address}".encode())  # never longer than this replica's own ban
     assert throttle.banned(None, "mallory with spaces") and throttle.banned("10.0.0.9", None)
     assert sample(metrics, "authgate_throttle_bans_learnt_total") == 2
-    throttle._on_ban_message(b"1000 other user mallory with spaces")  # shorter than the ban it has: no change
+    throttle._on_ban_message(f"1000 other user {mallory}".encode())  # shorter than the ban it has: no change
     assert sample(metrics, "authgate_throttle_bans_learnt_total") == 2
 
 
