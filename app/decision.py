@@ -32,7 +32,9 @@ MAX_REMEMBERED_ALLOWS = 10_000
 # '/', '\' or '%' (double encoding), a raw backslash, a raw '#' (not a fragment on the wire: nginx forwards
 # it), ';' path parameters, whitespace or control characters.
 _AMBIGUOUS_PATH_RE = re.compile(r"%(?:2[eEfF]|5[cC]|25)|[\\#;\s\x00-\x1f\x7f]")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters, as bytes: in UTF-8 they never occur inside a multi-byte character, so deleting them from
+# the decoded bytes and comparing lengths finds them (in about 1/40 of a regex search's time on 6 KB).
+_CONTROL_BYTES = bytes(range(0x20)) + b"\x7f"
 TOKEN68_BYTES_RE = re.compile(TOKEN68_RE.pattern.encode())
 # What an identified allow tells the application (user, then scheme). A proxy that copies them upstream only
 # when the answer has them (Envoy) must be asked to drop a client's own copies on an anonymous allow.
@@ -186,11 +188,12 @@ def parse_authorization(values: tuple[bytes, ...]) -> BearerCredential | BasicCr
         return "malformed"  # "Bearer" with no space-separated token
     if scheme == "basic":
         try:
-            decoded = base64.b64decode(param, validate=True).decode("utf-8")
+            raw = base64.b64decode(param, validate=True)
+            decoded = raw.decode("utf-8")
         except (binascii.Error, ValueError):
             return "malformed"
         user, sep, password = decoded.partition(":")
-        if not sep or not user or _CONTROL_RE.search(decoded):
+        if not sep or not user or len(raw.translate(None, _CONTROL_BYTES)) != len(raw):
             return "malformed"
         return BasicCredential(user, password)
     return "unsupported_scheme" if scheme else "malformed"

@@ -106,6 +106,8 @@ def test_valid_bearer_is_allowed_with_identity():
         ((b"Basic " + base64.b64encode(b"nocolon"),), "malformed"),
         ((b"Basic " + base64.b64encode(b"\xff\xfe:x"),), "malformed"),
         ((b"Basic " + base64.b64encode(b"a\x00b:x"),), "malformed"),
+        ((b"Basic " + base64.b64encode("\u00e9l\u00e8ve:pa\x7fss".encode()),), "malformed"),
+        ((b"Basic " + base64.b64encode(b"alice:\x1f"),), "malformed"),
         ((b"Bearer \xc3\xa9t\xc3\xa9",), "malformed"),
         ((b"Bearer " + b"a" * 9000,), "malformed"),
         ((b"Digest username=x",), "unsupported_scheme"),
