@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app.credentials import User, hash_kind  # noqa: E402
+from app.decision import AllowMemo, Decision  # noqa: E402
 from app.passwords import VerifiedCache, is_slow, verify_hash  # noqa: E402
 from app.policy import ThrottleSettings  # noqa: E402
 from app.shared_throttle import Outbox, _KeyBudget  # noqa: E402
@@ -99,6 +100,9 @@ def main() -> None:
     per_budget = bytes_per_entry(lambda i, name: budget.allows(throttle.key("user", name), 0.0))
     verified = VerifiedCache(10**7)
     per_verified = bytes_per_entry(lambda i, name: verified.add(User(name="u", hash="{SHA}x", kind="sha1"), name))
+    memo = AllowMemo(max_entries=10**7)
+    decision = Decision(200, "allowed", "basic", "p" * 128, rememberable=True)  # a principal of the longest name
+    per_memo = bytes_per_entry(lambda i, name: memo.remember("api", ("Basic " + name).encode(), decision))
     print()
     print("table entry (6,000-character names)      bytes")
     for label, value in (
@@ -107,6 +111,7 @@ def main() -> None:
         ("shared throttle outbox", per_outbox),
         ("shared throttle key budget", per_budget),
         ("verified password", per_verified),
+        ("allow memo (one rendered decision shared)", per_memo),
     ):
         print(f"{label:40s} {value:6.0f}")
 
