@@ -160,3 +160,19 @@ def test_redis_is_imported_only_when_the_policy_names_one():
     check = "import sys, app.http, app.cli; print('redis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_replicas_sharing_a_redis_count_a_name_under_the_same_digest_and_others_do_not():
+    """Every replica must derive the same digest for the same name (a ban reached on one holds on the
+    others); the key comes from the prefix and the password, so another password or prefix gives others."""
+    metrics = Metrics()
+    settings = ThrottleSettings(redis=REDIS)
+
+    def digest(redis: RedisSettings, password: str | None) -> bytes:
+        return SharedThrottle(settings, redis, password, metrics).key("user", "alice")[1]
+
+    assert digest(REDIS, "pw") == digest(REDIS, "pw")
+    assert len({digest(REDIS, "pw"), digest(REDIS, "other"), digest(REDIS, None)}) == 3
+    assert digest(RedisSettings(host="h", key_prefix="other:"), "pw") != digest(REDIS, "pw")
+    local = Throttle(settings)  # without Redis: a random key per process
+    assert local.key("user", "alice") != Throttle(settings).key("user", "alice")
