@@ -11,8 +11,11 @@ The trade-off (documented in the README):
 * A ban never locks out a credential that is already known good: a valid Bearer token (unguessable, and
   cheap to check) and a Basic credential this process has verified before (it is in the verified cache) still
   pass. So one guesser behind a shared NAT or load-balancer address cannot lock out the other clients behind
-  it that already work, and guessing at a user name does not log that user out. What a ban can still delay is
-  a *first* Basic login from a banned address or for a banned user name (for example right after a pod restart).
+  it that already work, and guessing at a user name does not log that user out. Under a ban on a *name* only,
+  app.decision also checks a hash cheap enough for any load (``{SHA}``): its right password passes, a wrong
+  one gets the ban's 403 and counts (against the address too, whose limit then bounds the guessing). What a
+  ban can still delay is a *first* Basic login from a banned address, or for a banned name whose hash is slow
+  (for example right after a pod restart).
 * Any user name given is counted and banned alike, whether or not it exists (the throttle cannot tell), so the
   caller can count every name a client sends without the answers revealing which names exist. Random addresses
   and user names must therefore not grow memory or cost time, however many an attacker sends.
