@@ -10,7 +10,7 @@ matters because a verified credential still passes while its user name or addres
 A reload drops the entries of users removed or whose hash changed (:meth:`VerifiedCache.retain`).
 
 Every kind is remembered once verified. Only the slow kinds (``SLOW_KINDS``) need it to pass a *name* ban:
-the others (``{SHA}``, about a microsecond a check, see docs/security.md) are cheap enough to be checked even
+the others (``{SHA}``, a couple of microseconds a check, see docs/security.md) are cheap enough to be checked even
 under one, on the event loop, whatever the load.
 
 Unknown user names are checked against decoys of the kinds and costs in the file (:class:`Decoys`).
@@ -34,8 +34,8 @@ from passlib.hash import apr_md5_crypt, sha256_crypt, sha512_crypt
 from app.credentials import User
 
 # Kinds whose check costs too much to run on the event loop or to run under a name ban: measured with
-# bench/hash_costs.py (docs/security.md), {SHA} costs about a microsecond, apr1 and sha-crypt at their
-# defaults from hundreds of microseconds up, bcrypt tens of milliseconds.
+# bench/hash_costs.py (docs/security.md), {SHA} costs a couple of microseconds, apr1 and sha-crypt at their
+# defaults milliseconds, bcrypt milliseconds to over a hundred.
 SLOW_KINDS = frozenset({"bcrypt", "apr1", "sha256-crypt", "sha512-crypt"})
 MAX_PASSWORD_BYTES = 1024
 
