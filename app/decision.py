@@ -1,8 +1,9 @@
 """The decision: plain functions on plain data, no HTTP. Given what the proxy told us about the original
 request and the current snapshot, answer allow (200), challenge (401) or forbid (403).
 
-Only bcrypt-like password checks are slow; ``decide(..., slow_ok=False)`` returns ``None`` instead of
-doing one, so the HTTP layer can run exactly that case in a worker thread and keep the event loop free.
+Only bcrypt-like password checks are slow (app.passwords.SLOW_KINDS); ``decide(..., slow_ok=False)`` returns
+``None`` instead of doing one, so the HTTP layer can run exactly that case in a worker thread and keep the
+event loop free.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ MAX_REMEMBERED_ALLOWS = 10_000
 # '/', '\' or '%' (double encoding), a raw backslash, a raw '#' (not a fragment on the wire: nginx forwards
 # it), ';' path parameters, whitespace or control characters.
 _AMBIGUOUS_PATH_RE = re.compile(r"%(?:2[eEfF]|5[cC]|25)|[\\#;\s\x00-\x1f\x7f]")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters, as bytes: in UTF-8 they never occur inside a multi-byte character, so deleting them from
+# the decoded bytes and comparing lengths finds them (in about 1/40 of a regex search's time on 6 KB).
+_CONTROL_BYTES = bytes(range(0x20)) + b"\x7f"
 TOKEN68_BYTES_RE = re.compile(TOKEN68_RE.pattern.encode())
 # What an identified allow tells the application (user, then scheme). A proxy that copies them upstream only
 # when the answer has them (Envoy) must be asked to drop a client's own copies on an anonymous allow.
@@ -185,11 +188,12 @@ def parse_authorization(values: tuple[bytes, ...]) -> BearerCredential | BasicCr
         return "malformed"  # "Bearer" with no space-separated token
     if scheme == "basic":
         try:
-            decoded = base64.b64decode(param, validate=True).decode("utf-8")
+            raw = base64.b64decode(param, validate=True)
+            decoded = raw.decode("utf-8")
         except (binascii.Error, ValueError):
             return "malformed"
         user, sep, password = decoded.partition(":")
-        if not sep or not user or _CONTROL_RE.search(decoded):
+        if not sep or not user or len(raw.translate(None, _CONTROL_BYTES)) != len(raw):
             return "malformed"
         return BasicCredential(user, password)
     return "unsupported_scheme" if scheme else "malformed"
@@ -301,16 +305,24 @@ def decide(
             # Every name is counted and banned alike, existing or not, so neither the 11th answer nor its
             # timing tells which names exist; an unknown name costs one check of a decoy hash of a kind and
             # cost that real users in the file have (app.passwords.Decoys).
-            if throttle.banned(facts.client, credential.user):
-                return Decision(403, "throttled", scheme=scheme)
             checked = user if user is not None else snapshot.decoys.for_name(credential.user)
+            # A ban on the *name* must not lock its owner out: a hash cheap enough to check under any load
+            # ({SHA}: app.passwords.SLOW_KINDS) is checked anyway, so only a password that verifies passes.
+            # A slow one is refused unchecked (its owner passes through the verified cache). An address ban
+            # refuses every unverified attempt: it is what bounds guessing at one name from one address.
+            if throttle.banned(facts.client, None):
+                return Decision(403, "throttled", scheme=scheme)
+            name_banned = throttle.banned(None, credential.user)
+            if name_banned and is_slow(checked):
+                return Decision(403, "throttled", scheme=scheme)
             if is_slow(checked) and not slow_ok:
                 return None
             if not verify_hash(checked, credential.password) or user is None:
                 throttle.record_failure(facts.client, credential.user)
+                if name_banned:  # the answer a ban gives, whether or not the name exists
+                    return Decision(403, "throttled", scheme=scheme)
                 return Decision(401, "unknown_user" if user is None else "bad_password", scheme=scheme)
-            if is_slow(user):
-                snapshot.verified.add(user, credential.password)
+            snapshot.verified.add(user, credential.password)
         assert user is not None
         principal = user.name
 

@@ -6,7 +6,12 @@ stored hash matched* as an HMAC under a random key that lives only in this proce
 "seen and good" for the same triple, but its keys cannot be reversed or replayed anywhere else. It is bounded
 (least recently used first out) and kept across reloads: the stored hash is part of each key, so a changed
 password never hits an old entry, while an unrelated change to the Secret does not log everyone out - which
-matters because a verified credential still passes while its user name is banned (app.throttle).
+matters because a verified credential still passes while its user name or address is banned (app.throttle).
+A reload drops the entries of users removed or whose hash changed (:meth:`VerifiedCache.retain`).
+
+Every kind is remembered once verified. Only the slow kinds (``SLOW_KINDS``) need it to pass a *name* ban:
+the others (``{SHA}``, a couple of microseconds a check, see docs/security.md) are cheap enough to be checked even
+under one, on the event loop, whatever the load.
 
 Unknown user names are checked against decoys of the kinds and costs in the file (:class:`Decoys`).
 """
@@ -28,6 +33,9 @@ from passlib.hash import apr_md5_crypt, sha256_crypt, sha512_crypt
 
 from app.credentials import User
 
+# Kinds whose check costs too much to run on the event loop or to run under a name ban: measured with
+# bench/hash_costs.py (docs/security.md), {SHA} costs a couple of microseconds, apr1 and sha-crypt at their
+# defaults milliseconds, bcrypt milliseconds to over a hundred.
 SLOW_KINDS = frozenset({"bcrypt", "apr1", "sha256-crypt", "sha512-crypt"})
 MAX_PASSWORD_BYTES = 1024
 
@@ -62,17 +70,36 @@ def verify_hash(user: User, password: str) -> bool:
 
 
 class VerifiedCache:
-    """Remembers successful (user, password, hash) checks as keyed HMACs. Thread-safe, bounded LRU."""
+    """Remembers successful (user, password, hash) checks as keyed HMACs. Thread-safe, bounded LRU.
+
+    Each entry is the MAC of the triple, with the MAC of (user, hash) as its value, so a reload can drop the
+    entries of users who are gone or whose hash changed without knowing any password."""
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
         self._key = secrets.token_bytes(32)
-        self._entries: OrderedDict[bytes, None] = OrderedDict()
+        self._entries: OrderedDict[bytes, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
     def _mac(self, user: User, password: str) -> bytes:
         message = b"\0".join((user.name.encode(), password.encode("utf-8", "surrogatepass"), user.hash.encode()))
         return hmac.new(self._key, message, hashlib.sha256).digest()
+
+    def _user_tag(self, user: User) -> bytes:
+        message = b"\1".join((user.name.encode(), user.hash.encode()))
+        return hmac.new(self._key, message, hashlib.sha256).digest()[:16]
+
+    def retain(self, users: Mapping[str, User]) -> int:
+        """Keeps only the entries of these users with these hashes (a reload: a user removed, or whose
+        password changed, is forgotten; everyone else stays verified). Returns how many were dropped."""
+        if not self._entries:
+            return 0
+        tags = {self._user_tag(user) for user in users.values()}
+        with self._lock:
+            stale = [mac for mac, tag in self._entries.items() if tag not in tags]
+            for mac in stale:
+                del self._entries[mac]
+        return len(stale)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -91,14 +118,16 @@ class VerifiedCache:
         if self.max_entries <= 0:
             return
         mac = self._mac(user, password)
+        tag = self._user_tag(user)
         with self._lock:
-            self._entries[mac] = None
+            self._entries[mac] = tag
             self._entries.move_to_end(mac)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
 
 
 def is_slow(user: User) -> bool:
+    """Whether checking this hash is too slow for the event loop and for a check under a name ban."""
     return user.kind in SLOW_KINDS
 
 

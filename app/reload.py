@@ -50,8 +50,13 @@ class Reloader:
             credentials = load_secret_files(files, source)
         except ConfigError as exc:
             return self._failed(source, exc)
-        # Verified passwords stay verified across reloads (their keys include the stored hash).
-        verified = current.verified if current is not None else VerifiedCache(self.policy.verify_cache_max_entries)
+        # Verified passwords stay verified across reloads, except those of users removed or whose hash changed
+        # (their keys include the stored hash, so those could never match again anyway).
+        if current is not None:
+            verified = current.verified
+            verified.retain(credentials.users)
+        else:
+            verified = VerifiedCache(self.policy.verify_cache_max_entries)
         decoys = Decoys(credentials.users, self.decoys)
         self.store.current = Snapshot(credentials, self.policy, verified, decoys)
         now = dt.datetime.now(dt.UTC)

@@ -23,9 +23,17 @@ counting as before (per replica: the limit then holds per pod, not for the fleet
 says 0, errors are counted and logged at most once a minute, and the task reconnects with jittered exponential
 backoff. Never fail open: a ban or a count is only ever added from Redis, never waited for or lifted.
 
+What Redis holds. Nothing a client sent: every counter name, ban member and published ban carries the
+keyed digest the local table counts under (app.throttle, 16 bytes, hex), never the address or user name, so an
+entry costs the same whatever a client sends, and a flood of 6,000-character names grows no replica. The
+replicas must derive the same digest for the same name, so the key is derived (:func:`shared_digest_key`)
+from what they all share: ``key_prefix`` and, when set, the Redis password. With a password, a reader of
+Redis's data (a dump, a backup, a replica of it) who lacks the password cannot test a guessed name or address
+against it; without one, anyone who can read it can (as anyone who can read it can also write bans).
+
 Bounds. In Redis every counter expires within ``window_seconds`` of its first failure; the set of bans expires
-when its longest ban does, and each write drops the bans that have ended. Counter keys are a fixed-length
-digest of the address or user name under ``key_prefix``; a replica creates at most ``max_tracked`` new counter
+when its longest ban does, and each write drops the bans that have ended. Counter keys are that digest under
+``key_prefix``; a replica creates at most ``max_tracked`` new counter
 keys per window (a token bucket; a key it created within the window costs nothing more; failures past the
 budget are counted locally only), so however many names a guesser invents, Redis holds at most about
 ``max_tracked`` counters per replica, like the local table. The outbox holds at most ``MAX_PENDING_KEYS``
@@ -56,7 +64,7 @@ from app.errors import ConfigError
 from app.logs import EveryInterval
 from app.metrics import Metrics
 from app.policy import RedisSettings, ThrottleSettings
-from app.throttle import Key, Throttle
+from app.throttle import DIGEST_BYTES, KINDS, Key, Throttle
 
 if TYPE_CHECKING:  # redis is imported only when the policy names one (about 45 ms and 6 MB otherwise)
     from redis.asyncio import Redis
@@ -76,9 +84,9 @@ BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0  # reconnect delays, doubled per failed atte
 LOG_INTERVAL = 60.0
 
 # One call per batch of keys (a call per key would cost more Python per failure than the decision itself).
-# KEYS[1] the bans: a sorted set of "kind value" scored by expiry (ms, Redis's clock); KEYS[2..] the keys'
+# KEYS[1] the bans: a sorted set of "kind digest" (hex) scored by expiry (ms, Redis's clock); KEYS[2..] the keys'
 # failure counters. ARGV[1..4]: window ms, ban ms, the bans channel, the pushing replica's origin; then one
-# value per counter, "FAILURES LIMIT OWN_BAN_MS KIND VALUE" (OWN_BAN_MS: a ban the pushing replica imposed
+# value per counter, "FAILURES LIMIT OWN_BAN_MS KIND DIGEST" (OWN_BAN_MS: a ban the pushing replica imposed
 # itself, 0 if none). Returns {index, ms left, ...} for the counters whose key is banned (1-based, in KEYS[2..]
 # order); usually empty. Atomic: replicas never lose an increment or a ban.
 _SCRIPT = """
@@ -140,6 +148,12 @@ def redis_password(settings: RedisSettings, environ: Mapping[str, str]) -> str |
             raise ConfigError(f"throttle.redis.password_file: {settings.password_file} is empty")
         return value
     return None
+
+
+def shared_digest_key(redis: RedisSettings, password: str | None) -> bytes:
+    """The key of the digests every replica sharing this Redis counts under (the same on each of them)."""
+    material = b"\0".join((b"authgate shared throttle", redis.key_prefix.encode(), (password or "").encode()))
+    return hashlib.blake2b(material, digest_size=32).digest()
 
 
 def make_throttle(settings: ThrottleSettings, metrics: Metrics, environ: Mapping[str, str] | None = None) -> Throttle:
@@ -241,7 +255,7 @@ class SharedThrottle(Throttle):
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(settings, clock)
+        super().__init__(settings, clock, digest_key=shared_digest_key(redis, password))
         self.redis = redis
         self._password = password
         self._metrics = metrics
@@ -433,10 +447,10 @@ class SharedThrottle(Throttle):
             chunk = rows[start : start + PUSH_CHUNK]
             counters: list[str] = []
             args: list[str] = []
-            for (kind, value), failures, own_ban in chunk:
-                digest = hashlib.sha256(value.encode("utf-8", "backslashreplace")).hexdigest()[:32]
-                counters.append(f"{self.redis.key_prefix}f:{kind[0]}:{digest}")
-                args.append(f"{failures} {self.limit(kind)} {own_ban} {kind} {value}")
+            for (kind, digest), failures, own_ban in chunk:
+                hex_digest = digest.hex()
+                counters.append(f"{self.redis.key_prefix}f:{kind[0]}:{hex_digest}")
+                args.append(f"{failures} {self.limit(kind)} {own_ban} {kind} {hex_digest}")
             try:
                 async with asyncio.timeout(self.redis.timeout_seconds):
                     banned = await client.evalsha(sha, 1 + len(counters), self.bans_key, *counters, *head, *args)
@@ -455,15 +469,19 @@ class SharedThrottle(Throttle):
                 self._on_ban_message(message["data"])
 
     def _on_ban_message(self, data: Any) -> None:
-        """``"<ms> <origin> <kind> <value>"``, published by the script; malformed ones are ignored."""
+        """``"<ms> <origin> <kind> <digest>"`` (the digest in hex), published by the script; malformed ones
+        are ignored (anyone who can write to Redis could send them)."""
         try:
-            ms, origin, kind, value = bytes(data).decode("utf-8").split(" ", 3)
+            ms, origin, kind, hex_digest = bytes(data).decode("ascii").split(" ", 3)
             seconds = float(ms) / 1000
+            digest = bytes.fromhex(hex_digest)
         except (TypeError, ValueError):
             return
-        if origin == self.origin or kind not in ("address", "user") or not math.isfinite(seconds):
+        if origin == self.origin or kind not in KINDS or len(hex_digest) != 2 * DIGEST_BYTES:
             return
-        self._learn((kind, value), seconds)  # type: ignore[arg-type]  # kind was checked just above
+        if len(digest) != DIGEST_BYTES or not math.isfinite(seconds):
+            return
+        self._learn((kind, digest), seconds)
 
     def _learn(self, key: Key, seconds: float) -> None:
         if self.impose_ban(key, min(seconds, self.settings.ban_seconds)):

@@ -11,11 +11,18 @@ The trade-off (documented in the README):
 * A ban never locks out a credential that is already known good: a valid Bearer token (unguessable, and
   cheap to check) and a Basic credential this process has verified before (it is in the verified cache) still
   pass. So one guesser behind a shared NAT or load-balancer address cannot lock out the other clients behind
-  it that already work, and guessing at a user name does not log that user out. What a ban can still delay is
-  a *first* Basic login from a banned address or for a banned user name (for example right after a pod restart).
+  it that already work, and guessing at a user name does not log that user out. Under a ban on a *name* only,
+  app.decision also checks a hash cheap enough for any load (``{SHA}``): its right password passes, a wrong
+  one gets the ban's 403 and counts (against the address too, whose limit then bounds the guessing). What a
+  ban can still delay is a *first* Basic login from a banned address, or for a banned name whose hash is slow
+  (for example right after a pod restart).
 * Any user name given is counted and banned alike, whether or not it exists (the throttle cannot tell), so the
   caller can count every name a client sends without the answers revealing which names exist. Random addresses
   and user names must therefore not grow memory or cost time, however many an attacker sends.
+* Nothing the client sent is kept: every address and user name is held as a keyed BLAKE2b digest of
+  ``DIGEST_BYTES`` (:meth:`Throttle.key`), so an entry costs the same few hundred bytes whether the name had 5
+  characters or 6,000, and the table's size in bytes is bounded by ``max_tracked`` (docs/security.md gives the
+  figure). The key is random per process, or shared by the replicas that share a Redis (app.shared_throttle).
 
 How the table stays bounded, at O(1) per call whatever its size (a full table must not slow the event loop,
 and a valid credential's ``banned()`` check must cost the same with 10 or 100,000 entries):
@@ -41,6 +48,8 @@ and a valid credential's ``banned()`` check must cost the same with 10 or 100,00
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -51,7 +60,9 @@ from typing import Literal
 from app.policy import ThrottleSettings
 
 Kind = Literal["address", "user"]
-Key = tuple[Kind, str]
+Key = tuple[Kind, bytes]  # the kind, and the keyed digest of the address or user name (never the value itself)
+KINDS: tuple[Kind, ...] = ("address", "user")
+DIGEST_BYTES = 16
 
 # Expired bans swept from the front per recorded failure: spreads the cleanup after a wave of bans expires
 # over later calls, instead of leaving it all to one metrics scrape, without making any call cost more than O(1).
@@ -68,22 +79,37 @@ class _Counter:
 class Throttle:
     """Failure counters with bans. Thread-safe (slow password checks record from worker threads)."""
 
-    def __init__(self, settings: ThrottleSettings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, settings: ThrottleSettings, clock: Callable[[], float] = time.monotonic, digest_key: bytes | None = None
+    ) -> None:
         self.settings = settings
         self._clock = clock
+        # One keyed hash state per kind (copied per key, cheaper than keying anew). The kind is hashed in too,
+        # so an address and a user name of the same text get unrelated digests.
+        key = digest_key if digest_key is not None else secrets.token_bytes(32)
+        self._hashers = {
+            kind: hashlib.blake2b(kind.encode() + b"\0", key=key, digest_size=DIGEST_BYTES) for kind in KINDS
+        }
         self._lock = threading.Lock()
         self._counters: OrderedDict[Key, _Counter] = OrderedDict()  # not banned; least recently failed first
         self._bans: OrderedDict[Key, _Counter] = OrderedDict()  # banned (or expired, not yet swept); expiry order
         self._ban_counts: dict[str, int] = {"address": 0, "user": 0}  # kept with _bans, so scrapes cost O(1)
         self._max_bans = max(1, settings.max_tracked // 2)
 
+    def key(self, kind: Kind, value: str) -> Key:
+        """The fixed-size key an address or user name is counted under: a keyed digest, never the value."""
+        hasher = self._hashers[kind].copy()
+        hasher.update(value.encode("utf-8", "surrogatepass"))
+        return kind, hasher.digest()
+
     def banned(self, address: str | None, user: str | None) -> bool:
         """Whether unverified attempts from this address or for this user are refused right now."""
         if not self.settings.enabled or not self._bans:  # no ban at all: skip the lock on the common path
             return False
         now = self._clock()
+        keys = self._keys(address, user)
         with self._lock:
-            for key in self._keys(address, user):
+            for key in keys:
                 ban = self._bans.get(key)
                 if ban is not None and ban.banned_until > now:
                     return True
@@ -96,9 +122,10 @@ class Throttle:
         if not self.settings.enabled:
             return counted
         now = self._clock()
+        keys = self._keys(address, user)  # hashed before taking the lock
         with self._lock:
             self._sweep_expired(now, _SWEEP_PER_FAILURE)
-            for key in self._keys(address, user):
+            for key in keys:
                 limit = self.limit(key[0])
                 if limit > 0:
                     counted.append((key, self._count(key, limit, now)))
@@ -147,13 +174,12 @@ class Throttle:
         with self._lock:
             return len(self._counters) + len(self._bans)
 
-    @staticmethod
-    def _keys(address: str | None, user: str | None) -> list[Key]:
+    def _keys(self, address: str | None, user: str | None) -> list[Key]:
         keys: list[Key] = []
         if address:
-            keys.append(("address", address))
+            keys.append(self.key("address", address))
         if user is not None:
-            keys.append(("user", user))
+            keys.append(self.key("user", user))
         return keys
 
     def _count(self, key: Key, limit: int, now: float) -> bool:

@@ -13,6 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.policy import RedisSettings, ThrottleSettings
+from app.shared_throttle import shared_digest_key
+from app.throttle import Kind, Throttle
 from tests.integration.conftest import TOKEN_A, token_line
 from tests.support.kubelet import KubeletSecretDir
 from tests.support.procs import AuthgateProcess, wait_for
@@ -23,10 +26,18 @@ pytestmark = pytest.mark.redis
 
 USER_LIMIT, ADDRESS_LIMIT, WINDOW, BAN = 4, 6, 60, 120
 PREFIX = "it:authgate:"
+VALUES: tuple[tuple[Kind, str], ...] = (("user", "mallory"), ("address", "10.2.0.1"))
 # A ban reached with failures split across the replicas holds on all of them within this long after the
 # failure that reached it was answered (one pipelined script and one pub/sub delivery; milliseconds when
 # the machine is quiet, see docs/configuration.md).
 PROPAGATION_DEADLINE = 3.0
+
+
+def member(kind: Kind, value: str) -> str:
+    """A ban as Redis holds it: the kind and the digest every replica counts under (keyed by the prefix, and
+    the password if any), never the name or address a client sent."""
+    key = shared_digest_key(RedisSettings(host="-", key_prefix=PREFIX), None)
+    return f"{kind} {Throttle(ThrottleSettings(), digest_key=key).key(kind, value)[1].hex()}"
 
 
 def policy(path: Path, redis_url: str, **redis: str | float) -> Path:
@@ -167,13 +178,13 @@ def test_failures_split_across_two_replicas_ban_the_client_on_both(
     # window or ban; no user name or address in a key's name.
     with redis_server.client() as client:
         keys = {key.decode(): client.pttl(key) for key in client.scan_iter(match=PREFIX + "*")}
-        bans = {member.decode() for member in client.zrange(PREFIX + "bans", 0, -1)}
+        bans = {row.decode() for row in client.zrange(PREFIX + "bans", 0, -1)}
     counters = {k: ttl for k, ttl in keys.items() if k != PREFIX + "bans"}
     assert counters and all(k.startswith(PREFIX + "f:") and len(k) == len(PREFIX) + 36 for k in counters), keys
     assert all(0 < ttl <= WINDOW * 1000 for ttl in counters.values()), keys
     assert WINDOW * 1000 < keys[PREFIX + "bans"] <= BAN * 1000
-    assert bans == {"user mallory", "address 10.2.0.1"}
-    assert not any("mallory" in k or "10.2.0.1" in k for k in keys)
+    assert bans == {member(kind, value) for kind, value in VALUES}
+    assert not any("mallory" in k or "10.2.0.1" in k for k in [*keys, *bans])
 
 
 def test_redis_stopped_and_restarted_under_two_replicas(pair, redis_server: RedisServer):
@@ -338,8 +349,8 @@ def test_a_starting_replica_reads_every_live_ban_in_pages(
     with redis_server.client() as client:
         seconds, micros = client.time()
         now_ms = seconds * 1000 + micros // 1000
-        live = {f"address 10.8.{i // 256}.{i % 256}": now_ms + 60_000 + i for i in range(2500)}  # > 2 pages
-        ended = {"address 10.9.0.1": now_ms - 1000}
+        live = {member("address", f"10.8.{i // 256}.{i % 256}"): now_ms + 60_000 + i for i in range(2500)}
+        ended = {member("address", "10.9.0.1"): now_ms - 1000}
         client.zadd(PREFIX + "bans", {**live, **ended})
         client.pexpire(PREFIX + "bans", 120_000)
     proc = start("late", policy(tmp_path / "policy.yaml", redis_server.url))

@@ -107,6 +107,8 @@ def test_valid_bearer_is_allowed_with_identity():
         ((b"Basic " + base64.b64encode(b"nocolon"),), "malformed"),
         ((b"Basic " + base64.b64encode(b"\xff\xfe:x"),), "malformed"),
         ((b"Basic " + base64.b64encode(b"a\x00b:x"),), "malformed"),
+        ((b"Basic " + base64.b64encode("\u00e9l\u00e8ve:pa\x7fss".encode()),), "malformed"),
+        ((b"Basic " + base64.b64encode(b"alice:\x1f"),), "malformed"),
         ((b"Bearer \xc3\xa9t\xc3\xa9",), "malformed"),
         ((b"Bearer " + b"a" * 9000,), "malformed"),
         ((b"Digest username=x",), "unsupported_scheme"),
@@ -457,3 +459,70 @@ def test_a_path_no_route_claims_is_refused_without_a_challenge():
     assert (d.status, d.reason) == (403, "unclaimed_path")
     assert [k for k, _ in response_headers(d, unclaimed, BY_PATH, NOW)] == [b"cache-control"]
     assert BY_PATH not in unclaimed.routes and not ROUTE_NAME_RE.fullmatch(BY_PATH)  # never a route's name
+
+
+def sha_user(name: str, password: str) -> str:
+    return f"{name}:{{SHA}}" + base64.b64encode(__import__("hashlib").sha1(password.encode()).digest()).decode()
+
+
+def test_a_name_ban_never_locks_out_a_cheap_hash_that_verifies_even_on_a_first_login():
+    """Lockout on demand of a {SHA} user: ten wrong passwords ban the name, yet the right password passes at
+    once — never verified before (no cache, no memo) — while every wrong one still gets the ban's 403, for
+    existing and unknown names alike."""
+    from app.passwords import Decoys
+
+    creds = load_secret_files({"htpasswd": (sha_user("admin", "right") + "\n").encode()}, "t")
+    snap = Snapshot(creds, POLICY, VerifiedCache(10), Decoys(creds.users))
+    throttle = Throttle(ThrottleSettings(max_failures_per_address=0, max_failures_per_user=3))
+    for name in ("admin", "nobody"):
+        statuses = [
+            run("api", facts(basic(name, f"guess-{i}"), client=f"10.9.0.{i}"), snap, throttle).status for i in range(5)
+        ]
+        assert statuses == [401, 401, 401, 403, 403]  # banned by the 3rd failure: the same for both names
+        assert throttle.banned(None, name)
+    allowed = decide("ui", facts(basic("admin", "right"), client="10.9.1.1"), snap, throttle, NOW, slow_ok=False)
+    assert allowed is not None and (allowed.status, allowed.principal) == (200, "admin")
+    wrong = decide("ui", facts(basic("admin", "wrong"), client="10.9.1.1"), snap, throttle, NOW, slow_ok=False)
+    assert wrong is not None and (wrong.status, wrong.reason) == (403, "throttled")
+
+
+def test_an_address_ban_still_refuses_unverified_passwords_and_a_name_ban_slow_ones():
+    """What still holds: from a banned address only verified passwords pass (a cheap one, once verified,
+    like a slow one); under a name ban a slow hash is not checked, so its owner passes only verified."""
+    from app.passwords import Decoys
+
+    htpasswd = f"alice:{BCRYPT}\n{sha_user('admin', 'right')}\n".encode()
+    creds = load_secret_files({"htpasswd": htpasswd}, "t")
+    snap = Snapshot(creds, POLICY, VerifiedCache(10), Decoys(creds.users))
+    throttle = Throttle(ThrottleSettings(max_failures_per_address=2, max_failures_per_user=2))
+    assert run("api", facts(basic("admin", "right"), client="6.6.6.6"), snap, throttle).status == 200  # verified
+    for i in range(2):
+        run("api", facts(basic(f"x{i}", "guess"), client="6.6.6.6"), snap, throttle)
+    assert throttle.banned("6.6.6.6", None)
+    assert run("api", facts(basic("admin", "right"), client="6.6.6.6"), snap, throttle).status == 200
+    assert run("api", facts(basic("alice", "right"), client="6.6.6.6"), snap, throttle).status == 403  # unverified
+    for i in range(2):
+        run("api", facts(basic("alice", "guess"), client=f"7.7.7.{i}"), snap, throttle)
+    assert throttle.banned(None, "alice")
+    unverified = decide("api", facts(basic("alice", "right"), client="8.8.8.8"), snap, throttle, NOW, slow_ok=False)
+    assert unverified is not None and unverified.reason == "throttled"  # refused without a slow check
+
+
+def test_the_verified_cache_survives_reloads_but_forgets_changed_and_removed_users():
+    from app.settings import Settings
+    from app.state import build_state
+
+    state = build_state(Settings(), policy=POLICY)
+    alice, bob = f"alice:{BCRYPT}\n", sha_user("bob", "bob-pw") + "\n"
+    assert state.reloader.apply({"htpasswd": (alice + bob).encode()}, "t")
+    for name, password in (("alice", "right"), ("bob", "bob-pw")):
+        assert run("api", facts(basic(name, password)), state.store.current, state.throttle).status == 200
+    verified = state.store.current.verified
+    assert len(verified) == 2  # every kind is remembered once verified
+    tokens = f"ci sha256:{token_digest(CI).hex()}\n".encode()
+    assert state.reloader.apply({"htpasswd": (alice + bob).encode(), "tokens": tokens}, "t")  # unrelated change
+    assert state.store.current.verified is verified and len(verified) == 2
+    assert state.reloader.apply({"htpasswd": (alice + sha_user("bob", "new-pw") + "\n").encode()}, "t")
+    assert len(verified) == 1  # bob's hash changed: his entry is gone
+    assert state.reloader.apply({"htpasswd": bob.encode()}, "t")
+    assert len(verified) == 0  # alice removed

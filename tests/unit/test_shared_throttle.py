@@ -80,9 +80,11 @@ def test_failures_are_counted_locally_and_queued_without_redis():
         throttle.record_failure("10.0.0.1", "alice")
     assert throttle.banned(None, "alice")  # the local table decides, at once
     pending = throttle.outbox.take()
-    assert pending[("user", "alice")].failures == 3
-    assert pending[("user", "alice")].banned_until == clock.now + 300  # banned here: pushed as a ban
-    assert pending[("address", "10.0.0.1")].banned_until == 0.0
+    alice, address = throttle.key("user", "alice"), throttle.key("address", "10.0.0.1")
+    assert set(pending) == {alice, address}  # fixed-size digests, never the name or address
+    assert pending[alice].failures == 3
+    assert pending[alice].banned_until == clock.now + 300  # banned here: pushed as a ban
+    assert pending[address].banned_until == 0.0
     assert sample(metrics, "authgate_throttle_shared") == 0
 
 
@@ -104,11 +106,17 @@ def test_published_bans_are_imposed_unless_they_are_our_own_or_malformed():
     throttle._on_ban_message(b"nan other user x")  # anyone who can write to Redis could send these
     throttle._on_ban_message(b"inf other user x")
     assert throttle.banned_counts() == {"address": 0, "user": 0}
-    throttle._on_ban_message(b"120000 other user mallory with spaces")
-    throttle._on_ban_message(b"9e9 other address 10.0.0.9")  # never longer than this replica's own ban
+    mallory = throttle.key("user", "mallory with spaces")[1].hex()
+    address = throttle.key("address", "10.0.0.9")[1].hex()
+    throttle._on_ban_message(b"120000 other user mallory with spaces")  # a raw name: no digest, ignored
+    throttle._on_ban_message(f"120000 other user {mallory[:-2]}".encode())  # a digest cut short
+    throttle._on_ban_message(f"120000 other user {mallory} x".encode())
+    assert throttle.banned_counts() == {"address": 0, "user": 0}
+    throttle._on_ban_message(f"120000 other user {mallory}".encode())
+    throttle._on_ban_message(f"9e9 other address {address}".encode())  # never longer than this replica's own ban
     assert throttle.banned(None, "mallory with spaces") and throttle.banned("10.0.0.9", None)
     assert sample(metrics, "authgate_throttle_bans_learnt_total") == 2
-    throttle._on_ban_message(b"1000 other user mallory with spaces")  # shorter than the ban it has: no change
+    throttle._on_ban_message(f"1000 other user {mallory}".encode())  # shorter than the ban it has: no change
     assert sample(metrics, "authgate_throttle_bans_learnt_total") == 2
 
 
@@ -152,3 +160,19 @@ def test_redis_is_imported_only_when_the_policy_names_one():
     check = "import sys, app.http, app.cli; print('redis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_replicas_sharing_a_redis_count_a_name_under_the_same_digest_and_others_do_not():
+    """Every replica must derive the same digest for the same name (a ban reached on one holds on the
+    others); the key comes from the prefix and the password, so another password or prefix gives others."""
+    metrics = Metrics()
+    settings = ThrottleSettings(redis=REDIS)
+
+    def digest(redis: RedisSettings, password: str | None) -> bytes:
+        return SharedThrottle(settings, redis, password, metrics).key("user", "alice")[1]
+
+    assert digest(REDIS, "pw") == digest(REDIS, "pw")
+    assert len({digest(REDIS, "pw"), digest(REDIS, "other"), digest(REDIS, None)}) == 3
+    assert digest(RedisSettings(host="h", key_prefix="other:"), "pw") != digest(REDIS, "pw")
+    local = Throttle(settings)  # without Redis: a random key per process
+    assert local.key("user", "alice") != Throttle(settings).key("user", "alice")

@@ -147,10 +147,10 @@ def test_a_live_ban_is_cut_short_only_after_half_of_max_tracked_later_bans():
 
 def test_record_failure_says_which_keys_it_counted_and_banned():
     throttle, _ = make(max_failures_per_address=2, max_failures_per_user=0)
-    assert throttle.record_failure("a", "alice") == [(("address", "a"), False)]  # user limit 0: not counted
-    assert throttle.record_failure("a", "alice") == [(("address", "a"), True)]
-    assert throttle.record_failure("a", None) == [(("address", "a"), False)]
-    assert throttle.record_failure("a", None) == [(("address", "a"), True)]  # the ban is extended
+    assert throttle.record_failure("a", "alice") == [(throttle.key("address", "a"), False)]  # user limit 0: not counted
+    assert throttle.record_failure("a", "alice") == [(throttle.key("address", "a"), True)]
+    assert throttle.record_failure("a", None) == [(throttle.key("address", "a"), False)]
+    assert throttle.record_failure("a", None) == [(throttle.key("address", "a"), True)]  # the ban is extended
     disabled, _ = make(enabled=False)
     assert disabled.record_failure("a", "alice") == []
 
@@ -158,28 +158,29 @@ def test_record_failure_says_which_keys_it_counted_and_banned():
 def test_an_imposed_ban_keeps_the_time_it_was_given_and_never_shortens_one():
     throttle, clock = make()
     throttle.record_failure("a", None)  # a plain counter becomes a ban
-    assert throttle.impose_ban(("address", "a"), 10)
+    assert throttle.impose_ban(throttle.key("address", "a"), 10)
     assert throttle.banned("a", None) and throttle.tracked() == 1
     assert throttle.banned_counts() == {"address": 1, "user": 0}
-    assert not throttle.impose_ban(("address", "a"), 5)  # shorter than the ban it has: nothing changes
-    assert throttle.impose_ban(("address", "a"), 20)
+    assert not throttle.impose_ban(throttle.key("address", "a"), 5)  # shorter than the ban it has: nothing changes
+    assert throttle.impose_ban(throttle.key("address", "a"), 20)
     clock.now += 19.9
     assert throttle.banned("a", None)
     clock.now += 0.1
     assert not throttle.banned("a", None)
     assert throttle.banned_counts() == {"address": 0, "user": 0}
-    assert not throttle.impose_ban(("user", "x"), 0)
+    assert not throttle.impose_ban(throttle.key("user", "x"), 0)
     disabled, _ = make(enabled=False)
-    assert not disabled.impose_ban(("user", "x"), 10) and not disabled.banned(None, "x")
+    assert not disabled.impose_ban(disabled.key("user", "x"), 10) and not disabled.banned(None, "x")
 
 
 def test_imposed_bans_keep_expiry_order_at_either_end():
     throttle, clock = make(ban_seconds=300)
     for _ in range(5):
         throttle.record_failure("local", None)  # expires at +300
-    throttle.impose_ban(("user", "soon"), 10)  # expires first: goes to the front
-    throttle.impose_ban(("user", "late"), 300.5)  # expires last: goes to the end
-    assert [key for key in throttle._bans] == [("user", "soon"), ("address", "local"), ("user", "late")]
+    throttle.impose_ban(throttle.key("user", "soon"), 10)  # expires first: goes to the front
+    throttle.impose_ban(throttle.key("user", "late"), 300.5)  # expires last: goes to the end
+    order = [throttle.key("user", "soon"), throttle.key("address", "local"), throttle.key("user", "late")]
+    assert list(throttle._bans) == order
     clock.now += 10
     assert throttle.banned_counts() == {"address": 1, "user": 1}  # "soon" swept from the front at once
     clock.now += 291
@@ -191,7 +192,7 @@ def test_imposed_bans_stay_within_the_table_bounds():
     for i in range(100):
         throttle.record_failure(f"counting-{i}", None)
     for i in range(300):
-        throttle.impose_ban(("user", f"remote-{i}"), 60 + i)
+        throttle.impose_ban(throttle.key("user", f"remote-{i}"), 60 + i)
         assert throttle.tracked() <= 100
     assert throttle.banned_counts() == {"address": 0, "user": 50}  # bans take at most half
     assert throttle.banned(None, "remote-299") and not throttle.banned(None, "remote-0")
@@ -272,3 +273,25 @@ def test_banned_for_an_untracked_key_costs_the_same_whatever_the_table_size(tabl
 def test_banned_counts_costs_the_same_whatever_the_table_size(tables):
     ratio = compare(*tables, lambda t, i: t.banned_counts(), 300)
     assert ratio < RATIO
+
+
+def test_the_table_holds_fixed_size_digests_never_what_the_client_sent():
+    """Bounded in bytes, not only in entries: a full table of 6,000-character user names (and of long
+    addresses) costs what a table of short ones costs, and holds none of them."""
+    import tracemalloc
+
+    throttle, _ = make(max_tracked=1000, max_failures_per_user=1, max_failures_per_address=10**6)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(2000):  # each name made afresh, as a request's would be: kept only if the table keeps it
+            name = f"{i:06d}" + "n" * 5994
+            throttle.record_failure(f"2001:db8::{i:x}" + "a" * 40, name)  # names banned, addresses counting
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert 900 < throttle.tracked() <= 1000  # full
+    assert grown <= 1000 * 400, f"{grown / 1000:.0f} bytes per entry"
+    keys = [*throttle._counters, *throttle._bans]
+    assert all(isinstance(value, bytes) and len(value) == 16 for _, value in keys)
+    assert throttle.banned(None, f"{1999:06d}" + "n" * 5994) and not throttle.banned(None, "n" * 6000)
