@@ -103,7 +103,7 @@ def test_filter_wiring_reaches_authgate_on_each_route(rendered: Rendered) -> Non
         assert external["backendRef"] == {"name": RELEASE, "namespace": "prefect", "port": SERVICE_PORT}
         assert external["http"]["path"] == f"/auth/{part}"
         assert {"Authorization", "X-Forwarded-For"} <= set(external["http"]["allowedHeaders"])
-        assert external["http"]["allowedResponseHeaders"] == ["X-Auth-Request-User"]
+        assert external["http"]["allowedResponseHeaders"] == ["X-Auth-Request-User", "X-Auth-Request-Scheme"]
     grant = render.one("ReferenceGrant")
     assert grant["metadata"]["namespace"] == "prefect"
     assert grant["spec"]["from"] == [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "apps"}]
@@ -124,7 +124,7 @@ def test_envoy_gateway_wiring_fails_closed_and_copies_identity(rendered: Rendere
         assert "X-Forwarded-For" in ext["headersToExtAuth"]
         assert ext["http"]["backendRefs"] == [{"name": RELEASE, "namespace": "prefect", "port": SERVICE_PORT}]
         assert ext["http"]["path"] == f"/auth/{part}"
-        assert ext["http"]["headersToBackend"] == ["X-Auth-Request-User"]
+        assert ext["http"]["headersToBackend"] == ["X-Auth-Request-User", "X-Auth-Request-Scheme"]
         assert "filters" not in render.one("HTTPRoute", f"{RELEASE}-{part}")["spec"]["rules"][0]
     assert render.one("ReferenceGrant")["spec"]["from"][0]["kind"] == "SecurityPolicy"
     assert proxy_arg(render) == "ingress-nginx,traefik,path-prefix"
@@ -161,7 +161,7 @@ def test_istio_notes_print_the_mesh_config_a_chart_cannot_set() -> None:
         assert f"- name: {RELEASE}-{part}" in notes
         assert f"pathPrefix: /auth/{part}" in notes
     assert f"service: {RELEASE}.{NAMESPACE}.svc.cluster.local" in notes
-    assert "headersToUpstreamOnAllow: [x-auth-request-user]" in notes
+    assert "headersToUpstreamOnAllow: [x-auth-request-user, x-auth-request-scheme]" in notes
     assert "headersToDownstreamOnDeny: [www-authenticate]" in notes
 
 
