@@ -178,14 +178,20 @@ async def test_more_checks_in_progress_than_max_connections_are_refused_and_only
     watch.cancel()
 
 
-async def test_watch_streams_are_bounded_and_a_cancelled_one_frees_its_place(wires):
+async def test_watch_streams_are_bounded_and_a_cancelled_one_frees_its_place(wires, caplog):
     assert wires.state.reloader.apply(TOKENS, "test")
     watches = [wires.health.Watch(HealthCheckRequest()) for _ in range(MAX_WATCHES)]
     for watch in watches:
         assert (await watch.read()).status == HealthCheckResponse.SERVING
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await wires.health.Watch(HealthCheckRequest()).read()
-    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    for _ in range(2):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await wires.health.Watch(HealthCheckRequest()).read()
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Refusals are logged once a minute per bound, not once each.
+    warnings = [r for r in caplog.records if getattr(r, "event", None) == "grpc_capacity"]
+    assert [(r.levelname, r.getMessage()) for r in warnings] == [
+        ("WARNING", f"gRPC: refused a health Watch (RESOURCE_EXHAUSTED): {MAX_WATCHES} already in progress")
+    ]
     assert (await wires.check(headers={"authorization": f"Bearer {TOKEN}"})).upstream["x-auth-request-user"] == "ci"
 
     watches.pop().cancel()
