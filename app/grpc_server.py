@@ -12,7 +12,8 @@ fill it and have Envoy refuse everyone; it is not used. Instead each kind has it
 ``--max-connections`` Checks in progress (counted from their request message, so nothing but a Check can take
 that room), at most :data:`MAX_WATCHES` Watch streams (both refused beyond with ``RESOURCE_EXHAUSTED``, at
 once), and at most :data:`STREAMS_PER_CONNECTION` streams open on one HTTP/2 connection (the server's
-``SETTINGS_MAX_CONCURRENT_STREAMS``; Envoy opens another connection when it needs more). Watch streams end,
+``SETTINGS_MAX_CONCURRENT_STREAMS``, which Envoy's HTTP/2 pool honours: it uses another connection beyond
+it; streams a client opens beyond it anyway are reset with REFUSED_STREAM). Watch streams end,
 with a last ``NOT_SERVING``, as soon as the server starts to stop, so they never hold up a shutdown.
 """
 
@@ -73,7 +74,7 @@ class _Refusals:
         held_back = self.log.due(what)
         if held_back is not None:
             log.warning(
-                "gRPC: refused %s (RESOURCE_EXHAUSTED): %d already in progress",
+                "gRPC: refused %s (RESOURCE_EXHAUSTED): %d at once is the bound",
                 what,
                 bound,
                 extra={"event": "grpc_capacity", "refused": what, "bound": bound, "similar_not_logged": held_back},

@@ -190,7 +190,7 @@ async def test_watch_streams_are_bounded_and_a_cancelled_one_frees_its_place(wir
     # Refusals are logged once a minute per bound, not once each.
     warnings = [r for r in caplog.records if getattr(r, "event", None) == "grpc_capacity"]
     assert [(r.levelname, r.getMessage()) for r in warnings] == [
-        ("WARNING", f"gRPC: refused a health Watch (RESOURCE_EXHAUSTED): {MAX_WATCHES} already in progress")
+        ("WARNING", f"gRPC: refused a health Watch (RESOURCE_EXHAUSTED): {MAX_WATCHES} at once is the bound")
     ]
     assert (await wires.check(headers={"authorization": f"Bearer {TOKEN}"})).upstream["x-auth-request-user"] == "ci"
 
