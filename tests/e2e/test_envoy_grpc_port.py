@@ -164,11 +164,16 @@ async def first_answers(calls: list[Any], timeout: float) -> list[Any]:
 
 
 def test_a_thousand_health_watch_streams_on_one_connection_leave_checks_their_room(front: EnvoyFront) -> None:
+    """1,024 health Watch streams (which never end) on one HTTP/2 connection, as the review held them: a Check
+    on that connection, on another and through Envoy is answered while they are held."""
     port = front.authgate.grpc_port
     through_grpc = front.gateway("grpc")
 
     async def scenario() -> None:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as attacker:
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as attacker,
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as other,
+        ):
             health = HealthStub(attacker)
             calls = [health.Watch(HealthCheckRequest()) for _ in range(HELD)]
             answers = await first_answers(calls, timeout=120)
@@ -180,7 +185,7 @@ def test_a_thousand_health_watch_streams_on_one_connection_leave_checks_their_ro
             refused = counts[grpc.StatusCode.RESOURCE_EXHAUSTED] + counts[grpc.StatusCode.UNAVAILABLE]
             assert refused == HELD - MAX_WATCHES, counts
             # While they are held: a Check on the same connection, on another, and through Envoy.
-            for channel in (attacker, grpc.aio.insecure_channel(f"127.0.0.1:{port}")):
+            for channel in (attacker, other):
                 answer = Answer.of(await AuthorizationStub(channel).Check(check_request(), timeout=10))
                 assert answer.upstream == {"x-auth-request-user": "worker", "x-auth-request-scheme": "bearer"}
             status, identity = await asyncio.to_thread(user_through, through_grpc, bearer(WORKER))
