@@ -5,6 +5,16 @@ It is a ``grpc.aio`` server on uvicorn's own event loop (uvloop), started and st
 one process, one loop, so HTTP and gRPC share the snapshot, policy, throttle, metrics, allow memo and the
 bound on waiting slow checks through one :class:`app.decider.Decider` without a lock or a second thread of
 decisions (grpc.aio runs on uvloop: tests/integration/test_grpc.py drives the real ``authgate serve``).
+
+Capacity: no RPC can take a Check's. grpcio's ``maximum_concurrent_rpcs`` counts every RPC from the moment its
+headers arrive, so health ``Watch`` streams (which never end) or streams that never send their message could
+fill it and have Envoy refuse everyone; it is not used. Instead each kind has its own bound: at most
+``--max-connections`` Checks in progress (counted from their request message, so nothing but a Check can take
+that room), at most :data:`MAX_WATCHES` Watch streams (both refused beyond with ``RESOURCE_EXHAUSTED``, at
+once), and at most :data:`STREAMS_PER_CONNECTION` streams open on one HTTP/2 connection (the server's
+``SETTINGS_MAX_CONCURRENT_STREAMS``, which Envoy's HTTP/2 pool honours: it uses another connection beyond
+it; streams a client opens beyond it anyway are reset with REFUSED_STREAM). Watch streams end,
+with a last ``NOT_SERVING``, as soon as the server starts to stop, so they never hold up a shutdown.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from app.decider import Decider
 from app.doors.envoy_grpc import GRPC_DOORS, WIRE, check_response, question
+from app.logs import EveryInterval
 from app.state import AppState
 
 log = logging.getLogger("authgate.grpc")
@@ -33,6 +44,11 @@ LIVENESS = "liveness"  # the health service name a liveness probe asks for
 CHECK_REQUEST_OVERHEAD = 64 * 1024
 GRACE_SECONDS = 5.0  # like uvicorn's graceful shutdown
 WATCH_INTERVAL = 1.0  # seconds between two looks at the state for a health Watch
+# Health Watch streams open at once. Probes (kubelet, Envoy's health checks) use the unary Check; a Watch is a
+# gRPC client's own health checking, one per channel: a few at most.
+MAX_WATCHES = 16
+# Streams one HTTP/2 connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS). grpcio's default is no limit.
+STREAMS_PER_CONNECTION = 256
 
 _SERVING = HealthCheckResponse.SERVING
 _NOT_SERVING = HealthCheckResponse.NOT_SERVING
@@ -48,35 +64,73 @@ def _check_request(data: bytes) -> CheckRequest | None:
         return None
 
 
+class _Refusals:
+    """One warning per bound per minute when RPCs are refused for capacity, with how many were not logged."""
+
+    def __init__(self) -> None:
+        self.log = EveryInterval(60.0)
+
+    def report(self, what: str, bound: int) -> None:
+        held_back = self.log.due(what)
+        if held_back is not None:
+            log.warning(
+                "gRPC: refused %s (RESOURCE_EXHAUSTED): %d at once is the bound",
+                what,
+                bound,
+                extra={"event": "grpc_capacity", "refused": what, "bound": bound, "similar_not_logged": held_back},
+            )
+
+
 class AuthorizationService:
     """``Check``: the CheckRequest into the decision core, its verdict into a CheckResponse."""
 
-    def __init__(self, state: AppState, decider: Decider) -> None:
+    def __init__(self, state: AppState, decider: Decider, refusals: _Refusals | None = None) -> None:
         self.decider = decider
         self.default_route = state.settings.grpc_default_route
+        self.max_in_progress = state.settings.limits.max_connections
+        self.in_progress = 0
+        self.refusals = refusals or _Refusals()
 
     async def check(self, request: CheckRequest | None, context: Context) -> CheckResponse:
-        if request is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not an envoy.service.auth.v3.CheckRequest")
-        route, headers, authorization, scope = question(request, self.default_route)
-        remembered = self.decider.recall(GRPC_DOORS, route, headers, authorization, None, scope, WIRE, check_response)
-        if remembered is not None:
-            return remembered
-        verdict = await self.decider.decide(GRPC_DOORS, route, headers, authorization, None, scope)
-        if verdict is None:
-            # An RPC error, not a denial: Envoy fails closed on it unless told to fail open (failure_mode_allow),
-            # exactly as it treats the HTTP wire's 503.
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "no credentials loaded yet")
-        return self.decider.answer(verdict, WIRE, check_response)
+        if self.in_progress >= self.max_in_progress:
+            # Only Checks count here, from their request message on: no other RPC can take this room.
+            self.refusals.report("a Check", self.max_in_progress)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many checks in progress")
+        self.in_progress += 1
+        try:
+            if request is None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not an envoy.service.auth.v3.CheckRequest")
+            route, headers, authorization, scope = question(request, self.default_route)
+            decider = self.decider
+            remembered = decider.recall(GRPC_DOORS, route, headers, authorization, None, scope, WIRE, check_response)
+            if remembered is not None:
+                return remembered
+            verdict = await decider.decide(GRPC_DOORS, route, headers, authorization, None, scope)
+            if verdict is None:
+                # An RPC error, not a denial: Envoy fails closed on it unless told to fail open
+                # (failure_mode_allow), exactly as it treats the HTTP wire's 503.
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "no credentials loaded yet")
+            return decider.answer(verdict, WIRE, check_response)
+        finally:
+            self.in_progress -= 1
 
 
 class HealthService:
     """``grpc.health.v1.Health``, computed from the state at each call (never a status someone must remember
     to set): ``""`` and the Authorization service are SERVING once credentials are loaded (readiness);
-    ``liveness`` is SERVING while every loop that must stay alive still beats (like ``/healthz``)."""
+    ``liveness`` is SERVING while every loop that must stay alive still beats (like ``/healthz``).
 
-    def __init__(self, state: AppState) -> None:
+    At most :data:`MAX_WATCHES` Watch streams at once; :meth:`close` ends them all."""
+
+    def __init__(self, state: AppState, refusals: _Refusals | None = None) -> None:
         self.state = state
+        self.watching = 0
+        self.closing = asyncio.Event()
+        self.refusals = refusals or _Refusals()
+
+    def close(self) -> None:
+        """The server is stopping: every Watch sends NOT_SERVING and ends, and new ones end at once."""
+        self.closing.set()
 
     def status(self, service: str) -> HealthCheckResponse.ServingStatus | None:
         if service in ("", AUTHORIZATION_SERVICE):
@@ -92,30 +146,45 @@ class HealthService:
         return HealthCheckResponse(status=status)
 
     async def watch(self, request: HealthCheckRequest, context: Context) -> AsyncIterator[HealthCheckResponse]:
-        """Sends the status now and at every change (looked at once a second) until the client goes away."""
-        last = None
-        while True:
-            status = self.status(request.service)
-            current = _SERVICE_UNKNOWN if status is None else status
-            if current != last:
-                yield HealthCheckResponse(status=current)
-                last = current
-            await asyncio.sleep(WATCH_INTERVAL)
+        """Sends the status now and at every change (looked at once a second) until the client goes away or
+        the server stops (then NOT_SERVING, and the stream ends with OK)."""
+        if self.watching >= MAX_WATCHES:
+            self.refusals.report("a health Watch", MAX_WATCHES)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many health watches open")
+        self.watching += 1
+        try:
+            last = None
+            while not self.closing.is_set():
+                status = self.status(request.service)
+                current = _SERVICE_UNKNOWN if status is None else status
+                if current != last:
+                    yield HealthCheckResponse(status=current)
+                    last = current
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.closing.wait(), WATCH_INTERVAL)
+            if last != _NOT_SERVING:
+                yield HealthCheckResponse(status=_NOT_SERVING)
+        finally:
+            self.watching -= 1
 
 
-def build_server(state: AppState, decider: Decider) -> tuple[grpc.aio.Server, int]:
-    """The server with both services, bound to ``--host``:``--grpc-port`` (port 0: a free one, for tests);
+def build_server(state: AppState, decider: Decider, health: HealthService | None = None) -> tuple[grpc.aio.Server, int]:
+    """The server with both services (``health``: the health service to serve, so its owner can
+    :meth:`~HealthService.close` it), bound to ``--host``:``--grpc-port`` (port 0: a free one, for tests);
     returns it and the bound port. Must be called on the running event loop."""
     settings = state.settings
     limits = settings.limits
+    # No maximum_concurrent_rpcs: it counts every RPC alike (see the module's docstring); each service
+    # bounds its own, so a Check always has room.
     server = grpc.aio.server(
-        maximum_concurrent_rpcs=limits.max_connections,  # beyond: RESOURCE_EXHAUSTED, so Envoy fails closed
         options=[
             ("grpc.max_receive_message_length", limits.max_head_bytes + CHECK_REQUEST_OVERHEAD),
+            ("grpc.max_concurrent_streams", STREAMS_PER_CONNECTION),
             ("grpc.so_reuseport", 0),  # a port in use fails the start instead of being shared
         ],
     )
-    authorization = AuthorizationService(state, decider)
+    refusals = _Refusals()
+    authorization = AuthorizationService(state, decider, refusals)
     check = {
         "Check": grpc.unary_unary_rpc_method_handler(
             authorization.check,
@@ -123,7 +192,7 @@ def build_server(state: AppState, decider: Decider) -> tuple[grpc.aio.Server, in
             response_serializer=CheckResponse.SerializeToString,
         )
     }
-    health = HealthService(state)
+    health = health if health is not None else HealthService(state, refusals)
     health_methods = {
         "Check": grpc.unary_unary_rpc_method_handler(
             health.check,
@@ -156,11 +225,13 @@ def build_server(state: AppState, decider: Decider) -> tuple[grpc.aio.Server, in
 @contextlib.asynccontextmanager
 async def serving_grpc(state: AppState, decider: Decider) -> AsyncIterator[grpc.aio.Server]:
     """Runs the gRPC server for the duration of the block; stops it gracefully (in-flight checks finish,
-    new ones are refused, connections get GOAWAY) when the block ends."""
-    server, port = build_server(state, decider)
+    new ones are refused, connections get GOAWAY, health Watch streams end at once) when the block ends."""
+    health = HealthService(state)
+    server, port = build_server(state, decider, health)
     await server.start()
     log.info("gRPC listening", extra={"event": "start", "grpc_port": port, "host": state.settings.host})
     try:
         yield server
     finally:
+        health.close()  # before stop(): a Watch never ends by itself, and would hold the whole grace period
         await server.stop(GRACE_SECONDS)

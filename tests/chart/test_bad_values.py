@@ -146,6 +146,14 @@ CASES = {
         [*PREFECT, "--set", "ingress.authKeepalive=32"],
         "ingress.authKeepalive=32 needs ingress.authResponseHeaders: []",
     ),
+    "auth response headers naming one identity header of two": (
+        [*PREFECT, "--set-json", 'ingress.authResponseHeaders=["X-Auth-Request-User"]'],
+        "ingress.authResponseHeaders lists X-Auth-Request-User but not X-Auth-Request-Scheme",
+    ),
+    "auth response headers naming no identity header": (
+        ["--set-json", 'ingress.authResponseHeaders=["X-Request-Id"]'],
+        "ingress.authResponseHeaders lists X-Request-Id but not X-Auth-Request-User",
+    ),
     "auth keepalive timeout past authgate's idle timeout": (
         ["--set", "ingress.authKeepaliveTimeout=75"],
         "/ingress/authKeepaliveTimeout",

@@ -104,7 +104,7 @@ def test_filter_wiring_reaches_authgate_on_each_route(rendered: Rendered) -> Non
         assert external["backendRef"] == {"name": RELEASE, "namespace": "prefect", "port": SERVICE_PORT}
         assert external["http"]["path"] == f"/auth/{part}"
         assert {"Authorization", "X-Forwarded-For"} <= set(external["http"]["allowedHeaders"])
-        assert external["http"]["allowedResponseHeaders"] == ["X-Auth-Request-User"]
+        assert external["http"]["allowedResponseHeaders"] == ["X-Auth-Request-User", "X-Auth-Request-Scheme"]
     grant = render.one("ReferenceGrant")
     assert grant["metadata"]["namespace"] == "prefect"
     assert grant["spec"]["from"] == [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "apps"}]
@@ -125,7 +125,7 @@ def test_envoy_gateway_wiring_fails_closed_and_copies_identity(rendered: Rendere
         assert "X-Forwarded-For" in ext["headersToExtAuth"]
         assert ext["http"]["backendRefs"] == [{"name": RELEASE, "namespace": "prefect", "port": SERVICE_PORT}]
         assert ext["http"]["path"] == f"/auth/{part}"
-        assert ext["http"]["headersToBackend"] == ["X-Auth-Request-User"]
+        assert ext["http"]["headersToBackend"] == ["X-Auth-Request-User", "X-Auth-Request-Scheme"]
         assert "filters" not in render.one("HTTPRoute", f"{RELEASE}-{part}")["spec"]["rules"][0]
     assert render.one("ReferenceGrant")["spec"]["from"][0]["kind"] == "SecurityPolicy"
     assert proxy_arg(render) == "ingress-nginx,traefik,path-prefix"
@@ -170,7 +170,7 @@ def test_istio_notes_print_the_one_provider_a_chart_cannot_set() -> None:
                     "origin",
                     "access-control-request-method",
                 ],
-                "headersToUpstreamOnAllow": ["x-auth-request-user"],
+                "headersToUpstreamOnAllow": ["x-auth-request-user", "x-auth-request-scheme"],
                 "headersToDownstreamOnDeny": ["www-authenticate"],
                 "statusOnError": "503",
                 "timeout": "10s",

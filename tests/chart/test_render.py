@@ -221,7 +221,8 @@ def test_prefect_ingresses_point_auth_url_at_the_service_route(rendered: Rendere
     assert {"api", "ui"} <= set(policy_routes)
     for o in (api, ui):
         assert (
-            o["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-response-headers"] == "X-Auth-Request-User"
+            o["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-response-headers"]
+            == "X-Auth-Request-User,X-Auth-Request-Scheme"
         )
         assert o["spec"]["ingressClassName"] == "nginx"
         [rule] = o["spec"]["rules"]
@@ -343,7 +344,7 @@ def test_traefik_middlewares_instead_of_nginx_annotations(rendered: Rendered) ->
         assert m["apiVersion"] == "traefik.io/v1alpha1"
         assert m["spec"]["forwardAuth"] == {
             "address": f"{SERVICE_URL}/auth/{key}",
-            "authResponseHeaders": ["X-Auth-Request-User"],
+            "authResponseHeaders": ["X-Auth-Request-User", "X-Auth-Request-Scheme"],
         }
         ingress = ingresses(r)[f"{key}-ingress"]
         annotations = ingress["metadata"]["annotations"]

@@ -176,6 +176,30 @@ def test_the_chart_defaults_keep_the_decision_table_behind_either_door(doors: Fr
     assert doors.problems("chart", "missing") == 0
 
 
+FORGED_IDENTITY = {"X-Auth-Request-User": "admin", "X-Auth-Request-Scheme": "forged"}
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_no_identity_header_a_client_writes_reaches_the_application(doors: FrontDoors, door: str) -> None:
+    """Every identity header authgate writes is in the chart's default authResponseHeaders, so each door
+    replaces a client's copy on an identified allow and drops it on an anonymous one (nginx: an empty value
+    removes the header; Traefik: it deletes each listed header, then copies the answer's)."""
+    gateway = doors.gateway(door, "chart")
+    test_id = new_test_id()
+    for credential in (bearer(WORKER), basic(UI_USER, UI_PASSWORD), {}):
+        path = "/api/flows" if credential else "/api/health"
+        assert gateway.request("GET", path, {**credential, **FORGED_IDENTITY, "X-Test-Id": test_id}).status == 200
+    identities = [
+        {name: record["headers"].get(name) for name in ("x-auth-request-user", "x-auth-request-scheme")}
+        for record in gateway.upstream.records(test_id)
+    ]
+    assert identities == [
+        {"x-auth-request-user": ["worker"], "x-auth-request-scheme": ["bearer"]},
+        {"x-auth-request-user": [UI_USER], "x-auth-request-scheme": ["basic"]},
+        {"x-auth-request-user": None, "x-auth-request-scheme": None},
+    ]
+
+
 @pytest.mark.parametrize("forgery", FORGERIES)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("door", DOORS)

@@ -3,9 +3,16 @@ allow memo, one bound on waiting slow checks, one set of metrics — whichever w
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import base64
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
+import bcrypt
 import grpc
 import pytest
 from envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
@@ -13,13 +20,16 @@ from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from grpc_health.v1.health_pb2_grpc import HealthStub
 from litestar.testing import AsyncTestClient
 
+from app import decision as decision_module
 from app.credentials import token_digest
-from app.grpc_server import build_server
+from app.decider import Decider
+from app.grpc_server import GRACE_SECONDS, MAX_WATCHES, build_server, serving_grpc
 from app.http import create_app
 from app.policy import parse_policy
-from app.settings import Settings
+from app.settings import RequestLimits, Settings
 from app.state import AppState, build_state
 from tests.support.envoy_grpc import Answer, envoy_check
+from tests.support.procs import free_port
 
 TOKEN = "in-process-token-0123456789"
 TOKENS = {"tokens": f"ci sha256:{token_digest(TOKEN).hex()}\n".encode()}
@@ -77,10 +87,6 @@ async def test_one_allow_memo_whichever_wire_asks(wires):
 
 
 async def test_one_bound_on_waiting_slow_checks_for_both_wires(wires):
-    import base64
-
-    import bcrypt
-
     hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
     assert wires.state.reloader.apply({"htpasswd": f"alice:{hashed}\n".encode()}, "test")
     basic = {"authorization": "Basic " + base64.b64encode(b"alice:pw").decode()}
@@ -111,6 +117,120 @@ async def test_not_ready_is_an_rpc_error_and_counted(wires):
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     labels = {"route": "_unknown", "result": "deny", "reason": "not_ready", "scheme": "none"}
     assert wires.state.metrics.registry.get_sample_value("authgate_decisions_total", labels) == 1
+
+
+@pytest.fixture
+async def one_check_at_a_time(tmp_path: Path) -> AsyncIterator[Wires]:
+    """The wires of an app whose ``--max-connections`` is 1, so one Check in progress fills the gRPC bound."""
+    policy = parse_policy({"routes": {"api": {"schemes": ["bearer", "basic"]}}}, "t")
+    limits = RequestLimits(max_connections=1)
+    state = build_state(Settings(host="127.0.0.1", secret_dir=tmp_path / "absent", grpc_port=0, limits=limits), policy)
+    app = create_app(state.settings, state)
+    async with AsyncTestClient(app) as http:
+        server, port = build_server(state, app.state.decider)
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                yield Wires(state, http, AuthorizationStub(channel), HealthStub(channel))
+        finally:
+            await server.stop(None)
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def test_more_checks_in_progress_than_max_connections_are_refused_and_only_checks_count(one_check_at_a_time):
+    """A Check waiting for its slow hash check is in progress; a second one finds the bound (1) full and is
+    refused at once. Health RPCs, a held Watch stream included, neither count nor are refused."""
+    wires = one_check_at_a_time
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    assert wires.state.reloader.apply({**TOKENS, "htpasswd": f"alice:{hashed}\n".encode()}, "test")
+    watch = wires.health.Watch(HealthCheckRequest())
+    assert (await watch.read()).status == HealthCheckResponse.SERVING
+    release = threading.Event()
+    real_verify = decision_module.verify_hash
+
+    def held_verify(*args: Any) -> bool:  # the real check, held until the test lets it go
+        release.wait(timeout=30)
+        return real_verify(*args)
+
+    bearer = {"authorization": f"Bearer {TOKEN}"}
+    with mock.patch.object(decision_module, "verify_hash", held_verify):
+        slow = asyncio.ensure_future(
+            wires.check(headers={"authorization": "Basic " + base64.b64encode(b"alice:pw").decode()})
+        )
+        try:
+            await wait_until(lambda: wires.decider.pending_slow_checks == 1, "the first check to be in progress")
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await wires.check(headers=bearer)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert (await wires.health.Check(HealthCheckRequest())).status == HealthCheckResponse.SERVING
+        finally:
+            release.set()
+        assert (await slow).upstream["x-auth-request-user"] == "alice"
+    assert (await wires.check(headers=bearer)).upstream["x-auth-request-user"] == "ci"
+    watch.cancel()
+
+
+async def test_watch_streams_are_bounded_and_a_cancelled_one_frees_its_place(wires, caplog):
+    assert wires.state.reloader.apply(TOKENS, "test")
+    watches = [wires.health.Watch(HealthCheckRequest()) for _ in range(MAX_WATCHES)]
+    for watch in watches:
+        assert (await watch.read()).status == HealthCheckResponse.SERVING
+    for _ in range(2):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await wires.health.Watch(HealthCheckRequest()).read()
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Refusals are logged once a minute per bound, not once each.
+    warnings = [r for r in caplog.records if getattr(r, "event", None) == "grpc_capacity"]
+    assert [(r.levelname, r.getMessage()) for r in warnings] == [
+        ("WARNING", f"gRPC: refused a health Watch (RESOURCE_EXHAUSTED): {MAX_WATCHES} at once is the bound")
+    ]
+    assert (await wires.check(headers={"authorization": f"Bearer {TOKEN}"})).upstream["x-auth-request-user"] == "ci"
+
+    watches.pop().cancel()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while True:  # the server learns of the cancel asynchronously
+        again = wires.health.Watch(HealthCheckRequest())
+        try:
+            assert (await again.read()).status == HealthCheckResponse.SERVING
+            break
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert loop.time() < deadline, "a cancelled Watch never freed its place"
+            await asyncio.sleep(0.05)
+    for watch in [*watches, again]:
+        watch.cancel()
+
+
+async def test_watch_streams_end_with_not_serving_as_the_server_stops(tmp_path: Path):
+    """A Watch never ends by itself; stopping the server ends it at once (NOT_SERVING, then OK) instead of
+    holding the shutdown for the whole grace period and then cancelling it."""
+    port = free_port()
+    policy = parse_policy({"routes": {"api": {}}}, "t")
+    state = build_state(Settings(host="127.0.0.1", secret_dir=tmp_path / "absent", grpc_port=port), policy)
+    assert state.reloader.apply(TOKENS, "test")
+    serving = serving_grpc(state, Decider(state))
+    await serving.__aenter__()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            watch = HealthStub(channel).Watch(HealthCheckRequest())
+            assert (await watch.read()).status == HealthCheckResponse.SERVING
+        finally:
+            started = time.monotonic()
+            await serving.__aexit__(None, None, None)
+            stopped_in = time.monotonic() - started
+        assert (await watch.read()).status == HealthCheckResponse.NOT_SERVING
+        assert await watch.read() is grpc.aio.EOF
+        assert await watch.code() == grpc.StatusCode.OK
+    assert stopped_in < GRACE_SECONDS
 
 
 async def test_a_check_without_route_context_is_decided_by_its_path_and_shares_the_memo(tmp_path):

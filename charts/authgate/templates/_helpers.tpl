@@ -318,6 +318,15 @@ The schema catches wrong types and unknown keys; this catches combinations.
 {{- if and $v.ingress.api.enabled (eq $v.ingress.provider "nginx") (gt (int $v.ingress.authKeepalive) 0) $v.ingress.authResponseHeaders }}
 {{- fail (printf "ingress.authKeepalive=%d needs ingress.authResponseHeaders: [] - ingress-nginx v1.12-v1.15's keepalive (Lua) auth path answers 500 to every allowed request when auth-response-headers is set (docs/proxies.md, \"Keepalive to authgate\")" (int $v.ingress.authKeepalive)) }}
 {{- end }}
+{{- with $v.ingress.authResponseHeaders }}
+{{- $listed := list }}
+{{- range . }}{{ $listed = append $listed (lower .) }}{{ end }}
+{{- range $identity := list "X-Auth-Request-User" "X-Auth-Request-Scheme" }}
+{{- if not (has (lower $identity) $listed) }}
+{{- fail (printf "ingress.authResponseHeaders lists %s but not %s: every door passes a client's own copy of an identity header it does not list to the application. List both X-Auth-Request-User and X-Auth-Request-Scheme (the default), or [] to copy none" (join ", " $v.ingress.authResponseHeaders) $identity) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- $redis := $v.throttle.redis }}
 {{- $policyThrottle := default (dict) $v.config.policy.throttle }}
 {{- if and $redis.url (hasKey $policyThrottle "redis") }}
