@@ -164,21 +164,24 @@ def new_api_client(kubeconfig: str | None = None, context: str | None = None) ->
     in a pod can still aim at another cluster. ``KUBECONFIG`` is read here, at call time, because the
     kubernetes package freezes it at import.
     """
+    configuration = kubernetes.client.Configuration()
     try:
         if kubeconfig is None and context is None and in_cluster():
-            configuration = kubernetes.client.Configuration()
             kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            return ApiClient(configuration)
-        config_file = kubeconfig_path(kubeconfig)
-        client: ApiClient = _from_kubeconfig(
-            config_file,
-            lambda: kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
-                config_file=config_file, context=context, persist_config=False
-            ),
-        )
-        return client
+        else:
+            config_file = kubeconfig_path(kubeconfig)
+            _from_kubeconfig(
+                config_file,
+                lambda: kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=config_file, context=context, client_configuration=configuration, persist_config=False
+                ),
+            )
     except (ConfigException, OSError) as exc:
         raise KubeError(f"no usable Kubernetes configuration: {_first_line(str(exc))}") from None
+    # No hidden retries: urllib3's default (3, each logged as a "Retrying (Retry(total=2...))" warning)
+    # would hide and multiply failures that the watcher retries with its own backoff and the CLI reports.
+    configuration.retries = 0
+    return ApiClient(configuration)
 
 
 def default_namespace(kubeconfig: str | None = None, context: str | None = None) -> str:

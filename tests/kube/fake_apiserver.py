@@ -19,8 +19,11 @@ against it over HTTP:
 Faults for tests: ``conflict_next_patch`` (a concurrent writer changes the Secret between the client's
 read and its patch, so the patch gets a genuine 409), ``expire_history`` (next watch from an old RV gets
 the 410 ERROR event), ``drop_streams_after`` (close the connection mid-stream without the final
-chunk), ``stall_streams`` (headers then silence), ``forbid`` (403 for a verb), and ``stop``/``start`` on
-the same port (API down).
+chunk), ``stall_streams`` (headers then silence), ``forbid`` (403 for a verb), ``stop``/``start`` on
+the same port (API down: connections refused), and ``restart`` (what a kube-apiserver restart looks
+like to a client: its watch cache starts at the current resourceVersion, so a watch from an older one
+gets 410 Gone, and until its RBAC caches are loaded it answers 403 to everything; ``rbac_loaded`` ends
+that window).
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ class FakeApiServer:
         self.gone_next_watches = 0
         self.stall_next_watches = 0  # those streams send headers, then nothing, until the server stops
         self.open_streams = 0
+        self.forbidden_answers = 0  # 403s sent, for tests that wait for a refusal
         self._connections: set[socket.socket] = set()
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -223,6 +227,23 @@ class FakeApiServer:
         with self._cond:
             self._oldest_watchable = self._rv + 1
             self._history.clear()
+
+    def restart(self, *, rbac_loading: bool = True) -> FakeApiServer:
+        """Starts again after ``stop()`` as a restarted kube-apiserver would answer.
+
+        Other objects were written meanwhile (leases, events: the resourceVersion moved on) and the new
+        watch cache holds no history before now, so every client's last resourceVersion is too old (410).
+        With ``rbac_loading`` every request gets 403 until ``rbac_loaded()``.
+        """
+        with self._cond:
+            self._next_rv()
+        self.expire_history()
+        if rbac_loading:
+            self.forbidden_verbs |= {"get", "list", "watch", "patch"}
+        return self.start()
+
+    def rbac_loaded(self) -> None:
+        self.forbidden_verbs.clear()
 
     def send_garbage_line(self, line: str) -> None:
         """A line on open watch streams that is not a JSON event (a misbehaving proxy in between)."""
@@ -377,6 +398,8 @@ def _handler_for(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 self._send_json(401, status(401, "Unauthorized", "Unauthorized"))
                 return False
             if verb in fake.forbidden_verbs:
+                with fake._cond:
+                    fake.forbidden_answers += 1
                 self._send_json(
                     403,
                     status(
