@@ -46,6 +46,7 @@ from app.kube import (
     describe_error,
     new_api_client,
     resource_version_of,
+    unverified_tls,
 )
 
 log = logging.getLogger("authgate.watch")
@@ -169,6 +170,9 @@ class SecretWatcher:
                 log.error("secret watch %s: %s", self.ref, exc)
                 raise
             self._host = str(api.configuration.host)
+            insecure = unverified_tls(api)
+            if insecure is not None:
+                log.warning("secret watch %s: %s", self.ref, insecure)
             try:
                 await self._run_with(CoreV1Api(api))
             finally:

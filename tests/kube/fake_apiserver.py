@@ -3,7 +3,7 @@
 No kube-apiserver can run here (REFERENCE section 5), so this speaks just enough of the documented wire
 format (kubernetes.io "API Concepts": efficient detection of changes, watch bookmarks, 410 Gone;
 conflicts on ``metadata.resourceVersion``) for the real ``kubernetes`` Python client to be driven
-against it over HTTP:
+against it over HTTP (or HTTPS, given a certificate):
 
 - ``GET   /api/v1/namespaces/{ns}/secrets/{name}``                     -> Secret, or 404 Status
 - ``PATCH /api/v1/namespaces/{ns}/secrets/{name}`` (merge / strategic merge patch) -> Secret;
@@ -34,6 +34,7 @@ import copy
 import datetime as dt
 import json
 import socket
+import ssl
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -97,8 +98,11 @@ class Requests:
 class FakeApiServer:
     """See the module docstring. One instance per test; ``start()``/``stop()`` may be called repeatedly."""
 
-    def __init__(self, port: int = 0, bookmark_interval: float | None = None) -> None:
+    def __init__(
+        self, port: int = 0, bookmark_interval: float | None = None, tls: tuple[Path, Path] | None = None
+    ) -> None:
         self.port = port
+        self.tls = tls  # (certificate, key): serve HTTPS
         self.bookmark_interval = bookmark_interval
         self.requests = Requests()
         self._cond = threading.Condition()
@@ -124,10 +128,14 @@ class FakeApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> FakeApiServer:
         server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler_for(self))
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         server.daemon_threads = False  # server_close() joins the handler threads: nothing outlives a test
         self.port = server.server_address[1]
         self._closing = False
@@ -559,12 +567,17 @@ def _handler_for(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def write_kubeconfig(path: Path, server_url: str, namespace: str = "default", context: str = "fake") -> Path:
-    """A kubeconfig whose one context points at the fake over plain HTTP with a bearer token."""
+def write_kubeconfig(
+    path: Path, server_url: str, namespace: str = "default", context: str = "fake", *, insecure: bool = False
+) -> Path:
+    """A kubeconfig whose one context points at the fake with a bearer token (``insecure``: TLS unverified)."""
+    cluster: dict[str, Any] = {"server": server_url}
+    if insecure:
+        cluster["insecure-skip-tls-verify"] = True
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "fake", "cluster": {"server": server_url}}],
+        "clusters": [{"name": "fake", "cluster": cluster}],
         "users": [{"name": "tester", "user": {"token": TOKEN}}],
         "contexts": [{"name": context, "context": {"cluster": "fake", "user": "tester", "namespace": namespace}}],
         "current-context": context,
