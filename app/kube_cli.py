@@ -252,7 +252,10 @@ def token_create(args: argparse.Namespace) -> int:
 
 def token_rotate(args: argparse.Namespace) -> int:
     def body(ref: SecretRef) -> int:
-        overlap = parse_duration(args.overlap)
+        try:
+            overlap = parse_duration(args.overlap)
+        except TokenAdminError as exc:
+            raise TokenAdminError(f"--overlap: {exc}") from None
         made: dict[str, NewToken] = {}
 
         def change(text: str) -> str:

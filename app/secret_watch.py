@@ -300,8 +300,8 @@ class SecretWatcher:
             while not self._stopping:
                 pending = self._submit(next, stream, _END)
                 await self._until_done_or_stopping(pending)
-                if not pending.done():
-                    return  # stop() was called; the finally below unblocks the read
+                if self._stopping or not pending.done():
+                    return  # stop() was called (its closing the stream is no error); the finally unblocks a read
                 event = pending.result()
                 pending = None
                 if event is _END:

@@ -17,7 +17,6 @@ from app.credentials import load_secret_files
 from tests.kube.conftest import NAMESPACE, SECRET
 from tests.kube.fake_apiserver import FakeApiServer, write_kubeconfig
 from tests.support.procs import REPO_ROOT
-from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.kube
 HEADER = b"# tokens for the team: keep this comment\n\n"
@@ -130,7 +129,11 @@ def test_patch_carries_the_resource_version_precondition(
         ),
         ("ok", ("token", "create", "bad name"), "name 'bad name': use 1-128"),
         ("ok", ("token", "create", "x", "--methods", "G?T"), "methods: not an HTTP method"),
-        ("ok", ("token", "rotate", "ci", "--overlap", "soon"), "not a duration"),
+        (
+            "ok",
+            ("token", "rotate", "ci", "--overlap", "soon"),
+            "--overlap: not a duration (use e.g. 30m, 24h, 90d, 1h30m): 'soon'",
+        ),
         (
             "ok",
             ("token", "create", "x", "--expires", "2020-01-01T00:00:00Z"),
@@ -289,21 +292,6 @@ def test_list_json_is_one_json_array(fake: FakeApiServer, kubeconfig: Path, caps
         {"name": "dash", "stored": "sha256", "expired": False, "routes": "dashboards"},
         {"name": "old", "stored": "sha256", "expired": True, "expires": "2020-01-01T00:00:00Z"},
     ]
-
-
-@pytest.fixture
-def tls_files(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, made with the real openssl."""
-    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
-    make = (str(require_tool("openssl")), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2")
-    subject = ("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1")
-    subprocess.run(
-        [*make, *subject, "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
 
 
 def test_an_unverified_tls_connection_is_one_warning_line_per_call(

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import kubernetes.client
 import pytest
 
 from app.health import Heartbeat
+from app.kube import new_api_client
 from app.secret_watch import SecretWatcher
 from tests.kube.conftest import NAMESPACE, SECRET, Applied, WatcherThread, make_watcher
-from tests.kube.fake_apiserver import FakeApiServer
+from tests.kube.fake_apiserver import FakeApiServer, write_kubeconfig
 from tests.support.procs import wait_for
 
 pytestmark = pytest.mark.kube
@@ -307,3 +309,22 @@ def test_a_410_on_the_watch_a_relist_just_started_backs_off_by_its_own_streak(
         wait_for(lambda: len(applied.calls) == 4 and fake.open_streams == 1, what="watching after three 410s")
     delays = [r.args[2] for r in caplog.records if "410 Gone again right after a relist" in r.getMessage()]
     assert len(delays) == 3 and delays[0] <= 0.05 and delays[1] <= 0.1 and delays[2] <= 0.2, delays
+
+
+def test_an_unverified_tls_connection_is_logged_once_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, tls_files: tuple[Path, Path]
+) -> None:
+    caplog.set_level(logging.WARNING)
+    with FakeApiServer(tls=tls_files) as fake:
+        fake.put_secret(NAMESPACE, SECRET, tokens(1))
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", fake.url, namespace=NAMESPACE, insecure=True)
+        applied = Applied()
+        watcher, _ = make_watcher(applied, lambda: new_api_client(str(kubeconfig)))
+        with WatcherThread(watcher):
+            wait_for(lambda: watcher.synced and fake.open_streams == 1, what="listed and watching over HTTPS")
+            fake.put_secret(NAMESPACE, SECRET, tokens(2))
+            wait_for(lambda: applied.last_tokens() == tokens(2)["tokens"], what="change applied")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"secret watch {NAMESPACE}/{SECRET}: the TLS certificate of {fake.url} is not verified "
+        "(insecure-skip-tls-verify in the kubeconfig): whoever is in between can read and change the Secret"
+    ]
