@@ -124,7 +124,12 @@ def new_token_attributes(args: argparse.Namespace, now: dt.datetime) -> tuple[di
     config = args.config or os.environ.get(POLICY_ENV)
     if not config:
         return attrs, None
-    policy = load_policy(Path(config))
+    try:
+        policy = load_policy(Path(config))
+    except ConfigError as exc:
+        if args.config:
+            raise
+        raise ConfigError(f"{exc} (the policy ${POLICY_ENV} names; --config chooses another)") from None
     check_routes(route_names(attrs), policy.routes, config)
     return attrs, policy
 

@@ -262,6 +262,10 @@ def test_create_takes_a_route_of_the_policy_from_the_environment(
     assert credentials(fake).find_token(out.strip()).routes == frozenset({"dashboards"})
     code, out, err = run(capsys, kubeconfig, "token", "create", "z", "--routes", "dashbord")
     assert code == 1 and "is not a route of the policy" in err
+    monkeypatch.setenv("AUTHGATE_CONFIG", str(tmp_path / "absent.yaml"))
+    code, out, err = run(capsys, kubeconfig, "token", "create", "z", "--routes", "dashboards")
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"authgate: error: {tmp_path / 'absent.yaml'}: cannot read: ") and "$AUTHGATE_CONFIG" in err
 
 
 def test_create_without_a_policy_accepts_a_new_route_and_warns_once(
