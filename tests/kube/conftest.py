@@ -22,6 +22,12 @@ NAMESPACE = "auth"
 SECRET = "authgate"
 
 
+@pytest.fixture(autouse=True)
+def _no_policy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``token create`` checks ``--routes`` against ``$AUTHGATE_CONFIG`` when set: only where a test sets it."""
+    monkeypatch.delenv("AUTHGATE_CONFIG", raising=False)
+
+
 @pytest.fixture
 def fake() -> Iterator[FakeApiServer]:
     server = FakeApiServer().start()
