@@ -127,7 +127,9 @@ def resolve_expiry(text: str, now: dt.datetime) -> str:
         return format_time(parse_time(text))
     except TokenAdminError as exc:
         if "needs a zone" in str(exc):
-            raise TokenAdminError(f"{text!r} needs a zone, as in {text}Z (or give a duration from now: 90d)") from None
+            raise TokenAdminError(
+                f"{text!r} needs a zone (Z or an offset, as in 2027-01-31T00:00:00Z), or give a duration from now (90d)"
+            ) from None
         raise TokenAdminError(
             f"{text!r} is neither a duration from now (30m, 24h, 90d, 1h30m, 2w) nor an RFC 3339 time "
             "(2027-01-31T00:00:00Z, 2027-01-31T01:00:00+01:00)"
