@@ -6,8 +6,9 @@ own loader before it is written, so the CLI can never write a Secret the server 
 
 Output: a new token goes alone to standard output (so it can be piped into another Secret or a vault)
 and is never stored or logged; everything else goes to standard error. Failures are one line,
-``authgate: error: ...``, with exit status 1; an unusable kubeconfig file is a configuration error
-like any other, exit status 2.
+``authgate: error: ...``, with exit status 1; every kubeconfig fault is a configuration error like any
+other, exit status 2. A warning (an unverified TLS connection, a route no policy could check) is one
+line, ``authgate: warning: ...``, once per command.
 """
 
 from __future__ import annotations
