@@ -17,10 +17,10 @@ from app.credentials import (
     read_secret_dir,
 )
 from app.errors import ConfigError
-from app.kube_cli import add_commands
+from app.kube_cli import add_commands, add_token_attributes, new_token_attributes
 from app.policy import load_policy
 from app.settings import DEFAULT_SERVER, ENV_NAMES, LOG_LEVELS, PROXY_KINDS, SERVER_KINDS, load_settings
-from app.token_admin import digest_field, format_token_line, generate_token
+from app.token_admin import TokenAdminError, digest_field, format_token_line, generate_token
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -173,17 +173,6 @@ def _hash_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_expires(value: str) -> str:
-    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {value!r}") from None
-    if parsed.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"needs a time zone (e.g. Z): {value!r}")
-    return parsed.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _name(value: str) -> str:
     if not NAME_RE.fullmatch(value):
         raise argparse.ArgumentTypeError(f"use 1-128 of A-Z a-z 0-9 . _ @ -, got {value!r}")
@@ -191,8 +180,12 @@ def _name(value: str) -> str:
 
 
 def _new_token(args: argparse.Namespace) -> int:
+    try:
+        attrs, _ = new_token_attributes(args, dt.datetime.now(dt.UTC))
+    except TokenAdminError as exc:
+        raise ConfigError(str(exc)) from None  # a bad argument: exit status 2, like argparse's own
     token = generate_token()
-    line = format_token_line(args.name, digest_field(token), {"routes": args.routes, "expires": args.expires})
+    line = format_token_line(args.name, digest_field(token), attrs)
     print("# the token (shown once; give it to the client):", file=sys.stderr)
     print(token)
     print("# the line for the Secret's 'tokens' file (holds only the digest):", file=sys.stderr)
@@ -216,8 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     new_token = sub.add_parser("new-token", help="make a strong random token and its Secret line")
     new_token.add_argument("name", type=_name)
-    new_token.add_argument("--expires", type=_parse_expires, help="RFC 3339 time, e.g. 2027-01-31T00:00:00Z")
-    new_token.add_argument("--routes", help="comma-separated route names")
+    add_token_attributes(new_token)
     new_token.set_defaults(func=_new_token)
 
     add_commands(sub)

@@ -4,9 +4,10 @@ Edits are read-modify-write guarded by the Secret's ``resourceVersion``: a merge
 ``metadata.resourceVersion`` is refused with 409 Conflict when anyone wrote the Secret in between, and
 the edit is then re-run on a fresh copy. Nobody's change is silently overwritten.
 
-Every failure an operator can hit (no configuration, Secret missing, RBAC, API unreachable) becomes a
-``KubeError`` whose ``str()`` is one line fit for ``authgate: error: ...``; a kubeconfig file that is not
-YAML or not shaped like a kubeconfig is a ``KubeconfigError``, also a ``ConfigError`` (exit status 2).
+Every failure an operator can hit (Secret missing, RBAC, API unreachable) becomes a ``KubeError`` whose
+``str()`` is one line fit for ``authgate: error: ...``; every kubeconfig fault (missing, empty, not YAML,
+not shaped like a kubeconfig, an unknown or unset context) is a ``KubeconfigError``, also a
+``ConfigError`` (exit status 2), naming the file or the context.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,39 +101,79 @@ def kubeconfig_path(kubeconfig: str | None = None) -> str:
     return kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
 
 
-def check_kubeconfig(config_file: str) -> None:
-    """Raises KubeconfigError, naming the file, for a kubeconfig that is not YAML or not a kubeconfig.
+def check_kubeconfig(config_file: str, context: str | None = None) -> None:
+    """Raises KubeconfigError naming the file, or the context, for every kubeconfig fault.
 
-    The kubernetes client's loader answers those with a YAML parser error or a TypeError from deep
-    inside. ``config_file`` may list several files, like ``KUBECONFIG``; missing or unreadable files
-    are left to the loader, which skips or reports them.
+    The kubernetes client's loader answers a file that is not YAML or not a kubeconfig with a YAML parser
+    error or a TypeError from deep inside, and a missing or empty file or an unknown context in words that
+    name neither the file nor the contexts there are. ``config_file`` may list several files, like
+    ``KUBECONFIG``: missing and empty ones are skipped as the loader does, unless none is left.
     """
+    documents: list[dict[str, Any]] = []
+    unusable: list[str] = []
     for part in filter(None, config_file.split(os.pathsep)):
         path = Path(part).expanduser()
         try:
             raw = path.read_bytes()
-        except OSError:
+        except FileNotFoundError:
+            unusable.append(f"{path} does not exist")
             continue
-        try:
-            document = yaml.safe_load(raw)
-        except yaml.MarkedYAMLError as exc:
-            problem = ", ".join(filter(None, [exc.context, exc.problem])) or str(exc)
-            line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
-            raise KubeconfigError(f"kubeconfig is not valid YAML: {_first_line(problem)}", str(path), line) from None
-        except yaml.YAMLError as exc:
-            raise KubeconfigError(f"kubeconfig is not valid YAML: {_first_line(str(exc))}", str(path)) from None
+        except OSError as exc:
+            raise KubeconfigError(f"kubeconfig cannot be read: {exc.strerror or exc}", str(path)) from None
+        document = _parse_kubeconfig(raw, path)
         if document is None:
-            continue  # empty: the loader says so in its own words
-        if not isinstance(document, dict):
+            unusable.append(f"{path} is empty")
+            continue
+        documents.append(document)
+    if not documents:
+        raise KubeconfigError(
+            f"no usable Kubernetes configuration: the kubeconfig {'; '.join(unusable) or 'path is empty'}"
+        )
+    names = [str(entry["name"]) for document in documents for entry in document.get("contexts") or []]
+    known = f"(contexts: {', '.join(names) or 'none'})"
+    current = next((d["current-context"] for d in documents if d.get("current-context")), None)
+    if context is not None and context not in names:
+        raise KubeconfigError(f"context {context!r} is not in the kubeconfig {known}", config_file)
+    if context is None and current is None:
+        raise KubeconfigError(f"the kubeconfig sets no current-context: choose one with --context {known}", config_file)
+    if context is None and current not in names:
+        raise KubeconfigError(f"current-context {current!r} is not in the kubeconfig {known}", config_file)
+    chosen = context or current
+    body = next(e.get("context") for d in documents for e in d.get("contexts") or [] if e["name"] == chosen)
+    for key in ("cluster", "user"):
+        wanted = body.get(key) if isinstance(body, dict) else None
+        present = [str(e["name"]) for d in documents for e in d.get(f"{key}s") or []]
+        if wanted is not None and wanted not in present:
             raise KubeconfigError(
-                "a kubeconfig is a YAML mapping (apiVersion, clusters, contexts, users, current-context), "
-                f"this file holds a {_yaml_kind(document)}",
-                str(path),
+                f"context {chosen!r} names {key} {wanted!r}, which is not in the kubeconfig "
+                f"({key}s: {', '.join(present) or 'none'})",
+                config_file,
             )
-        for key in ("clusters", "contexts", "users"):
-            entries = document.get(key) or []
-            if not isinstance(entries, list) or not all(isinstance(e, dict) and "name" in e for e in entries):
-                raise KubeconfigError(f"kubeconfig {key!r} must be a list of mappings, each with a 'name'", str(path))
+
+
+def _parse_kubeconfig(raw: bytes, path: Path) -> dict[str, Any] | None:
+    """The file's mapping, None when empty; KubeconfigError when not YAML or not shaped like a kubeconfig."""
+    try:
+        document = yaml.safe_load(raw)
+    except yaml.MarkedYAMLError as exc:
+        problem = ", ".join(filter(None, [exc.context, exc.problem])) or str(exc)
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+        raise KubeconfigError(f"kubeconfig is not valid YAML: {_first_line(problem)}", str(path), line) from None
+    except yaml.YAMLError as exc:
+        raise KubeconfigError(f"kubeconfig is not valid YAML: {_first_line(str(exc))}", str(path)) from None
+    if document is None:
+        return None
+    if not isinstance(document, dict):
+        raise KubeconfigError(
+            "a kubeconfig is a YAML mapping (apiVersion, clusters, contexts, users, current-context), "
+            f"this file holds a {_yaml_kind(document)}",
+            str(path),
+        )
+    for key in ("clusters", "contexts", "users"):
+        entries = document.get(key) or []
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and "name" in e for e in entries):
+            raise KubeconfigError(f"kubeconfig {key!r} must be a list of mappings, each with a 'name'", str(path))
+    return document
 
 
 def _yaml_kind(value: object) -> str:
@@ -142,16 +184,19 @@ def _yaml_kind(value: object) -> str:
     return type(value).__name__
 
 
-def _from_kubeconfig(config_file: str, load: Callable[[], T]) -> T:
+def _from_kubeconfig(config_file: str, load: Callable[[], T], context: str | None = None) -> T:
     """Runs one of the client's kubeconfig loaders after ``check_kubeconfig``.
 
-    Shapes the check does not cover (a context that is a string, bad base64 in certificate data...) still
-    fail inside the loader with a TypeError, KeyError, AttributeError or ValueError: they become one
-    KubeconfigError naming the file instead of a traceback.
+    Shapes the check does not cover (a context naming a missing cluster, bad base64 in certificate
+    data...) still fail inside the loader, with a ConfigException or a TypeError, KeyError,
+    AttributeError or ValueError: they become one KubeconfigError naming the file instead.
     """
-    check_kubeconfig(config_file)
+    check_kubeconfig(config_file, context)
     try:
         return load()
+    except ConfigException as exc:
+        reason = _first_line(str(exc)).removeprefix("Invalid kube-config file. ").removeprefix("Invalid kube-config. ")
+        raise KubeconfigError(f"kubeconfig not usable: {reason}", config_file) from None
     except (TypeError, KeyError, AttributeError, ValueError) as exc:
         reason = f"{type(exc).__name__}: {_first_line(str(exc))}"
         raise KubeconfigError(f"kubeconfig not usable ({reason})", config_file) from None
@@ -164,21 +209,38 @@ def new_api_client(kubeconfig: str | None = None, context: str | None = None) ->
     in a pod can still aim at another cluster. ``KUBECONFIG`` is read here, at call time, because the
     kubernetes package freezes it at import.
     """
+    configuration = kubernetes.client.Configuration()
     try:
         if kubeconfig is None and context is None and in_cluster():
-            configuration = kubernetes.client.Configuration()
             kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            return ApiClient(configuration)
-        config_file = kubeconfig_path(kubeconfig)
-        client: ApiClient = _from_kubeconfig(
-            config_file,
-            lambda: kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
-                config_file=config_file, context=context, persist_config=False
-            ),
-        )
-        return client
+        else:
+            config_file = kubeconfig_path(kubeconfig)
+            _from_kubeconfig(
+                config_file,
+                lambda: kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=config_file, context=context, client_configuration=configuration, persist_config=False
+                ),
+                context,
+            )
     except (ConfigException, OSError) as exc:
         raise KubeError(f"no usable Kubernetes configuration: {_first_line(str(exc))}") from None
+    if not configuration.verify_ssl:  # said once by the caller (unverified_tls), not by urllib3 on every request
+        warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
+    # No hidden retries: urllib3's default (3, each logged as a "Retrying (Retry(total=2...))" warning)
+    # would hide and multiply failures that the watcher retries with its own backoff and the CLI reports.
+    configuration.retries = 0
+    return ApiClient(configuration)
+
+
+def unverified_tls(api: ApiClient) -> str | None:
+    """One line to warn with when the client does not check the API server's certificate, else None."""
+    configuration = api.configuration
+    if configuration.verify_ssl or not str(configuration.host).startswith("https:"):
+        return None
+    return (
+        f"the TLS certificate of {configuration.host} is not verified (insecure-skip-tls-verify in the "
+        "kubeconfig): whoever is in between can read and change the Secret"
+    )
 
 
 def default_namespace(kubeconfig: str | None = None, context: str | None = None) -> str:
@@ -193,6 +255,7 @@ def default_namespace(kubeconfig: str | None = None, context: str | None = None)
         contexts, current = _from_kubeconfig(
             config_file,
             lambda: kubernetes.config.list_kube_config_contexts(config_file),  # type: ignore[no-untyped-call]
+            context,
         )
     except (ConfigException, OSError):
         return "default"  # no usable configuration: new_api_client says so, in one line, right after

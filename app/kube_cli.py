@@ -6,8 +6,9 @@ own loader before it is written, so the CLI can never write a Secret the server 
 
 Output: a new token goes alone to standard output (so it can be piped into another Secret or a vault)
 and is never stored or logged; everything else goes to standard error. Failures are one line,
-``authgate: error: ...``, with exit status 1; an unusable kubeconfig file is a configuration error
-like any other, exit status 2.
+``authgate: error: ...``, with exit status 1; every kubeconfig fault is a configuration error like any
+other, exit status 2. A warning (an unverified TLS connection, a route no policy could check) is one
+line, ``authgate: warning: ...``, once per command.
 """
 
 from __future__ import annotations
@@ -16,35 +17,44 @@ import argparse
 import datetime as dt
 import getpass
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from app.credentials import HTPASSWD_FILE, TOKENS_FILE, load_secret_files
 from app.errors import ConfigError
+from app.policy import Policy, load_policy
 from app.token_admin import (
     NewToken,
     TokenAdminError,
     add_token,
     check_name,
+    check_routes,
     list_tokens,
     list_users,
     parse_duration,
     parse_time,
     remove_user,
-    resolve_expiry,
     revoke_token,
     rotate_token,
+    route_names,
     set_user,
+    token_attributes,
+    unknown_routes,
 )
 
 DEFAULT_SECRET_NAME = "authgate"  # noqa: S105 - a Secret object name, not a secret
 DEFAULT_OVERLAP = "24h"
+POLICY_ENV = "AUTHGATE_CONFIG"  # what `serve` reads its policy from: in the server's pod, the same file
 Files = dict[str, bytes]
 Handler = Callable[[argparse.Namespace], int]
 
 
 if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
     from app.kube import SecretRef
 
 # app.kube pulls in the Kubernetes client (~30 MB, a second to import): the functions below import it when a
@@ -64,10 +74,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
     create = token_sub.add_parser("create", parents=[target], help="add a new token; prints it once")
     create.add_argument("name")
-    _add_token_attributes(create)
+    add_token_attributes(create)
     create.set_defaults(func=token_create)
     listing = token_sub.add_parser("list", parents=[target], help="names, expiry, attributes (never a secret)")
-    listing.add_argument("--json", action="store_true", help="one JSON object per token")
+    listing.add_argument("--json", action="store_true", help="one JSON array, an object per token")
     listing.set_defaults(func=token_list)
     revoke = token_sub.add_parser("revoke", parents=[target], help="remove a token now")
     revoke.add_argument("name")
@@ -94,11 +104,35 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     users.set_defaults(func=user_list)
 
 
-def _add_token_attributes(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--expires", help="RFC 3339 time (2027-01-31T00:00:00Z) or a duration from now (90d)")
+def add_token_attributes(parser: argparse.ArgumentParser) -> None:
+    """The options of a new token, shared by ``token create`` and ``new-token``."""
+    parser.add_argument(
+        "--expires", help="a duration from now (30m, 24h, 90d, 2w) or an RFC 3339 time (2027-01-31T00:00:00Z)"
+    )
     parser.add_argument("--routes", help="comma-separated policy routes (default: every route)")
     parser.add_argument("--methods", help="comma-separated HTTP methods (default: any)")
     parser.add_argument("--paths", help="comma-separated path prefixes (default: any)")
+    parser.add_argument(
+        "--config",
+        metavar="POLICY",
+        help=f"the server's policy YAML: --routes must name its routes (default: ${POLICY_ENV}, if set)",
+    )
+
+
+def new_token_attributes(args: argparse.Namespace, now: dt.datetime) -> tuple[dict[str, str], Policy | None]:
+    """The checked attributes of ``args``, and the policy (``--config``) their routes were checked against."""
+    attrs = token_attributes(now, expires=args.expires, routes=args.routes, methods=args.methods, paths=args.paths)
+    config = args.config or os.environ.get(POLICY_ENV)
+    if not config:
+        return attrs, None
+    try:
+        policy = load_policy(Path(config))
+    except ConfigError as exc:
+        if args.config:
+            raise
+        raise ConfigError(f"{exc} (the policy ${POLICY_ENV} names; --config chooses another)") from None
+    check_routes(route_names(attrs), policy.routes, config)
+    return attrs, policy
 
 
 # --- plumbing shared by the commands ----------------------------------------------------------------
@@ -140,6 +174,17 @@ def _run(args: argparse.Namespace, body: Callable[[SecretRef], int]) -> int:
         return _fail("the Secret's file is not valid UTF-8")
 
 
+def _client(args: argparse.Namespace) -> ApiClient:
+    """The command's one API client; an unverified TLS connection is said once, here."""
+    from app.kube import new_api_client, unverified_tls
+
+    api = new_api_client(args.kubeconfig, args.context)
+    insecure = unverified_tls(api)
+    if insecure is not None:
+        _warn(insecure)
+    return api
+
+
 def _edit(args: argparse.Namespace, ref: SecretRef, key: str, change: Callable[[str], str]) -> str:
     """Applies ``change`` to one file of the Secret with the resourceVersion-guarded update."""
 
@@ -148,9 +193,9 @@ def _edit(args: argparse.Namespace, ref: SecretRef, key: str, change: Callable[[
         new[key] = change(_text(files, key)).encode()
         return _validated(new, ref)
 
-    from app.kube import new_api_client, update_secret
+    from app.kube import update_secret
 
-    api = new_api_client(args.kubeconfig, args.context)
+    api = _client(args)
     try:
         result = update_secret(api, ref, edit)
     finally:
@@ -159,24 +204,21 @@ def _edit(args: argparse.Namespace, ref: SecretRef, key: str, change: Callable[[
 
 
 def _read_files(args: argparse.Namespace, ref: SecretRef) -> Mapping[str, bytes]:
-    from app.kube import new_api_client, read_secret
+    from app.kube import read_secret
 
-    api = new_api_client(args.kubeconfig, args.context)
+    api = _client(args)
     try:
         return read_secret(api, ref).files
     finally:
         api.close()  # type: ignore[no-untyped-call]
 
 
-def _attributes(args: argparse.Namespace, now: dt.datetime) -> dict[str, str]:
-    attrs: dict[str, str] = {}
-    if args.expires:
-        attrs["expires"] = resolve_expiry(args.expires, now)
-    for key in ("routes", "methods", "paths"):
-        value = getattr(args, key)
-        if value:
-            attrs[key] = ",".join(item.strip() for item in value.split(","))
-    return attrs
+def _warn(message: str) -> None:
+    print(f"authgate: warning: {message}", file=sys.stderr)
+
+
+def _routes_in_use(text: str) -> set[str]:
+    return {route for info in list_tokens(text) for route in route_names(info.attributes)}
 
 
 def _print_new_token(name: str, token: str, ref: SecretRef) -> None:
@@ -190,15 +232,23 @@ def _print_new_token(name: str, token: str, ref: SecretRef) -> None:
 def token_create(args: argparse.Namespace) -> int:
     def body(ref: SecretRef) -> int:
         check_name(args.name)
-        attrs = _attributes(args, dt.datetime.now(dt.UTC))
+        attrs, policy = new_token_attributes(args, dt.datetime.now(dt.UTC))
         made: dict[str, str] = {}
+        unchecked: list[str] = []
 
         def change(text: str) -> str:
+            if policy is None:  # no policy to check against: the routes the Secret's tokens use
+                unchecked[:] = unknown_routes(route_names(attrs), _routes_in_use(text), str(ref))
             new = add_token(text, args.name, attrs)
             made["token"] = new.token  # the edit may run again after a conflict: keep the one written
             return new.text
 
         version = _edit(args, ref, TOKENS_FILE, change)
+        if unchecked:
+            _warn(
+                f"--routes: no other token in secret {ref} uses {', '.join(map(repr, unchecked))} and no policy was "
+                "given to check it: a token for a route the policy lacks never works (check with --config POLICY)"
+            )
         print(f"added token {args.name!r} to secret {ref} (resourceVersion {version})", file=sys.stderr)
         _print_new_token(args.name, made["token"], ref)
         return 0
@@ -208,7 +258,10 @@ def token_create(args: argparse.Namespace) -> int:
 
 def token_rotate(args: argparse.Namespace) -> int:
     def body(ref: SecretRef) -> int:
-        overlap = parse_duration(args.overlap)
+        try:
+            overlap = parse_duration(args.overlap)
+        except TokenAdminError as exc:
+            raise TokenAdminError(f"--overlap: {exc}") from None
         made: dict[str, NewToken] = {}
 
         def change(text: str) -> str:
@@ -255,8 +308,7 @@ def token_list(args: argparse.Namespace) -> int:
                 }
             )
         if args.json:
-            for row in rows:
-                print(json.dumps(row, sort_keys=True))
+            print(json.dumps(rows, indent=2, sort_keys=True))
             return 0
         if not rows:
             print(f"no tokens in secret {ref}", file=sys.stderr)

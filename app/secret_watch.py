@@ -5,8 +5,13 @@ is the classic list-then-watch, done the way the kiwigrid sidecar did not:
 
 - it resumes every watch from the last ``resourceVersion`` it saw (events and BOOKMARKs move it), so a
   reconnect neither misses nor replays changes; only a 410 Gone (history compacted) forces a relist;
-- errors are logged with their reason and retried with capped exponential backoff and jitter, never
-  swallowed behind a fixed sleep;
+- errors are logged with their reason, one line per failed attempt, and retried with capped exponential
+  backoff and jitter, never swallowed behind a fixed sleep. Two cases retry quickly instead (every
+  ``quick_retry`` seconds, jittered), because they mean the API server is restarting rather than
+  overloaded: a refused connection, and a 403 within ``rbac_grace`` seconds of the API answering again
+  (a restarted API server refuses everything until its RBAC caches are loaded; logged once per window).
+  Every successful list and every sign of a working watch (event, bookmark, clean end) resets the
+  backoff, so an earlier outage never slows the recovery from the next one;
 - the liveness heartbeat is stamped by this loop itself on real progress (a list, a watch request the
   API server answered, an event, a bookmark, a clean end of a stream). A client-side read timeout
   slightly longer than the server-side watch timeout makes a silently stalled stream raise instead of
@@ -23,6 +28,7 @@ import contextlib
 import functools
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -40,6 +46,7 @@ from app.kube import (
     describe_error,
     new_api_client,
     resource_version_of,
+    unverified_tls,
 )
 
 log = logging.getLogger("authgate.watch")
@@ -65,6 +72,19 @@ class _Gone(Exception):
     """The watch's resourceVersion is older than the server's history (410): relist."""
 
 
+def _connection_refused(exc: BaseException) -> bool:
+    """True if a transport error comes from a refused connection (urllib3 wraps the OSError twice)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        seen.add(id(current))
+        reason = getattr(current, "reason", None)
+        current = reason if isinstance(reason, BaseException) else (current.__cause__ or current.__context__)
+    return False
+
+
 class SecretWatcher:
     """Keeps ``apply`` fed with one Secret's data; see the module docstring for the guarantees."""
 
@@ -83,6 +103,8 @@ class SecretWatcher:
         request_timeout: float = 30.0,
         read_timeout_margin: float = 10.0,
         shutdown_grace: float = 2.0,
+        quick_retry: float = 1.0,
+        rbac_grace: float = 10.0,
     ) -> None:
         self.ref = SecretRef(namespace, name)
         self._apply = apply
@@ -95,13 +117,19 @@ class SecretWatcher:
         self._request_timeout = request_timeout
         self._read_timeout_margin = read_timeout_margin
         self._shutdown_grace = shutdown_grace
+        self._quick_retry = quick_retry
+        self._rbac_grace = rbac_grace
         self._source = f"secret {self.ref}"
         self._selector = f"metadata.name={name}"
         self._resource_version: str | None = None
         self._synced = False
         self._stopping = False
-        self._failures = 0
-        self._gone_streak = 0
+        self._failures = 0  # failed attempts in a row, for the log
+        self._backoff_step = 0  # the exponent of the exponential backoff
+        self._gone_streak = 0  # 410s in a row on the watch started right after a list
+        self._fresh_list = False  # the current watch started from the list just made
+        self._answered_at: float | None = None  # when the API answered again after being unreachable
+        self._rbac_wait_logged = False
         self._watch: Watch | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -142,6 +170,9 @@ class SecretWatcher:
                 log.error("secret watch %s: %s", self.ref, exc)
                 raise
             self._host = str(api.configuration.host)
+            insecure = unverified_tls(api)
+            if insecure is not None:
+                log.warning("secret watch %s: %s", self.ref, insecure)
             try:
                 await self._run_with(CoreV1Api(api))
             finally:
@@ -161,18 +192,72 @@ class SecretWatcher:
                 if not self._stopping:
                     await self._watch_once(core)
             except _Gone:
-                self._resource_version = None
-                self._gone_streak += 1
-                log.info("secret watch %s: resourceVersion expired (410 Gone); relisting", self.ref)
-                if self._gone_streak > 1:
-                    await self._backoff("410 Gone again right after a relist")
+                await self._relist_after_gone()
             except ApiException as exc:
-                await self._backoff(describe_error(exc, self.ref, "list/watch", self._host))
+                self._fresh_list = False
+                await self._after_refusal(exc)
             except TRANSPORT_ERRORS as exc:
-                await self._backoff(describe_error(exc, self.ref, "list/watch", self._host))
+                self._fresh_list = False
+                self._answered_at = None
+                reason = describe_error(exc, self.ref, "list/watch", self._host)
+                if _connection_refused(exc):  # the API server is (re)starting: cheap to ask again soon
+                    await self._retry_after(reason, self._quick_delay())
+                else:
+                    await self._backoff(reason)
             except Exception:  # a bug or a malformed answer: say so once, keep trying, never die silently
+                self._fresh_list = False
                 log.exception("secret watch %s: unexpected error", self.ref)
                 await self._backoff("unexpected error (traceback above)")
+
+    async def _relist_after_gone(self) -> None:
+        """A 410 relists at once; only a 410 on the very watch a relist just started backs off.
+
+        That repeat (a list answered from a cache behind the watch's) would otherwise loop without pause.
+        Its delay grows with the streak alone, never with failures from an earlier outage.
+        """
+        self._resource_version = None
+        self._answered()
+        self._gone_streak = self._gone_streak + 1 if self._fresh_list else 0
+        self._fresh_list = False
+        if self._gone_streak == 0:
+            log.info("secret watch %s: resourceVersion expired (410 Gone); relisting", self.ref)
+            return
+        delay = self._exponential_delay(self._gone_streak - 1)
+        await self._retry_after("410 Gone again right after a relist", delay)
+
+    async def _after_refusal(self, exc: ApiException) -> None:
+        """An HTTP error answer. A 403 right after the API came back is retried quickly, logged once."""
+        self._answered()
+        reason = describe_error(exc, self.ref, "list/watch", self._host)
+        assert self._answered_at is not None
+        since = time.monotonic() - self._answered_at
+        if exc.status != 403 or since >= self._rbac_grace:
+            await self._backoff(reason)
+            return
+        delay = self._quick_delay()
+        if self._rbac_wait_logged:
+            await self._retry_after(reason, delay, level=logging.DEBUG)
+            return
+        self._rbac_wait_logged = True
+        await self._retry_after(
+            f"{reason} (the API server answered {since:.1f}s ago and may still be loading its RBAC rules: "
+            f"retried every {min(self._quick_retry, self._backoff_max):.1f}s at most for "
+            f"{self._rbac_grace:.0f}s, logged once)",
+            delay,
+        )
+
+    def _answered(self) -> None:
+        """The API server sent an HTTP answer: starts the RBAC grace window if it was unreachable."""
+        if self._answered_at is None:
+            self._answered_at = time.monotonic()
+            self._rbac_wait_logged = False
+
+    def _progressed(self, what: str) -> None:
+        """The list or the watch works: the backoff starts over, and a recovery is said once."""
+        if self._failures:
+            log.info("secret watch %s: %s after %s failed attempt(s)", self.ref, what, self._failures)
+        self._failures = 0
+        self._backoff_step = 0
 
     async def _list(self, core: CoreV1Api) -> None:
         result = await self._call(
@@ -184,6 +269,9 @@ class SecretWatcher:
         resource_version = str(getattr(result.metadata, "resource_version", None) or "")
         secret = next((s for s in result.items or [] if getattr(s.metadata, "name", None) == self.ref.name), None)
         self._resource_version = resource_version
+        self._answered()
+        self._progressed(f"listed at resourceVersion {resource_version}")
+        self._fresh_list = True
         if secret is None:
             log.warning(
                 "secret watch %s: secret not found; keeping %s credentials until it is created",
@@ -192,7 +280,6 @@ class SecretWatcher:
             )
         else:
             self._deliver(secret.data, "list", resource_version_of(secret.metadata))
-        self._failures = 0
         self._heartbeat.beat(f"listed at resourceVersion {resource_version}")
 
     async def _watch_once(self, core: CoreV1Api) -> None:
@@ -213,12 +300,14 @@ class SecretWatcher:
             while not self._stopping:
                 pending = self._submit(next, stream, _END)
                 await self._until_done_or_stopping(pending)
-                if not pending.done():
-                    return  # stop() was called; the finally below unblocks the read
+                if self._stopping or not pending.done():
+                    return  # stop() was called (its closing the stream is no error); the finally unblocks a read
                 event = pending.result()
                 pending = None
                 if event is _END:
-                    self._failures = 0
+                    self._progressed(f"watch ended cleanly at resourceVersion {self._resource_version}")
+                    self._gone_streak = 0
+                    self._fresh_list = False
                     self._heartbeat.beat(f"watch ended cleanly at resourceVersion {self._resource_version}")
                     return
                 self._handle(event)
@@ -244,6 +333,7 @@ class SecretWatcher:
         @functools.wraps(list_call)
         def connect(*args: Any, **kwargs: Any) -> T:
             response = list_call(*args, **kwargs)
+            self._answered()
             if 200 <= getattr(response, "status", 200) <= 299:  # older clients leave an error status to Watch
                 self._heartbeat.beat(f"watch connected at resourceVersion {self._resource_version}")
             return response
@@ -302,8 +392,9 @@ class SecretWatcher:
             log.warning("secret watch %s: ignoring unexpected event type %s", self.ref, kind)
         if resource_version:
             self._resource_version = str(resource_version)
-        self._failures = 0
+        self._progressed(f"watching again ({kind.lower()} at resourceVersion {self._resource_version})")
         self._gone_streak = 0
+        self._fresh_list = False
         self._heartbeat.beat(f"{kind.lower()} at resourceVersion {self._resource_version}")
 
     def _deliver(
@@ -336,15 +427,24 @@ class SecretWatcher:
 
     # --- plumbing ---------------------------------------------------------------------------------
 
-    def _backoff_delay(self) -> float:
+    def _exponential_delay(self, step: int) -> float:
         """Capped exponential backoff with jitter, so many replicas do not reconnect in lockstep."""
-        ceiling = min(self._backoff_max, self._backoff_base * 2 ** min(self._failures, 30))
+        ceiling = min(self._backoff_max, self._backoff_base * 2 ** min(step, 30))
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret
+
+    def _quick_delay(self) -> float:
+        ceiling = min(self._quick_retry, self._backoff_max)
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret
 
     async def _backoff(self, reason: str) -> None:
-        delay = self._backoff_delay()
+        delay = self._exponential_delay(self._backoff_step)
+        self._backoff_step += 1
+        await self._retry_after(reason, delay)
+
+    async def _retry_after(self, reason: str, delay: float, level: int = logging.WARNING) -> None:
+        """One log line for this failed attempt, then a pause that ``stop()`` cuts short."""
         self._failures += 1
-        log.warning("secret watch %s: %s; retrying in %.2fs (attempt %s)", self.ref, reason, delay, self._failures)
+        log.log(level, "secret watch %s: %s; retrying in %.2fs (attempt %s)", self.ref, reason, delay, self._failures)
         assert self._wake is not None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=delay)

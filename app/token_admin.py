@@ -12,13 +12,18 @@ caller to print once and is never stored.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 import bcrypt
+
+from app.credentials import parse_token_line
+from app.errors import ConfigError
+from app.policy import ROUTE_NAME_RE
 
 NAME_RE = re.compile(r"[A-Za-z0-9._@-]{1,128}")
 MAX_NAME_LENGTH = 128
@@ -117,7 +122,93 @@ def resolve_expiry(text: str, now: dt.datetime) -> str:
     try:
         return format_time(now + parse_duration(text))
     except TokenAdminError:
+        pass
+    try:
         return format_time(parse_time(text))
+    except TokenAdminError as exc:
+        if "needs a zone" in str(exc):
+            raise TokenAdminError(
+                f"{text!r} needs a zone (Z or an offset, as in 2027-01-31T00:00:00Z), or give a duration from now (90d)"
+            ) from None
+        raise TokenAdminError(
+            f"{text!r} is neither a duration from now (30m, 24h, 90d, 1h30m, 2w) nor an RFC 3339 time "
+            "(2027-01-31T00:00:00Z, 2027-01-31T01:00:00+01:00)"
+        ) from None
+
+
+def token_attributes(
+    now: dt.datetime,
+    *,
+    expires: str | None = None,
+    routes: str | None = None,
+    methods: str | None = None,
+    paths: str | None = None,
+) -> dict[str, str]:
+    """A new token's attributes from the command line, checked as the server will parse them.
+
+    Shared by ``new-token`` and ``token create``, so both take the same forms; a bad value is refused
+    with the option's name and what it accepts.
+    """
+    attrs: dict[str, str] = {}
+    for key, value in (("routes", routes), ("methods", methods), ("paths", paths)):
+        if not value:
+            continue
+        items = [item.strip() for item in value.split(",")]
+        for item in items:
+            if key == "routes" and item and not ROUTE_NAME_RE.fullmatch(item):
+                raise TokenAdminError(f"--routes: {item!r} is not a route name (1-64 of A-Z a-z 0-9 . _ -)")
+            if any(ch.isspace() for ch in item):
+                raise TokenAdminError(f"--{key}: {item!r} contains a space (separate items with commas)")
+        attrs[key] = ",".join(items)
+    if expires:  # last, as the tokens file's documentation writes it
+        try:
+            attrs["expires"] = resolve_expiry(expires, now)
+        except TokenAdminError as exc:
+            raise TokenAdminError(f"--expires: {exc}") from None
+        if parse_time(attrs["expires"]) <= now:
+            raise TokenAdminError(f"--expires: {expires!r} is not in the future: the token would never work")
+    try:  # what the server's parser says of the line, with the option's name
+        parse_token_line(format_token_line("check", digest_field("check"), attrs), "", 1)
+    except ConfigError as exc:
+        raise TokenAdminError(f"--{exc.reason}") from None
+    return attrs
+
+
+def route_names(attributes: Mapping[str, str]) -> list[str]:
+    value = attributes.get("routes")
+    return value.split(",") if value else []
+
+
+def check_routes(routes: Iterable[str], policy_routes: Collection[str], policy_source: str) -> None:
+    """Refuses a route the policy lacks: a token limited to it could never be used."""
+    for route in routes:
+        if route not in policy_routes:
+            raise TokenAdminError(
+                f"--routes: {route!r} is not a route of the policy {policy_source} "
+                f"(routes: {', '.join(sorted(policy_routes))}){_did_you_mean(route, policy_routes)}"
+            )
+
+
+def unknown_routes(routes: Iterable[str], in_use: Collection[str], secret: str) -> list[str]:
+    """Without a policy to check against, what the routes the Secret's tokens use say about ``routes``.
+
+    A name close to one in use, but not in use itself, is most likely a typo: refused. Any other name
+    no token uses yet may be a legitimate new route: returned, for a warning.
+    """
+    new = [route for route in routes if route not in in_use]
+    for route in new:
+        hint = _did_you_mean(route, in_use)
+        if hint:
+            raise TokenAdminError(
+                f"--routes: no token in secret {secret} uses route {route!r}{hint} "
+                "(for a new route, check it against the policy with --config POLICY)"
+            )
+    return new
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def check_name(name: str) -> str:

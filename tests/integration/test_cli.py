@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
 
 import httpx
 
+from app.credentials import parse_tokens
 from tests.integration.conftest import nginx_headers
 from tests.support.kubelet import KubeletSecretDir
 from tests.support.procs import REPO_ROOT, AuthgateProcess
@@ -163,3 +165,36 @@ def test_nothing_the_image_leaves_out_is_imported_by_the_service_its_watch_mode_
     imported = set(json.loads(result.stdout))
     assert "kubernetes" in imported and "granian" in imported  # the check sees what it should
     assert imported.isdisjoint(name.lower() for name in names), sorted(imported & {n.lower() for n in names})
+
+
+def test_new_token_takes_what_token_create_takes(tmp_path):
+    result = authgate(
+        "new-token", "ci", "--expires", "30d", "--routes", "api", "--methods", "GET,HEAD", "--paths", "/api"
+    )
+    assert result.returncode == 0, result.stderr
+    token, line = result.stdout.strip().splitlines()
+    assert token not in line
+    (parsed,) = parse_tokens(line + "\n")
+    assert parsed.routes == frozenset({"api"}) and parsed.methods == frozenset({"GET", "HEAD"})
+    assert parsed.paths == ("/api",) and parsed.expires is not None
+    remaining = parsed.expires - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(days=29) < remaining <= dt.timedelta(days=30)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("routes: {api: {}, dashboards: {}}\n")
+    result = authgate("new-token", "ci", "--routes", "dashbords", "--config", str(policy))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"authgate: error: --routes: 'dashbords' is not a route of the policy {policy} (routes: api, dashboards); "
+        "did you mean 'dashboards'?\n"
+    )
+
+
+def test_new_token_bad_values_name_the_option_and_every_accepted_form():
+    result = authgate("new-token", "ci", "--expires", "garbage")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "authgate: error: --expires: 'garbage' is neither a duration from now (30m, 24h, 90d, 1h30m, 2w) nor an "
+        "RFC 3339 time (2027-01-31T00:00:00Z, 2027-01-31T01:00:00+01:00)\n"
+    )
+    result = authgate("new-token", "ci", "--methods", "G?T")
+    assert result.returncode == 2 and result.stderr == "authgate: error: --methods: not an HTTP method: 'G?T'\n"

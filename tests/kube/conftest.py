@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -15,9 +16,16 @@ from app.health import Heartbeat
 from app.kube import new_api_client
 from app.secret_watch import SecretWatcher
 from tests.kube.fake_apiserver import FakeApiServer, write_kubeconfig
+from tests.support.tools import require_tool
 
 NAMESPACE = "auth"
 SECRET = "authgate"
+
+
+@pytest.fixture(autouse=True)
+def _no_policy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``token create`` checks ``--routes`` against ``$AUTHGATE_CONFIG`` when set: only where a test sets it."""
+    monkeypatch.delenv("AUTHGATE_CONFIG", raising=False)
 
 
 @pytest.fixture
@@ -27,6 +35,21 @@ def fake() -> Iterator[FakeApiServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made with the real openssl."""
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    make = (str(require_tool("openssl")), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2")
+    subject = ("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1")
+    subprocess.run(
+        [*make, *subject, "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
 
 
 @pytest.fixture

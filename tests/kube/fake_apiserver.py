@@ -3,7 +3,7 @@
 No kube-apiserver can run here (REFERENCE section 5), so this speaks just enough of the documented wire
 format (kubernetes.io "API Concepts": efficient detection of changes, watch bookmarks, 410 Gone;
 conflicts on ``metadata.resourceVersion``) for the real ``kubernetes`` Python client to be driven
-against it over HTTP:
+against it over HTTP (or HTTPS, given a certificate):
 
 - ``GET   /api/v1/namespaces/{ns}/secrets/{name}``                     -> Secret, or 404 Status
 - ``PATCH /api/v1/namespaces/{ns}/secrets/{name}`` (merge / strategic merge patch) -> Secret;
@@ -19,8 +19,11 @@ against it over HTTP:
 Faults for tests: ``conflict_next_patch`` (a concurrent writer changes the Secret between the client's
 read and its patch, so the patch gets a genuine 409), ``expire_history`` (next watch from an old RV gets
 the 410 ERROR event), ``drop_streams_after`` (close the connection mid-stream without the final
-chunk), ``stall_streams`` (headers then silence), ``forbid`` (403 for a verb), and ``stop``/``start`` on
-the same port (API down).
+chunk), ``stall_streams`` (headers then silence), ``forbid`` (403 for a verb), ``stop``/``start`` on
+the same port (API down: connections refused), and ``restart`` (what a kube-apiserver restart looks
+like to a client: its watch cache starts at the current resourceVersion, so a watch from an older one
+gets 410 Gone, and until its RBAC caches are loaded it answers 403 to everything; ``rbac_loaded`` ends
+that window).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import copy
 import datetime as dt
 import json
 import socket
+import ssl
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -94,8 +98,11 @@ class Requests:
 class FakeApiServer:
     """See the module docstring. One instance per test; ``start()``/``stop()`` may be called repeatedly."""
 
-    def __init__(self, port: int = 0, bookmark_interval: float | None = None) -> None:
+    def __init__(
+        self, port: int = 0, bookmark_interval: float | None = None, tls: tuple[Path, Path] | None = None
+    ) -> None:
         self.port = port
+        self.tls = tls  # (certificate, key): serve HTTPS
         self.bookmark_interval = bookmark_interval
         self.requests = Requests()
         self._cond = threading.Condition()
@@ -114,16 +121,21 @@ class FakeApiServer:
         self.gone_next_watches = 0
         self.stall_next_watches = 0  # those streams send headers, then nothing, until the server stops
         self.open_streams = 0
+        self.forbidden_answers = 0  # 403s sent, for tests that wait for a refusal
         self._connections: set[socket.socket] = set()
 
     # --- lifecycle --------------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> FakeApiServer:
         server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler_for(self))
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         server.daemon_threads = False  # server_close() joins the handler threads: nothing outlives a test
         self.port = server.server_address[1]
         self._closing = False
@@ -223,6 +235,23 @@ class FakeApiServer:
         with self._cond:
             self._oldest_watchable = self._rv + 1
             self._history.clear()
+
+    def restart(self, *, rbac_loading: bool = True) -> FakeApiServer:
+        """Starts again after ``stop()`` as a restarted kube-apiserver would answer.
+
+        Other objects were written meanwhile (leases, events: the resourceVersion moved on) and the new
+        watch cache holds no history before now, so every client's last resourceVersion is too old (410).
+        With ``rbac_loading`` every request gets 403 until ``rbac_loaded()``.
+        """
+        with self._cond:
+            self._next_rv()
+        self.expire_history()
+        if rbac_loading:
+            self.forbidden_verbs |= {"get", "list", "watch", "patch"}
+        return self.start()
+
+    def rbac_loaded(self) -> None:
+        self.forbidden_verbs.clear()
 
     def send_garbage_line(self, line: str) -> None:
         """A line on open watch streams that is not a JSON event (a misbehaving proxy in between)."""
@@ -377,6 +406,8 @@ def _handler_for(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 self._send_json(401, status(401, "Unauthorized", "Unauthorized"))
                 return False
             if verb in fake.forbidden_verbs:
+                with fake._cond:
+                    fake.forbidden_answers += 1
                 self._send_json(
                     403,
                     status(
@@ -536,12 +567,17 @@ def _handler_for(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def write_kubeconfig(path: Path, server_url: str, namespace: str = "default", context: str = "fake") -> Path:
-    """A kubeconfig whose one context points at the fake over plain HTTP with a bearer token."""
+def write_kubeconfig(
+    path: Path, server_url: str, namespace: str = "default", context: str = "fake", *, insecure: bool = False
+) -> Path:
+    """A kubeconfig whose one context points at the fake with a bearer token (``insecure``: TLS unverified)."""
+    cluster: dict[str, Any] = {"server": server_url}
+    if insecure:
+        cluster["insecure-skip-tls-verify"] = True
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "fake", "cluster": {"server": server_url}}],
+        "clusters": [{"name": "fake", "cluster": cluster}],
         "users": [{"name": "tester", "user": {"token": TOKEN}}],
         "contexts": [{"name": context, "context": {"cluster": "fake", "user": "tester", "namespace": namespace}}],
         "current-context": context,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from app.cli import main
 from app.credentials import load_secret_files
 from tests.kube.conftest import NAMESPACE, SECRET
-from tests.kube.fake_apiserver import FakeApiServer
+from tests.kube.fake_apiserver import FakeApiServer, write_kubeconfig
 from tests.support.procs import REPO_ROOT
 
 pytestmark = pytest.mark.kube
@@ -120,10 +121,25 @@ def test_patch_carries_the_resource_version_precondition(
         ("forbid-get", ("token", "list"), f"permission denied: cannot get secret {NAMESPACE}/{SECRET}"),
         ("down", ("token", "list"), "cannot reach the Kubernetes API at http://127.0.0.1:"),
         ("ok", ("token", "create", "ci"), "token 'ci' already exists"),
-        ("ok", ("token", "create", "new", "--expires", "tomorrow"), "not an RFC 3339 time: 'tomorrow'"),
+        (
+            "ok",
+            ("token", "create", "new", "--expires", "tomorrow"),
+            "--expires: 'tomorrow' is neither a duration from now (30m, 24h, 90d, 1h30m, 2w) nor an RFC 3339 time "
+            "(2027-01-31T00:00:00Z, 2027-01-31T01:00:00+01:00)",
+        ),
         ("ok", ("token", "create", "bad name"), "name 'bad name': use 1-128"),
         ("ok", ("token", "create", "x", "--methods", "G?T"), "methods: not an HTTP method"),
-        ("ok", ("token", "rotate", "ci", "--overlap", "soon"), "not a duration"),
+        (
+            "ok",
+            ("token", "rotate", "ci", "--overlap", "soon"),
+            "--overlap: not a duration (use e.g. 30m, 24h, 90d, 1h30m): 'soon'",
+        ),
+        (
+            "ok",
+            ("token", "create", "x", "--expires", "2020-01-01T00:00:00Z"),
+            "--expires: '2020-01-01T00:00:00Z' is not in",
+        ),
+        ("ok", ("token", "create", "x", "--paths", "/a b"), "--paths: '/a b' contains a space"),
     ],
 )
 def test_failures_are_one_line_and_exit_1(
@@ -192,3 +208,114 @@ def test_entry_point_with_kubeconfig_from_the_environment(fake: FakeApiServer, k
         timeout=60,
     )
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "nope not found" in done.stderr
+
+
+POLICY = "routes:\n  api: {}\n  dashboards: {}\n"
+IN_USE = f"ci sha256:{'b' * 64} routes=api\ndash sha256:{'c' * 64} routes=dashboards\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("with_policy", "routes", "expected"),
+    [
+        (
+            True,
+            "nosuchroute",
+            "--routes: 'nosuchroute' is not a route of the policy {policy} (routes: api, dashboards)",
+        ),
+        (True, "api,dashbords", "(routes: api, dashboards); did you mean 'dashboards'?"),
+        (False, "dashbords", "--routes: no token in secret auth/authgate uses route 'dashbords'; did you mean"),
+        (False, "bad route!", "--routes: 'bad route!' is not a route name (1-64 of A-Z a-z 0-9 . _ -)"),
+    ],
+)
+def test_create_refuses_a_route_that_cannot_work(
+    fake: FakeApiServer,
+    kubeconfig: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    with_policy: bool,
+    routes: str,
+    expected: str,
+) -> None:
+    fake.put_secret(NAMESPACE, SECRET, {"tokens": IN_USE})
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    extra = ("--config", str(policy)) if with_policy else ()
+    code, out, err = run(capsys, kubeconfig, "token", "create", "y", "--routes", routes, *extra)
+    assert code == 1 and out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith("authgate: error: ") and expected.format(policy=policy) in err, err
+    assert fake.files(NAMESPACE, SECRET) == {"tokens": IN_USE}
+
+
+def test_create_takes_a_route_of_the_policy_from_the_environment(
+    fake: FakeApiServer,
+    kubeconfig: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake.put_secret(NAMESPACE, SECRET, {"tokens": b""})  # no token names a route yet
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    monkeypatch.setenv("AUTHGATE_CONFIG", str(policy))  # as in the server's own pod
+    code, out, err = run(capsys, kubeconfig, "token", "create", "y", "--routes", "dashboards")
+    assert code == 0 and "warning" not in err, err
+    assert credentials(fake).find_token(out.strip()).routes == frozenset({"dashboards"})
+    code, out, err = run(capsys, kubeconfig, "token", "create", "z", "--routes", "dashbord")
+    assert code == 1 and "is not a route of the policy" in err
+    monkeypatch.setenv("AUTHGATE_CONFIG", str(tmp_path / "absent.yaml"))
+    code, out, err = run(capsys, kubeconfig, "token", "create", "z", "--routes", "dashboards")
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"authgate: error: {tmp_path / 'absent.yaml'}: cannot read: ") and "$AUTHGATE_CONFIG" in err
+
+
+def test_create_without_a_policy_accepts_a_new_route_and_warns_once(
+    fake: FakeApiServer, kubeconfig: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.put_secret(NAMESPACE, SECRET, {"tokens": IN_USE})
+    code, out, err = run(capsys, kubeconfig, "token", "create", "y", "--routes", "api,prefect-ui")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("authgate: warning:")]
+    assert warnings == [
+        "authgate: warning: --routes: no other token in secret auth/authgate uses 'prefect-ui' and no policy was "
+        "given to check it: a token for a route the policy lacks never works (check with --config POLICY)"
+    ]
+    assert credentials(fake).find_token(out.strip()).routes == frozenset({"api", "prefect-ui"})
+
+
+def test_list_json_is_one_json_array(fake: FakeApiServer, kubeconfig: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fake.put_secret(NAMESPACE, SECRET, {"tokens": b""})
+    code, out, err = run(capsys, kubeconfig, "token", "list", "--json")
+    assert code == 0 and json.loads(out) == [], err
+    fake.put_secret(
+        NAMESPACE, SECRET, {"tokens": IN_USE + b"old sha256:" + b"d" * 64 + b" expires=2020-01-01T00:00:00Z\n"}
+    )
+    code, out, err = run(capsys, kubeconfig, "token", "list", "--json")
+    assert code == 0, err
+    assert json.loads(out) == [
+        {"name": "ci", "stored": "sha256", "expired": False, "routes": "api"},
+        {"name": "dash", "stored": "sha256", "expired": False, "routes": "dashboards"},
+        {"name": "old", "stored": "sha256", "expired": True, "expires": "2020-01-01T00:00:00Z"},
+    ]
+
+
+def test_an_unverified_tls_connection_is_one_warning_line_per_call(
+    tmp_path: Path, tls_files: tuple[Path, Path]
+) -> None:
+    with FakeApiServer(tls=tls_files) as fake:
+        fake.put_secret(NAMESPACE, SECRET, {"tokens": b""})
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", fake.url, namespace=NAMESPACE, insecure=True)
+        for argv in (("token", "create", "ci"), ("token", "list")):  # a read and a patch; a read
+            done = subprocess.run(
+                [sys.executable, "-m", "app", *argv, "--kubeconfig", str(kubeconfig)],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+            assert "InsecureRequestWarning" not in done.stderr and "warnings.warn" not in done.stderr
+            assert [line for line in done.stderr.splitlines() if "warning" in line.lower()] == [
+                f"authgate: warning: the TLS certificate of {fake.url} is not verified (insecure-skip-tls-verify "
+                "in the kubeconfig): whoever is in between can read and change the Secret"
+            ]

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import kubernetes.client
 import pytest
 
+from app.health import Heartbeat
+from app.kube import new_api_client
+from app.secret_watch import SecretWatcher
 from tests.kube.conftest import NAMESPACE, SECRET, Applied, WatcherThread, make_watcher
-from tests.kube.fake_apiserver import FakeApiServer
+from tests.kube.fake_apiserver import FakeApiServer, write_kubeconfig
 from tests.support.procs import wait_for
 
 pytestmark = pytest.mark.kube
@@ -234,3 +238,93 @@ def test_heartbeat_revives_when_the_watch_reconnects_without_waiting_for_an_even
         assert heartbeat.detail.startswith("watch connected")
         assert fake.requests.count("GET", "watch=true") > watches and fake.open_streams == 1
     assert len(applied.calls) == 1  # revived by the reconnect itself: no event, no relist
+
+
+def test_a_change_after_an_api_server_restart_applies_within_2s_whatever_an_earlier_outage_did(
+    fake: FakeApiServer, client_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 25's sequence: outage, restart (403 while RBAC loads, 410 on the old RV), a quiet Secret, the same again.
+
+    The production backoff (0.5 s doubling to 30 s): the first outage must leave nothing behind that slows the
+    second recovery, and a reconnect logs one line per failed attempt, the RBAC window once, nothing from urllib3.
+    """
+    caplog.set_level(logging.WARNING)  # urllib3's own "Retrying (Retry(...))" warnings would show here
+    caplog.set_level(logging.INFO, "authgate.watch")
+    fake.put_secret(NAMESPACE, SECRET, tokens(1))
+    applied = Applied()
+    watcher = SecretWatcher(
+        NAMESPACE,
+        SECRET,
+        applied,
+        Heartbeat("secret-watch", max_age=60),
+        api_client_factory=client_factory,
+        watch_timeout_seconds=1,  # a quiet Secret: each watch ends cleanly without an event or a bookmark
+        connect_timeout=1.0,
+        request_timeout=3.0,
+        read_timeout_margin=5.0,
+    )
+
+    def lists() -> int:
+        return fake.requests.count("GET", "fieldSelector") - fake.requests.count("GET", "watch=true")
+
+    def refused() -> int:
+        return caplog.text.count("cannot reach the Kubernetes API")
+
+    def outage_and_restart() -> None:
+        before = refused()
+        fake.stop()
+        wait_for(lambda: refused() >= before + 3, timeout=30, what="three failed reconnects")
+        forbidden = fake.forbidden_answers
+        fake.restart()
+        wait_for(lambda: fake.forbidden_answers >= forbidden + 2, timeout=30, what="two refusals while RBAC loads")
+        fake.rbac_loaded()
+
+    with WatcherThread(watcher):
+        wait_for(lambda: watcher.synced and fake.open_streams == 1, what="listed and watching")
+        outage_and_restart()
+        wait_for(lambda: lists() == 2 and fake.open_streams == 1, timeout=30, what="relisted after the 410")
+        watches = fake.requests.count("GET", "watch=true")
+        wait_for(lambda: fake.requests.count("GET", "watch=true") >= watches + 2, what="a quiet watch ended cleanly")
+        assert applied.calls == [(tokens(1), f"secret {NAMESPACE}/{SECRET}")] * 2
+        outage_and_restart()
+        fake.put_secret(NAMESPACE, SECRET, tokens(2))  # made once the API server has recovered
+        wait_for(lambda: applied.last_tokens() == tokens(2)["tokens"], timeout=2.0, what="the change applied")
+    assert "Retrying (Retry(" not in caplog.text
+    permission = [r for r in caplog.records if r.levelno >= logging.WARNING and "permission denied" in r.getMessage()]
+    assert len(permission) == 2, [r.getMessage() for r in permission]  # once per restart
+    assert "may still be loading its RBAC rules" in permission[0].getMessage()
+    assert "410 Gone again" not in caplog.text
+    assert caplog.text.count("relisting") == 2 and "sha256:" not in caplog.text
+
+
+def test_a_410_on_the_watch_a_relist_just_started_backs_off_by_its_own_streak(
+    fake: FakeApiServer, client_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "authgate.watch")
+    fake.put_secret(NAMESPACE, SECRET, tokens(1))
+    fake.gone_next_watches = 3  # a list served from a cache behind the watch's: every fresh watch is too old
+    applied = Applied()
+    watcher, _ = make_watcher(applied, client_factory)
+    with WatcherThread(watcher):
+        wait_for(lambda: len(applied.calls) == 4 and fake.open_streams == 1, what="watching after three 410s")
+    delays = [r.args[2] for r in caplog.records if "410 Gone again right after a relist" in r.getMessage()]
+    assert len(delays) == 3 and delays[0] <= 0.05 and delays[1] <= 0.1 and delays[2] <= 0.2, delays
+
+
+def test_an_unverified_tls_connection_is_logged_once_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, tls_files: tuple[Path, Path]
+) -> None:
+    caplog.set_level(logging.WARNING)
+    with FakeApiServer(tls=tls_files) as fake:
+        fake.put_secret(NAMESPACE, SECRET, tokens(1))
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", fake.url, namespace=NAMESPACE, insecure=True)
+        applied = Applied()
+        watcher, _ = make_watcher(applied, lambda: new_api_client(str(kubeconfig)))
+        with WatcherThread(watcher):
+            wait_for(lambda: watcher.synced and fake.open_streams == 1, what="listed and watching over HTTPS")
+            fake.put_secret(NAMESPACE, SECRET, tokens(2))
+            wait_for(lambda: applied.last_tokens() == tokens(2)["tokens"], what="change applied")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"secret watch {NAMESPACE}/{SECRET}: the TLS certificate of {fake.url} is not verified "
+        "(insecure-skip-tls-verify in the kubeconfig): whoever is in between can read and change the Secret"
+    ]

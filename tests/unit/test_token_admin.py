@@ -12,6 +12,7 @@ from app.token_admin import (
     Outgoing,
     TokenAdminError,
     add_token,
+    check_routes,
     digest_field,
     list_tokens,
     parse_duration,
@@ -21,6 +22,8 @@ from app.token_admin import (
     rotate_token,
     rotated_name,
     set_user,
+    token_attributes,
+    unknown_routes,
 )
 
 NOW = dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.UTC)
@@ -140,3 +143,26 @@ def test_users_are_bcrypt_and_edits_keep_other_lines() -> None:
     assert remove_user(text, "alice") == "# team\nbob:{SHA}fEqNCco3Yq9h5ZUglD3CZJT4lBs=\n"
     with pytest.raises(TokenAdminError, match="72 bytes"):
         set_user(text, "carol", "x" * 73, rounds=4)
+
+
+def test_token_attributes_name_the_option_and_keep_the_files_order() -> None:
+    attrs = token_attributes(NOW, expires="12h", routes="api, dash", methods="GET", paths="/api")
+    assert attrs == {"routes": "api,dash", "methods": "GET", "paths": "/api", "expires": "2026-11-22T18:00:00Z"}
+    with pytest.raises(TokenAdminError, match=r"^--expires: 'soon' is neither a duration from now \(30m"):
+        token_attributes(NOW, expires="soon")
+    with pytest.raises(TokenAdminError, match=r"^--expires: '0s' is not in the future"):
+        token_attributes(NOW, expires="0s")
+    with pytest.raises(TokenAdminError, match=r"^--routes: 'a/b' is not a route name"):
+        token_attributes(NOW, routes="a/b")
+    with pytest.raises(TokenAdminError, match=r"^--paths: must start with '/'"):
+        token_attributes(NOW, paths="api")
+
+
+def test_routes_are_checked_against_the_policy_or_what_the_secret_uses() -> None:
+    check_routes(["api"], {"api", "default"}, "p.yaml")
+    with pytest.raises(TokenAdminError, match=r"'apy' is not a route of the policy p.yaml \(routes: api, default\); "):
+        check_routes(["apy"], {"api", "default"}, "p.yaml")
+    assert unknown_routes(["api", "prefect-ui"], {"api", "dashboards"}, "ns/s") == ["prefect-ui"]
+    assert unknown_routes(["anything"], set(), "ns/s") == ["anything"]  # a brand-new Secret: a warning only
+    with pytest.raises(TokenAdminError, match=r"uses route 'dashbords'; did you mean 'dashboards'\?"):
+        unknown_routes(["dashbords"], {"api", "dashboards"}, "ns/s")
