@@ -15,8 +15,8 @@ from litestar.testing import AsyncTestClient
 
 from app.credentials import token_digest
 from app.grpc_server import build_server
-from app.http import create_app
 from app.policy import parse_policy
+from app.service import create_app
 from app.settings import Settings
 from app.state import AppState, build_state
 from tests.support.envoy_grpc import Answer, envoy_check
