@@ -6,7 +6,7 @@ shared throttle, and every wire: HTTP (app.http, run by granian or uvicorn, app.
 The wires are peers: each imports the decision core and nothing of the others, and none starts anything. One
 lifespan (:meth:`Service.lifespan`) starts the rest around the HTTP server, which runs it as its ASGI
 lifespan on either server, on the process's one event loop: HTTP and gRPC share one snapshot, policy,
-throttle, allow memo and set of metrics without a lock."""
+throttle, allow memo and set of metrics without a lock. docs/architecture.md draws the rooms."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from litestar import Litestar
 
 from app.decider import Decider
 from app.health import Heartbeat
+from app.health_server import serving_health
 from app.http import DecisionEndpoint, create_http_app
 from app.reload import DirectoryWatcher
 from app.settings import Settings
@@ -36,7 +37,7 @@ class Service:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
-        """Starts the credential source, the shared throttle and the gRPC wire; stops them in
+        """Starts the credential source, the shared throttle and the gRPC and health wires; stops them in
         reverse when the block ends (``app``: the ASGI app whose lifespan this is, unused)."""
         state = self.state
         source = credential_source(state)
@@ -46,6 +47,8 @@ class Service:
             await shared.start()  # returns at once: decisions never wait for Redis
         try:
             async with contextlib.AsyncExitStack() as stack:
+                if state.settings.health_port is not None:
+                    await stack.enter_async_context(serving_health(state))
                 if state.settings.grpc_port is not None:
                     # imported only when asked for: grpcio and Envoy's protos cost ~80 ms and some memory
                     from app.grpc_server import serving_grpc
