@@ -19,7 +19,15 @@ from app.credentials import (
 from app.errors import ConfigError
 from app.kube_cli import add_commands, add_token_attributes, new_token_attributes
 from app.policy import load_policy
-from app.settings import DEFAULT_SERVER, ENV_NAMES, LOG_LEVELS, PROXY_KINDS, SERVER_KINDS, load_settings
+from app.settings import (
+    DEFAULT_HEALTH_PORT,
+    DEFAULT_SERVER,
+    ENV_NAMES,
+    LOG_LEVELS,
+    PROXY_KINDS,
+    SERVER_KINDS,
+    load_settings,
+)
 from app.token_admin import TokenAdminError, digest_field, format_token_line, generate_token
 
 
@@ -48,6 +56,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--watch-secret",
         metavar="NAMESPACE/NAME",
         help="read credentials from this Secret through the Kubernetes API " + env % "AUTHGATE_WATCH_SECRET",
+    )
+    serve.add_argument(
+        "--health-port",
+        help="also serve /healthz, /readyz and /metrics on this port of their own (same --host), where probes "
+        "never wait behind the decision port's connections; off by default, the chart and manifests/ use "
+        f"{DEFAULT_HEALTH_PORT} " + env % "AUTHGATE_HEALTH_PORT",
     )
     limits = serve.add_argument_group("request limits (a proxy gets a fast 408/431/503, which it turns into a denial)")
     limits.add_argument(
@@ -92,6 +106,7 @@ def _serve(args: argparse.Namespace) -> int:
             "max_connections": args.max_connections,
             "grpc_port": args.grpc_port,
             "grpc_default_route": args.grpc_default_route,
+            "health_port": args.health_port,
             "server": args.server,
         }
     )

@@ -1,6 +1,6 @@
 """Running the app on granian (a Rust HTTP server; hyper parses HTTP/1), embedded: one process, like the
 uvicorn path. granian's Rust runtime reads and writes the sockets on its own thread and hands each request to
-the app on this process's uvloop event loop; the Litestar lifespan, signals, JSON logs and the bounded
+the app on this process's uvloop event loop; the service's lifespan (app.service), signals, JSON logs and the bounded
 graceful shutdown are authgate's, as on uvicorn.
 
 Why embedded rather than granian's usual supervisor + worker processes: the same throughput here (both put
@@ -42,7 +42,6 @@ from granian.log import LogLevels
 from granian.server.embed import Server
 
 from app.head_limits import HeaderCountLimit
-from app.http import create_asgi
 from app.logs import logging_config
 from app.settings import GRANIAN_MAX_HEADERS, Settings
 
@@ -80,10 +79,9 @@ def server_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def serve_granian(settings: Settings) -> int:
-    """Serves until SIGTERM or SIGINT. Exit status 0 after a stop, 1 when the app could not start (its
-    lifespan failed) or stopped on its own."""
-    app = create_asgi(settings)
+def serve_granian(settings: Settings, app: Any) -> int:
+    """Serves the ASGI ``app`` (app.service's, with its lifespan) until SIGTERM or SIGINT. Exit status 0 after
+    a stop, 1 when the app could not start (its lifespan failed) or stopped on its own."""
     max_headers = settings.limits.max_headers
     server = Server(
         app if max_headers >= GRANIAN_MAX_HEADERS else HeaderCountLimit(app, max_headers),

@@ -1,31 +1,31 @@
-"""HTTP wiring: one Litestar app for health, metrics and the lifespan; the decision endpoint is raw ASGI (no
-request parsing, no body, headers read from one dict) because it sits on the hot path of every request."""
+"""The HTTP wire: turns an auth subrequest into a question for the decision core (app.decider) and a
+``Decision`` into the proxy's answer. The decision endpoint is raw ASGI (no request parsing, no body, headers
+read from one dict) because it sits on the hot path of every request; one Litestar app around it carries the
+probes (app.probes) and the lifespan it is given. It knows nothing of the other wires or of what runs them
+(app.service)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar import Litestar, MediaType, Response, get
 from litestar.handlers import asgi
 from litestar.types import HTTPResponseStartEvent, Receive, Scope, Send
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app import probes
 from app.decider import Decider
 from app.decision import Decision, response_headers
 from app.doors import front_doors
-from app.health import Heartbeat
 from app.policy import Policy
-from app.reload import DirectoryWatcher
-from app.settings import Settings
-from app.shared_throttle import SharedThrottle
-from app.state import AppState, build_state
+from app.probes import ProbeAnswer
+from app.state import AppState
 
 _AUTH_PREFIX = b"/auth/"
 ASGIApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
+Lifespan = Callable[[Litestar], contextlib.AbstractAsyncContextManager[None]]
 WIRE = "http"  # this wire's key among the rendered answers (app.decider)
 _NOT_READY: Any = {
     "type": "http.response.start",
@@ -41,7 +41,7 @@ class DecisionEndpoint:
     doors; ``/auth/~``, which names no route, for the route claiming the original path, app.policy.BY_PATH):
     the HTTP wire of the decision core (app.decider).
 
-    With ``others`` (what ``authgate serve`` runs, see :func:`create_asgi`) it is the whole app: anything
+    With ``others`` (what ``authgate serve`` runs, see :func:`app.service.create_asgi`) it is the whole app: anything
     but an HTTP request under ``/auth/`` (health, metrics, the lifespan) goes to ``others``, the Litestar
     app. Without (the Litestar mount of the same endpoint, for in-process tests) it answers everything.
     Skipping Litestar's router on the hot path is worth about a third of the decision's cost, and doing the
@@ -136,95 +136,42 @@ class DecisionEndpoint:
         return {"type": "http.response.start", "status": decision.status, "headers": headers}
 
 
-def create_app(settings: Settings, state: AppState | None = None) -> Litestar:
-    """The Litestar app. Loads the policy now (a bad one fails the start); credentials load in the lifespan,
-    which also runs the gRPC server when ``settings.grpc_port`` is set (on this same event loop)."""
-    state = state if state is not None else build_state(settings)
-    decider = Decider(state)
+def create_http_app(state: AppState, decider: Decider, lifespan: Lifespan | None = None) -> Litestar:
+    """The HTTP wire's Litestar app: the decision endpoint mounted at ``/auth`` (for in-process use; ``authgate
+    serve`` puts the same endpoint in front, see :meth:`DecisionEndpoint.__init__`), and ``/healthz``,
+    ``/readyz`` and ``/metrics`` (app.probes) on the decision port, where deployments that predate
+    ``--health-port`` probe them. ``lifespan`` is the composition root's (app.service): this wire starts
+    nothing itself."""
     endpoint = DecisionEndpoint(state, decider)
 
     @asgi("/auth", is_mount=True, copy_scope=False)
     async def auth(scope: Scope, receive: Receive, send: Send) -> None:
         await endpoint(scope, receive, send)  # type: ignore[arg-type]
 
-    @get("/healthz", media_type=MediaType.TEXT, sync_to_thread=False)
-    def healthz() -> Response[str]:
-        problem = state.unhealthy()
-        if problem is not None:
-            return Response(f"unhealthy: {problem}\n", status_code=503)
-        return Response("ok\n")
+    def answer(probe: ProbeAnswer) -> Response[bytes]:
+        # Litestar appends "; charset=utf-8" to a text media type itself.
+        media_type = MediaType.TEXT if probe.content_type == probes.TEXT else probe.content_type
+        return Response(probe.body, status_code=probe.status, media_type=media_type)
 
-    @get("/readyz", media_type=MediaType.TEXT, sync_to_thread=False)
-    def readyz() -> Response[str]:
-        problem = state.not_ready()
-        if problem is not None:
-            return Response(f"{problem}\n", status_code=503)
-        return Response("ready\n")
+    @get("/healthz", sync_to_thread=False)
+    def healthz() -> Response[bytes]:
+        return answer(probes.healthz(state))
+
+    @get("/readyz", sync_to_thread=False)
+    def readyz() -> Response[bytes]:
+        return answer(probes.readyz(state))
 
     @get("/metrics", sync_to_thread=False)
     def metrics() -> Response[bytes]:
-        counts = state.throttle.banned_counts()
-        for kind, count in counts.items():
-            state.metrics.throttled.labels(kind=kind).set(count)
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        watcher = start_credential_source(state)
-        task = asyncio.create_task(watcher.run(), name="credential-source")
-        shared = state.throttle if isinstance(state.throttle, SharedThrottle) else None
-        if shared is not None:
-            await shared.start()  # returns at once: decisions never wait for Redis
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                if state.settings.grpc_port is not None:
-                    # imported only when asked for: grpcio and Envoy's protos cost ~80 ms and some memory
-                    from app.grpc_server import serving_grpc
-
-                    await stack.enter_async_context(serving_grpc(state, decider))
-                yield
-        finally:
-            if shared is not None:
-                await shared.stop()
-            watcher.stop()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        return answer(probes.metrics(state))
 
     app = Litestar(
-        route_handlers=[auth, healthz, readyz, metrics], lifespan=[lifespan], openapi_config=None, logging_config=None
+        route_handlers=[auth, healthz, readyz, metrics],
+        lifespan=[] if lifespan is None else [lifespan],
+        openapi_config=None,
+        logging_config=None,
     )
     app.state.authgate = state
     app.state.decider = decider
     app.state.decision_endpoint = endpoint
     return app
-
-
-def create_asgi(settings: Settings) -> DecisionEndpoint:
-    """What ``authgate serve`` runs: the decision endpoint in front of the Litestar app."""
-    app = create_app(settings)
-    return DecisionEndpoint(app.state.authgate, app.state.decider, others=app)  # type: ignore[arg-type]
-
-
-def start_credential_source(state: AppState) -> Any:
-    """The loop that keeps credentials current: the mounted directory (default) or a Secret watch."""
-    settings = state.settings
-    if settings.watch_secret is not None:
-        # imported only in watch mode: it pulls in the Kubernetes client
-        from app.secret_watch import SecretWatcher, recommended_max_age
-
-        watch_timeout, backoff_max = 60, 30.0
-        heartbeat = Heartbeat("secret-watch", max_age=recommended_max_age(watch_timeout, backoff_max))
-        state.heartbeats.append(heartbeat)
-        namespace, name = settings.watch_secret
-        return SecretWatcher(
-            namespace,
-            name,
-            state.reloader.apply,
-            heartbeat,
-            watch_timeout_seconds=watch_timeout,
-            backoff_max=backoff_max,
-        )
-    heartbeat = Heartbeat("secret-directory-watch", max_age=30.0)
-    state.heartbeats.append(heartbeat)
-    return DirectoryWatcher(settings.secret_dir, state.reloader, heartbeat)

@@ -1,17 +1,19 @@
-"""Running the one ASGI app: on granian (app/granian_server.py) or on uvicorn (here: one process,
-httptools + uvloop, no access log, bounded graceful shutdown, request limits (app/limits.py) in the protocol)."""
+"""``authgate serve``: the service (app.service) as one ASGI app, whose lifespan starts everything else, run on
+granian (app/granian_server.py) or on uvicorn (here: one process, httptools + uvloop, no access log, bounded
+graceful shutdown, request limits (app/limits.py) in the protocol)."""
 
 from __future__ import annotations
 
 import dataclasses
 import gc
 import logging
+from typing import Any
 
 import uvicorn
 
-from app.http import create_asgi
 from app.limits import protocol_class
 from app.logs import configure_logging
+from app.service import create_asgi
 from app.settings import Settings
 
 log = logging.getLogger("authgate")
@@ -33,18 +35,19 @@ def serve(settings: Settings) -> int:
             "limits": dataclasses.asdict(settings.limits),
             "grpc_port": settings.grpc_port,
             "grpc_default_route": settings.grpc_default_route,
+            "health_port": settings.health_port,
         },
     )
+    app = create_asgi(settings)
     if settings.server == "granian":
         from app.granian_server import serve_granian  # granian only when chosen
 
-        return serve_granian(settings)
-    return _serve_uvicorn(settings)
+        return serve_granian(settings, app)
+    return _serve_uvicorn(settings, app)
 
 
-def _serve_uvicorn(settings: Settings) -> int:
+def _serve_uvicorn(settings: Settings, app: Any) -> int:
     limits = settings.limits
-    app = create_asgi(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,

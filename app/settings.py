@@ -20,6 +20,7 @@ PROXY_KINDS: tuple[str, ...] = get_args(ProxyKind)
 DEFAULT_PROXY: tuple[ProxyKind, ...] = ("ingress-nginx", "traefik")
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 DEFAULT_PORT = 8080
+DEFAULT_HEALTH_PORT = 8081  # what the chart and manifests/ give --health-port
 SERVER_KINDS: tuple[str, ...] = get_args(ServerKind)
 # Measured with bench/run.py on ingress-nginx's default path (a new connection per auth call): see
 # docs/benchmarks.md.
@@ -66,6 +67,9 @@ class Settings:
     grpc_port: int | None = None
     # The route of a CheckRequest whose context_extensions name none (None: such a request is refused).
     grpc_default_route: str | None = None
+    # /healthz, /readyz and /metrics on a listener of their own, same host (app/health_server.py); None =
+    # off (they stay on the decision port either way). The chart and manifests/ set DEFAULT_HEALTH_PORT.
+    health_port: int | None = None
     server: ServerKind = DEFAULT_SERVER  # the HTTP server running the one ASGI app (app/server.py)
 
 
@@ -84,6 +88,7 @@ ENV_NAMES: dict[str, str] = {
     "max_connections": "AUTHGATE_MAX_CONNECTIONS",
     "grpc_port": "AUTHGATE_GRPC_PORT",
     "grpc_default_route": "AUTHGATE_GRPC_DEFAULT_ROUTE",
+    "health_port": "AUTHGATE_HEALTH_PORT",
     "server": "AUTHGATE_SERVER",
 }
 LIMIT_KEYS = ("read_timeout", "max_head_bytes", "max_headers", "max_connections")
@@ -128,7 +133,7 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] | 
         if not value.strip():
             raise ConfigError(f"must not be empty, got {value!r}", where)
         values["host"] = value
-    for key in ("port", "grpc_port"):
+    for key in ("port", "grpc_port", "health_port"):
         if key in raw:
             where, value = raw[key]
             if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
@@ -136,6 +141,11 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] | 
             values[key] = int(value)
     if "grpc_port" in values and values["grpc_port"] == values.get("port", DEFAULT_PORT):
         raise ConfigError(f"must differ from the HTTP port, got {values['grpc_port']}", raw["grpc_port"][0])
+    if "health_port" in values:
+        others = {"the HTTP port": values.get("port", DEFAULT_PORT), "the gRPC port": values.get("grpc_port")}
+        for what, port in others.items():
+            if values["health_port"] == port:
+                raise ConfigError(f"must differ from {what}, got {port}", raw["health_port"][0])
     if "grpc_default_route" in raw:
         where, value = raw["grpc_default_route"]
         if "grpc_port" not in values:

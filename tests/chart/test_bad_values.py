@@ -107,6 +107,12 @@ CASES = {
     ),
     "unknown proxy door": ([*PREFECT, "--set", "config.proxy=haproxy"], "/config/proxy"),
     "grpc on the http port": (["--set", "grpc.enabled=true", "--set", "grpc.port=8080"], "grpc.port=8080 is the"),
+    "health on the http port": (["--set", "health.port=8080"], "health.port=8080 is the container's HTTP port"),
+    "health on the grpc port": (
+        ["--set", "grpc.enabled=true", "--set", "health.port=9001"],
+        "health.port=9001 is also grpc.port",
+    ),
+    "health port out of range": (["--set", "health.port=0"], "/health/port"),
     "grpc default route not in policy": (
         ["--set", "grpc.enabled=true", "--set", "grpc.defaultRoute=admin"],
         'grpc.defaultRoute="admin" is not a route of config.policy.routes (api, ui)',

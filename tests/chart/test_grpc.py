@@ -30,8 +30,8 @@ def flag(render: Render, name: str) -> str | None:
 
 def test_grpc_is_off_by_default(rendered: Rendered) -> None:
     render = rendered("prefect")
-    assert [p["name"] for p in render.one("Service")["spec"]["ports"]] == ["http"]
-    assert [p["name"] for p in container(render)["ports"]] == ["http"]
+    assert [p["name"] for p in render.one("Service")["spec"]["ports"]] == ["http", "health"]
+    assert [p["name"] for p in container(render)["ports"]] == ["http", "health"]
     assert flag(render, "--grpc-port") is None
     assert render.all("ExtensionService") == [] and render.all("HTTPProxy") == []
 
@@ -77,7 +77,7 @@ def test_contour_asks_authgate_over_grpc_with_each_part_s_route(rendered: Render
     # No Ingress, no default route: a CheckRequest without a route context is refused.
     assert render.all("Ingress") == [] and flag(render, "--grpc-default-route") is None
     # The NetworkPolicy lets the proxy reach the gRPC port as well.
-    [rule] = render.one("NetworkPolicy")["spec"]["ingress"]
+    rule = render.one("NetworkPolicy")["spec"]["ingress"][0]  # the proxy's (the second is Prometheus')
     assert {"port": "grpc", "protocol": "TCP"} in rule["ports"]
 
 

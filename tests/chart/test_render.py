@@ -57,10 +57,16 @@ def test_deployment_runs_authgate_serve_with_the_mounted_secret_and_policy(rende
         "ingress-nginx,traefik",
         "--log-level",
         "info",
+        "--health-port",
+        "8081",
     ]
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert c["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "health", "containerPort": 8081, "protocol": "TCP"},
+    ]
+    # The probes on the health listener, where a flood of the decision port cannot starve them.
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod_spec(r)["volumes"]}
     assert mounts["secret"] == {"name": "secret", "mountPath": "/etc/authgate/secret", "readOnly": True}
@@ -148,6 +154,25 @@ def test_a_secret_change_leaves_the_pods_alone_and_a_policy_change_rolls_them() 
     assert template_of(other_policy) != template_of(base)
 
 
+def test_the_health_port_follows_its_value_and_prometheus_may_be_left_out(rendered: Rendered) -> None:
+    r = Render.of("health-port", ["--set", "health.port=9100", "--set", "networkPolicy.enabled=true"])
+    c = container(r)
+    assert c["args"][c["args"].index("--health-port") + 1] == "9100"
+    assert {"name": "health", "containerPort": 9100, "protocol": "TCP"} in c["ports"]
+    assert {"name": "health", "port": 9100, "targetPort": "health", "protocol": "TCP"} in r.one("Service")["spec"][
+        "ports"
+    ]
+    assert [rule["ports"] for rule in r.one("NetworkPolicy")["spec"]["ingress"]] == [
+        [{"port": "http", "protocol": "TCP"}],
+        [{"port": "health", "protocol": "TCP"}],
+    ]
+    no_scrape = Render.of(
+        "no-prometheus", ["--set", "networkPolicy.enabled=true", "--set", "networkPolicy.prometheus.enabled=false"]
+    )
+    [rule] = no_scrape.one("NetworkPolicy")["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]  # nobody but kubelet reaches the health port
+
+
 def test_default_policy_is_the_prefect_example(rendered: Rendered) -> None:
     policy = yaml.safe_load(rendered("defaults").one("ConfigMap")["data"]["policy.yaml"])
     assert policy == yaml.safe_load((REPO_ROOT / "examples" / "policy-prefect.yaml").read_text())
@@ -156,7 +181,10 @@ def test_default_policy_is_the_prefect_example(rendered: Rendered) -> None:
 def test_service_and_serviceaccount(rendered: Rendered) -> None:
     r = rendered("defaults")
     service = r.one("Service")
-    assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"},
+        {"name": "health", "port": 8081, "targetPort": "health", "protocol": "TCP"},
+    ]
     assert service["spec"]["selector"] == r.one("Deployment")["spec"]["selector"]["matchLabels"]
     assert r.one("ServiceAccount")["automountServiceAccountToken"] is False
     assert pod_spec(r)["automountServiceAccountToken"] is False
@@ -364,7 +392,7 @@ def test_hpa_servicemonitor_networkpolicy_dashboard(rendered: Rendered) -> None:
     assert hpa["spec"]["minReplicas"] == 2 and "PodDisruptionBudget" in r.kinds()
 
     monitor = r.one("ServiceMonitor")
-    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    assert monitor["spec"]["endpoints"][0]["port"] == "health"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= r.one("Service")["metadata"]["labels"].items()
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
@@ -373,20 +401,26 @@ def test_hpa_servicemonitor_networkpolicy_dashboard(rendered: Rendered) -> None:
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    [rule] = policy["spec"]["ingress"]
+    # The decision port for the ingress controller and the helm test pod; the health port for Prometheus.
+    rule, scrape = policy["spec"]["ingress"]
     assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
     peers = rule["from"]
     assert {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}},
     } in peers
-    assert {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
-        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
-    } in peers
+    assert scrape == {
+        "from": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+            }
+        ],
+        "ports": [{"port": "health", "protocol": "TCP"}],
+    }
     test_peer = next(p for p in peers if "namespaceSelector" not in p)
     assert test_peer["podSelector"]["matchLabels"].items() <= r.one("Pod")["metadata"]["labels"].items()
-    assert len(peers) == 3  # nothing else gets in
+    assert len(peers) == 2  # nothing else gets in
 
 
 def test_dashboard_shows_decisions_denials_latency_reloads(rendered: Rendered) -> None:

@@ -52,6 +52,8 @@ CHART_ARGS = (
     # grpc.enabled=true: the image's trimmed Envoy protos must still serve Authorization/Check
     "--grpc-port",
     "9001",
+    "--health-port",
+    "8081",
 )
 
 
@@ -142,11 +144,12 @@ class AuthgateContainer:
         self.policy_dir = policy_dir
         self.port = 0
         self.grpc_port = 0
+        self.health_port = 0
 
     def start(self, args: tuple[str, ...] = CHART_ARGS) -> None:
         last_error = ""
         for _attempt in range(3):  # another worker may take the free port between the probe and the bind
-            self.port, self.grpc_port = free_port(), free_port()
+            self.port, self.grpc_port, self.health_port = free_port(), free_port(), free_port()
             proc = self.image.store.podman(
                 "run",
                 "--detach",
@@ -165,6 +168,8 @@ class AuthgateContainer:
                 f"127.0.0.1:{self.port}:8080",
                 "--publish",
                 f"127.0.0.1:{self.grpc_port}:9001",
+                "--publish",
+                f"127.0.0.1:{self.health_port}:8081",
                 "--volume",
                 f"{self.secret_dir}:/etc/authgate/secret:ro",
                 "--volume",

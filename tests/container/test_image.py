@@ -121,6 +121,10 @@ def check_metadata_contents_and_size(built_image: BuiltImage, record_property: C
 def check_serves_decisions_as_non_root_with_a_read_only_root(ctr: AuthgateContainer) -> None:
     assert httpx.get(ctr.base_url + "/readyz", timeout=5).status_code == 200
     assert httpx.get(ctr.base_url + "/healthz", timeout=5).status_code == 200
+    health = f"http://127.0.0.1:{ctr.health_port}"  # where the chart's probes and ServiceMonitor look
+    assert [httpx.get(health + path, timeout=5).status_code for path in ("/readyz", "/healthz", "/metrics")] == [
+        200
+    ] * 3
 
     bearer = httpx.get(
         ctr.base_url + "/auth/api", timeout=5, headers={**ORIGINAL, "Authorization": f"Bearer {CI_DEPLOY_TOKEN}"}

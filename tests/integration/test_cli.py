@@ -119,8 +119,8 @@ def test_new_token_line_works_in_a_running_server(tmp_path):
 def test_file_mode_server_does_not_load_the_kubernetes_client():
     # ~30 MB of RSS and a second of start-up that only the token/user commands and --watch-secret need.
     code = (
-        "import sys, app.cli, app.server, app.http\n"
-        "from app.http import create_app\nfrom app.settings import Settings\n"
+        "import sys, app.cli, app.server, app.service\n"
+        "from app.service import create_app\nfrom app.settings import Settings\n"
         "create_app(Settings())\n"
         "assert 'kubernetes' not in sys.modules, 'kubernetes imported'\n"
         "app.cli.build_parser().parse_args(['token', 'list'])\n"
@@ -149,9 +149,9 @@ def test_nothing_the_image_leaves_out_is_imported_by_the_service_its_watch_mode_
     ]
     code = (
         "import importlib.metadata as md, sys, json\n"
-        "import app.cli, app.server, app.granian_server, app.http, app.kube, app.secret_watch, app.kube_cli\n"
+        "import app.cli, app.server, app.granian_server, app.service, app.kube, app.secret_watch, app.kube_cli\n"
         "import app.grpc_server, app.shared_throttle\n"
-        "from app.http import create_asgi\nfrom app.settings import Settings\n"
+        "from app.service import create_asgi\nfrom app.settings import Settings\n"
         "create_asgi(Settings())\n"
         "app.cli.build_parser().parse_args(['token', 'list'])\n"
         "loaded = {name.split('.')[0] for name in sys.modules}\n"

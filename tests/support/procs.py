@@ -113,6 +113,7 @@ class AuthgateProcess(Process):
         port: int | None = None,
         env: dict[str, str] | None = None,
         grpc: bool = False,
+        health: bool = False,
         server: str | None = None,
     ) -> None:
         self.port = port or free_port()
@@ -120,6 +121,9 @@ class AuthgateProcess(Process):
         self.base_url = f"http://127.0.0.1:{self.port}"
         # --grpc-port: Envoy's gRPC ext_authz on a second free port
         self.grpc_port = free_port() if grpc else None
+        # --health-port: /healthz, /readyz and /metrics on a listener of their own
+        self.health_port = free_port() if health else None
+        self.health_url = None if self.health_port is None else f"http://127.0.0.1:{self.health_port}"
         argv = [
             sys.executable,
             "-m",
@@ -140,6 +144,8 @@ class AuthgateProcess(Process):
             argv += ["--config", str(config)]
         if self.grpc_port is not None:
             argv += ["--grpc-port", str(self.grpc_port)]
+        if self.health_port is not None:
+            argv += ["--health-port", str(self.health_port)]
         if server is not None:
             argv += ["--server", server]
         super().__init__(argv + list(extra_args), log_path, env=env)

@@ -24,8 +24,8 @@ from app import decision as decision_module
 from app.credentials import token_digest
 from app.decider import Decider
 from app.grpc_server import GRACE_SECONDS, MAX_WATCHES, build_server, serving_grpc
-from app.http import create_app
 from app.policy import parse_policy
+from app.service import create_app
 from app.settings import RequestLimits, Settings
 from app.state import AppState, build_state
 from tests.support.envoy_grpc import Answer, envoy_check

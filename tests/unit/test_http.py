@@ -12,8 +12,8 @@ from litestar.testing import AsyncTestClient
 from app.credentials import load_secret_files, token_digest
 from app.decision import Snapshot
 from app.health import Heartbeat
-from app.http import create_app
 from app.passwords import VerifiedCache
+from app.service import create_app
 from app.settings import Settings
 from app.state import build_state
 
@@ -197,7 +197,7 @@ async def test_the_served_app_answers_repeats_from_its_fast_lane_exactly_as_in_f
     path, with the same answer, counted the same; anything else still goes the general way."""
     import httpx
 
-    from app.http import create_asgi
+    from app.service import create_asgi
 
     config = tmp_path / "policy.yaml"
     config.write_text("routes:\n  api: {}\n  ui:\n    anonymous: [GET /health]\n")
@@ -245,7 +245,7 @@ async def test_at_debug_level_every_allow_is_decided_in_full_and_logged(tmp_path
 
     import httpx
 
-    from app.http import create_asgi
+    from app.service import create_asgi
 
     caplog.set_level(logging.DEBUG, logger="authgate.decision")
     app = create_asgi(Settings(secret_dir=tmp_path / "absent"))

@@ -51,6 +51,11 @@ def test_flags_win_over_environment(tmp_path):
         ({"grpc_port": "9000"}, {"AUTHGATE_PORT": "9000"}, "--grpc-port: must differ from the HTTP port"),
         ({"grpc_default_route": "api"}, {}, "--grpc-default-route: has no effect without --grpc-port"),
         ({"grpc_port": "9001", "grpc_default_route": " api"}, {}, "--grpc-default-route: must be a route name"),
+        ({"health_port": "65536"}, {}, "--health-port: must be an integer from 1 to 65535, got '65536'"),
+        ({}, {"AUTHGATE_HEALTH_PORT": "on"}, "AUTHGATE_HEALTH_PORT: must be an integer"),
+        ({"health_port": "8080"}, {}, "--health-port: must differ from the HTTP port, got 8080"),
+        ({"health_port": "9000"}, {"AUTHGATE_PORT": "9000"}, "--health-port: must differ from the HTTP port"),
+        ({"grpc_port": "9001", "health_port": "9001"}, {}, "--health-port: must differ from the gRPC port, got 9001"),
         ({"server": "gunicorn"}, {}, "--server: must be one of granian, uvicorn, got 'gunicorn'"),
         ({}, {"AUTHGATE_SERVER": "hypercorn"}, "AUTHGATE_SERVER: must be one of"),
         ({"max_headers": "101"}, {}, "--max-headers: above 100 needs --server uvicorn"),
@@ -79,6 +84,12 @@ def test_grpc_is_off_by_default_and_read_from_flags_or_environment():
     settings = load_settings(NONE, env)
     assert (settings.grpc_port, settings.grpc_default_route) == (9001, "api")
     assert load_settings({**NONE, "grpc_port": "9002"}, env).grpc_port == 9002
+
+
+def test_the_health_port_is_off_by_default_and_read_from_flags_or_environment():
+    assert Settings().health_port is None and load_settings(NONE, {}).health_port is None
+    assert load_settings(NONE, {"AUTHGATE_HEALTH_PORT": "8081"}).health_port == 8081
+    assert load_settings({**NONE, "health_port": "9100"}, {"AUTHGATE_HEALTH_PORT": "8081"}).health_port == 9100
 
 
 def test_server_defaults_to_granian_and_is_chosen_by_flag_or_environment():

@@ -157,7 +157,7 @@ def test_redis_is_imported_only_when_the_policy_names_one():
 
     from tests.support.procs import REPO_ROOT
 
-    check = "import sys, app.http, app.cli; print('redis' in sys.modules)"
+    check = "import sys, app.service, app.cli; print('redis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
 

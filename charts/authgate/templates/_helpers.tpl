@@ -270,6 +270,12 @@ The schema catches wrong types and unknown keys; this catches combinations.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- if eq (int $v.health.port) 8080 }}
+{{- fail "health.port=8080 is the container's HTTP port: choose another (the default is 8081)" }}
+{{- end }}
+{{- if and $v.grpc.enabled (eq (int $v.health.port) (int $v.grpc.port)) }}
+{{- fail (printf "health.port=%d is also grpc.port: give each listener its own port" (int $v.health.port)) }}
+{{- end }}
 {{- if $v.grpc.enabled }}
 {{- if eq (int $v.grpc.port) 8080 }}
 {{- fail "grpc.port=8080 is the container's HTTP port: choose another (the default is 9001)" }}
