@@ -118,7 +118,8 @@ SCENARIOS: dict[str, list[str]] = {
         *NO_INGRESS, "gateway.enabled=true", 'gateway.parentRefs:=[{"name":"edge","namespace":"gateway-system"}]'
     ),
     # Envoy's gRPC ext_authz: Contour (HTTPProxy + ExtensionService) in the application's namespace "apps",
-    # with the Ingresses off; and each gateway kind over gRPC (the filter with one route only).
+    # with the Ingresses off; and each gateway kind over gRPC (the filter with one route only, and with both
+    # parts, decided by the path each part's route claims).
     "grpc-contour": _prefect(
         *NO_INGRESS, "ingress.namespace=apps", "grpc.enabled=true", "contour.enabled=true", "networkPolicy.enabled=true"
     ),
@@ -126,6 +127,7 @@ SCENARIOS: dict[str, list[str]] = {
         f"grpc-{kind}": _gateway(kind, "grpc.enabled=true", *(["gateway.ui.enabled=false"] if kind == "filter" else []))
         for kind in GATEWAY_KINDS
     },
+    "grpc-filter-both": _gateway("filter", "grpc.enabled=true"),
     "redis": [
         "--set",
         "throttle.redis.url=rediss://redis-master.redis.svc.cluster.local:6380/0",

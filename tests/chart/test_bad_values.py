@@ -118,9 +118,14 @@ CASES = {
         'grpc.defaultRoute="admin" is not a route of config.policy.routes (api, ui)',
     ),
     "grpc default route without grpc": (["--set", "grpc.defaultRoute=api"], "grpc.enabled=false"),
-    "gateway filter over grpc with two routes": (
-        [*GATEWAY, "--set", "grpc.enabled=true"],
-        "gateway.externalAuth=filter over gRPC (grpc.enabled=true) sends no per-route context",
+    "gateway filter over grpc, a part's path no route claims": (
+        [*GATEWAY, "--set", "grpc.enabled=true", "--set", "gateway.ui.path=/prefect"],
+        "gateway.externalAuth=filter: the filter's gRPC carries no per-route context, and the policy route claiming"
+        " the original path decides: config.policy.routes.ui.path_prefixes must include gateway.ui.path (/prefect)",
+    ),
+    "gateway filter over grpc with two routes and a default route": (
+        [*GATEWAY, "--set", "grpc.enabled=true", "--set", "grpc.defaultRoute=api"],
+        "grpc.defaultRoute=api would decide every check on one route, but the enabled gateway parts use api,ui",
     ),
     "gateway istio, a part's path no route claims": (
         [*GATEWAY, "--set", "gateway.externalAuth=istio", "--set", "gateway.api.path=/prefect-api"],

@@ -106,6 +106,19 @@ def test_the_filter_over_grpc_decides_on_its_one_route(rendered: Rendered) -> No
     assert render.all("HTTPRoute") == [render.one("HTTPRoute", f"{RELEASE}-api")]
 
 
+def test_the_filter_over_grpc_with_both_parts_decides_by_the_claimed_path(rendered: Rendered) -> None:
+    """Two parts on two routes over the filter's gRPC (no per-route context): no --grpc-default-route, so each
+    check is decided on the policy route claiming its original path, which the chart requires of each part."""
+    render = rendered("grpc-filter-both")
+    assert flag(render, "--grpc-default-route") is None
+    for part in ("api", "ui"):
+        [rule] = render.one("HTTPRoute", f"{RELEASE}-{part}")["spec"]["rules"]
+        [auth] = rule["filters"]
+        assert auth["externalAuth"]["protocol"] == "GRPC"
+    policy = yaml.safe_load(render.one("ConfigMap")["data"]["policy.yaml"])
+    assert policy["routes"]["api"]["path_prefixes"] == ["/api"] and policy["routes"]["ui"]["path_prefixes"] == ["/"]
+
+
 def test_istio_over_grpc_prints_one_envoy_ext_authz_grpc_provider_for_both_parts() -> None:
     """Istio's gRPC provider sends no route context: no --grpc-default-route, each part's route claims its
     path (the chart no longer refuses two parts over gRPC)."""

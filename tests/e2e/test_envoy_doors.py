@@ -58,6 +58,8 @@ DOORS = {
     "contour": ("grpc-contour", "contour"),
     "gateway-api-http": ("gateway-filter", "gateway-api"),
     "gateway-api-grpc": ("grpc-filter", "gateway-api"),
+    # Both parts over the filter's gRPC: no route context, each decided on the route claiming its path.
+    "gateway-api-grpc-both": ("grpc-filter-both", "gateway-api"),
 }
 FORGERIES = {
     "x-original": {"X-Original-URL": f"http://{HOST}/api/health", "X-Original-Method": "GET"},
@@ -212,6 +214,9 @@ def test_the_rendered_controllers_configuration_is_what_envoy_runs(door: EnvoyDo
         [found] = authz
         assert found["typed_config"]["status_on_error"] == {"code": 403}
         assert contexts == {"/api": {"route": "api"}, "/": {"route": "ui"}}
+    elif door.name == "gateway-api-grpc-both":
+        assert all("grpc_service" in f["typed_config"] for f in authz)
+        assert contexts == {"/api": {}, "/": {}}  # no route context: authgate decides by the claimed path
     else:
         assert contexts == {"/api": {}}
     assert door.envoy.stat("listener_manager.total_listeners_active") == 1

@@ -105,12 +105,14 @@ either, but authgate decides it on the route claiming the original path (config.
 {{- $routes | uniq | join "," }}
 {{- end }}
 
-{{/* --grpc-default-route: grpc.defaultRoute, or the one gateway route when the gateway's gRPC has no context. */}}
+{{/* --grpc-default-route: grpc.defaultRoute, or the one gateway route when the gateway's gRPC has no context
+(with two routes, none: each part's route claims its path, as for Istio). */}}
 {{- define "authgate.grpcDefaultRoute" -}}
 {{- if .Values.grpc.defaultRoute }}
 {{- .Values.grpc.defaultRoute }}
 {{- else if include "authgate.gatewayGrpcWithoutContext" . }}
-{{- include "authgate.gatewayRoutes" . }}
+{{- $routes := include "authgate.gatewayRoutes" . }}
+{{- if not (contains "," $routes) }}{{ $routes }}{{ end }}
 {{- end }}
 {{- end }}
 
@@ -252,22 +254,22 @@ The schema catches wrong types and unknown keys; this catches combinations.
 {{- if and (not $v.grpc.enabled) (ne $v.gateway.externalAuth "filter") (not (or (has "path-prefix" $doors) (has "envoy" $doors))) }}
 {{- fail (printf "gateway.externalAuth=%s sends the original path after /auth/<route>: config.proxy must include path-prefix, got %q" $v.gateway.externalAuth $v.config.proxy) }}
 {{- end }}
-{{- if eq $v.gateway.externalAuth "istio" }}
+{{- $gatewayRoutes := include "authgate.gatewayRoutes" . }}
+{{- $byPath := or (eq $v.gateway.externalAuth "istio") (and (include "authgate.gatewayGrpcWithoutContext" .) (contains "," $gatewayRoutes)) }}
+{{- if $byPath }}
+{{- $why := ternary "Istio allows one CUSTOM provider per Gateway, so authgate is asked on one provider for every part" "the filter's gRPC carries no per-route context" (eq $v.gateway.externalAuth "istio") }}
 {{- range $key := list "api" "ui" }}
 {{- $part := index $v.gateway $key }}
 {{- if $part.enabled }}
 {{- $claims := dig $part.route "path_prefixes" (list) $routes }}
 {{- if not (has $part.path $claims) }}
-{{- fail (printf "gateway.externalAuth=istio asks authgate on one provider for every part (Istio allows one CUSTOM provider per Gateway), and the policy route claiming the original path decides: config.policy.routes.%s.path_prefixes must include gateway.%s.path (%s), got %v" $part.route $key $part.path $claims) }}
+{{- fail (printf "gateway.externalAuth=%s: %s, and the policy route claiming the original path decides: config.policy.routes.%s.path_prefixes must include gateway.%s.path (%s), got %v" $v.gateway.externalAuth $why $part.route $key $part.path $claims) }}
 {{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if include "authgate.gatewayGrpcWithoutContext" . }}
-{{- $gatewayRoutes := include "authgate.gatewayRoutes" . }}
-{{- if or (contains "," $gatewayRoutes) (and $v.grpc.defaultRoute (ne $v.grpc.defaultRoute $gatewayRoutes)) }}
-{{- fail (printf "gateway.externalAuth=%s over gRPC (grpc.enabled=true) sends no per-route context, so authgate decides every check on one route (grpc.defaultRoute), but the enabled gateway parts use %s%s: give them one route, enable one part, use envoy-gateway or contour (which send the route), or set grpc.enabled=false (HTTP)" $v.gateway.externalAuth $gatewayRoutes (ternary (printf " and grpc.defaultRoute is %s" $v.grpc.defaultRoute) "" (not (empty $v.grpc.defaultRoute)))) }}
-{{- end }}
+{{- if and (include "authgate.gatewayGrpcWithoutContext" .) $v.grpc.defaultRoute (or (contains "," $gatewayRoutes) (ne $v.grpc.defaultRoute $gatewayRoutes)) }}
+{{- fail (printf "gateway.externalAuth=%s over gRPC (grpc.enabled=true) sends no per-route context: grpc.defaultRoute=%s would decide every check on one route, but the enabled gateway parts use %s; leave grpc.defaultRoute empty (each part's route then decides by the path it claims in config.policy path_prefixes)" $v.gateway.externalAuth $v.grpc.defaultRoute $gatewayRoutes) }}
 {{- end }}
 {{- end }}
 {{- if eq (int $v.health.port) 8080 }}
