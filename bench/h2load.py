@@ -2,7 +2,7 @@
 into the same shape as wrk's. gRPC is HTTP/2 with a framed body: h2load sends a pre-encoded one (``-d``).
 
 h2load counts an HTTP status, not a gRPC one (that travels in the trailers): a gRPC variant is checked with
-a real grpcio client before it is measured (bench/run.py), so every 200 counted is the answer checked."""
+a real grpcio client before it is measured (bench/cases/grpc.py), so every 200 counted is the answer checked."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Turning a run's results (the dict written to results.json) into the Markdown table and the PNG chart."""
+"""Turning a run's results (the dict written to results.json) into its verdicts, the Markdown table and the PNG
+chart."""
 
 from __future__ import annotations
 
@@ -16,6 +17,27 @@ def _ratio(value: float | None) -> str:
 
 def _num(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def verdicts(cases: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
+    """(what, met, detail) for every target in the results."""
+    out = []
+    for case in cases:
+        for ratio in case.get("ratios", []):
+            if ratio["target"] is not None:
+                bound = "≤" if ratio.get("metric") == "p99" else "≥"
+                out.append((ratio["name"], ratio["met"], f"{ratio['median']:.3g} (target {bound} {ratio['target']:g})"))
+        if "rss" in case:
+            out.append(
+                (
+                    "RSS with 10,000 tokens",
+                    case["rss"]["met"],
+                    f"{case['rss']['large_mb']:.1f} MB (target ≤ {case['rss']['target_mb']:g} MB)",
+                )
+            )
+        if case["case"] == "rotation":
+            out.append(("rotation p99", case["met"], f"{case['p99_s']:.2f} s (target ≤ {case['target_s']:g} s)"))
+    return out
 
 
 def markdown(doc: dict[str, Any]) -> str:

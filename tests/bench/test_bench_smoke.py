@@ -56,7 +56,7 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
         "authgate_close",
         "authgate_close-uvicorn",
     }
-    # the direct case runs twice the rounds at half the length (bench/run.py: finer)
+    # the direct case runs twice the rounds at half the length (bench/measure.py: finer)
     assert all(v["rps_median"] > 0 and len(v["runs"]) == 2 for v in direct["variants"].values())
     target, *others = direct["ratios"]
     assert (target["subject"], target["baseline"]) == ("authgate", "baseline")  # on the default server
