@@ -72,10 +72,10 @@ class RedisConnection:
                 await session(client)
             except (RedisError, OSError, TimeoutError) as exc:
                 was_up = self.shared
-                self._down(exc)
+                self.down(exc)
             except Exception as exc:  # a bug here must not end sharing for good; the local throttle stays
                 was_up = self.shared
-                self._down(exc, unexpected=True)
+                self.down(exc, unexpected=True)
             finally:
                 await _close(client)
             backoff = BACKOFF_MIN if was_up else min(backoff * 2, BACKOFF_MAX)
@@ -130,7 +130,9 @@ class RedisConnection:
                 extra=fields,
             )
 
-    def _down(self, exc: BaseException, *, unexpected: bool = False) -> None:
+    def down(self, exc: BaseException, *, unexpected: bool = False) -> None:
+        """Called when a session ends with ``exc``: the throttle is local until the next :meth:`up`. Counts
+        every error, logs at most one line a minute (with the traceback when ``unexpected``: a bug)."""
         self.set_shared(False)
         if self._down_since is None:
             self._down_since = self._clock()

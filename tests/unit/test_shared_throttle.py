@@ -1,7 +1,9 @@
-"""The shared throttle's parts that need no Redis: the outbox, the key budget, the password, ban messages."""
+"""The shared throttle's parts that need no Redis: the outbox, the key budget, the password, ban messages, the
+connection's state and log lines."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from app.metrics import Metrics
 from app.policy import RedisSettings, ThrottleSettings
 from app.shared_throttle import SharedThrottle, make_throttle, redis_password
 from app.shared_throttle.budget import KeyBudget
+from app.shared_throttle.connection import RedisConnection
 from app.shared_throttle.outbox import Outbox
 from app.throttle import Throttle
 
@@ -120,6 +123,39 @@ def test_published_bans_are_imposed_unless_they_are_our_own_or_malformed():
     assert sample(metrics, "authgate_throttle_bans_learnt_total") == 2
     throttle.ban_sync.on_message(f"1000 other user {mallory}".encode())  # shorter than the ban it has: no change
     assert sample(metrics, "authgate_throttle_bans_learnt_total") == 2
+
+
+def test_the_connection_says_whether_it_shares_and_logs_one_line_per_outage(caplog: pytest.LogCaptureFixture):
+    metrics, clock = Metrics(), Clock()
+    connection = RedisConnection(REDIS, None, metrics, clock)
+    assert not connection.shared and sample(metrics, "authgate_throttle_shared") == 0
+    with caplog.at_level(logging.INFO, logger="authgate.shared_throttle"):
+        connection.up()
+        assert connection.shared and sample(metrics, "authgate_throttle_shared") == 1
+        connection.down(ConnectionError("refused"))
+        clock.now += 5
+        connection.down(TimeoutError())  # within the minute: counted, not logged
+        clock.now += 7.5
+        connection.up()
+    assert sample(metrics, "authgate_throttle_redis_errors_total") == 2
+    lines = [(r.levelname, getattr(r, "state", None), r.getMessage()) for r in caplog.records]
+    assert lines == [
+        ("INFO", "shared", "shared throttle: failures and bans are shared through redis://127.0.0.1:6379/0"),
+        (
+            "ERROR",
+            "local",
+            "shared throttle: Redis at redis://127.0.0.1:6379/0 is unusable (ConnectionError: refused); counting "
+            "failures on this replica only, so the limits hold per replica until it is back; reconnecting with backoff",
+        ),
+        (
+            "WARNING",
+            "shared",
+            "shared throttle: Redis at redis://127.0.0.1:6379/0 answers again after 12.5 s; failures and bans are "
+            "shared again",
+        ),
+    ]
+    connection.set_shared(False)
+    assert sample(metrics, "authgate_throttle_shared") == 0
 
 
 def test_the_password_comes_from_the_named_variable_or_file(tmp_path: Path):
