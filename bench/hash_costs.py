@@ -31,7 +31,8 @@ from app.credentials import User, hash_kind  # noqa: E402
 from app.decision import AllowMemo, Decision  # noqa: E402
 from app.passwords import VerifiedCache, is_slow, verify_hash  # noqa: E402
 from app.policy import ThrottleSettings  # noqa: E402
-from app.shared_throttle import Outbox, _KeyBudget  # noqa: E402
+from app.shared_throttle.budget import KeyBudget  # noqa: E402
+from app.shared_throttle.outbox import Outbox  # noqa: E402
 from app.throttle import Throttle  # noqa: E402
 
 PASSWORD = "correct horse battery"
@@ -96,7 +97,7 @@ def main() -> None:
     per_ban = bytes_per_entry(lambda i, name: bans.record_failure(None, name))
     outbox = Outbox(max_keys=10**7)
     per_outbox = bytes_per_entry(lambda i, name: outbox.add(throttle.key("user", name), 0.0))
-    budget = _KeyBudget(10**7, 60.0, 0.0, remembered=10**7)
+    budget = KeyBudget(10**7, 60.0, 0.0, remembered=10**7)
     per_budget = bytes_per_entry(lambda i, name: budget.allows(throttle.key("user", name), 0.0))
     verified = VerifiedCache(10**7)
     per_verified = bytes_per_entry(lambda i, name: verified.add(User(name="u", hash="{SHA}x", kind="sha1"), name))

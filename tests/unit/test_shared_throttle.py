@@ -1,7 +1,9 @@
-"""The shared throttle's parts that need no Redis: the outbox, the key budget, the password, ban messages."""
+"""The shared throttle's parts that need no Redis: the outbox, the key budget, the password, ban messages, the
+connection's state and log lines."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,10 @@ import pytest
 from app.errors import ConfigError
 from app.metrics import Metrics
 from app.policy import RedisSettings, ThrottleSettings
-from app.shared_throttle import Outbox, SharedThrottle, _KeyBudget, make_throttle, redis_password
+from app.shared_throttle import SharedThrottle, make_throttle, redis_password
+from app.shared_throttle.budget import KeyBudget
+from app.shared_throttle.connection import RedisConnection
+from app.shared_throttle.outbox import Outbox
 from app.throttle import Throttle
 
 REDIS = RedisSettings(host="127.0.0.1", port=6379)
@@ -54,7 +59,7 @@ def test_the_outbox_coalesces_per_key_and_is_bounded():
 
 
 def test_the_key_budget_allows_max_tracked_new_keys_per_window():
-    budget = _KeyBudget(capacity=10, window=60.0, now=0.0)
+    budget = KeyBudget(capacity=10, window=60.0, now=0.0)
     assert all(budget.allows(("user", f"u{i}"), 0.0) for i in range(10))
     assert not budget.allows(("user", "new"), 0.0)
     assert not budget.allows(("user", "new"), 5.9)  # refills at 10 per 60 s: one token after 6 s
@@ -65,7 +70,7 @@ def test_the_key_budget_allows_max_tracked_new_keys_per_window():
 
 
 def test_the_key_budget_remembers_a_bounded_number_of_keys():
-    budget = _KeyBudget(capacity=100, window=600.0, now=0.0, remembered=3)  # refills one token per 6 s
+    budget = KeyBudget(capacity=100, window=600.0, now=0.0, remembered=3)  # refills one token per 6 s
     for i in range(5):
         assert budget.allows(("user", f"u{i}"), 0.0)
     assert len(budget._created) == 3
@@ -98,26 +103,59 @@ def test_a_full_outbox_leaves_failures_local_and_counts_them():
 
 def test_published_bans_are_imposed_unless_they_are_our_own_or_malformed():
     throttle, metrics, _ = shared()
-    throttle._on_ban_message(f"120000 {throttle.origin} user mine".encode())
-    throttle._on_ban_message(b"120000 other user")  # too few fields
-    throttle._on_ban_message(b"soon other user x")
-    throttle._on_ban_message(b"120000 other group x")
-    throttle._on_ban_message(b"\xff\xfe")
-    throttle._on_ban_message(b"nan other user x")  # anyone who can write to Redis could send these
-    throttle._on_ban_message(b"inf other user x")
+    throttle.ban_sync.on_message(f"120000 {throttle.origin} user mine".encode())
+    throttle.ban_sync.on_message(b"120000 other user")  # too few fields
+    throttle.ban_sync.on_message(b"soon other user x")
+    throttle.ban_sync.on_message(b"120000 other group x")
+    throttle.ban_sync.on_message(b"\xff\xfe")
+    throttle.ban_sync.on_message(b"nan other user x")  # anyone who can write to Redis could send these
+    throttle.ban_sync.on_message(b"inf other user x")
     assert throttle.banned_counts() == {"address": 0, "user": 0}
     mallory = throttle.key("user", "mallory with spaces")[1].hex()
     address = throttle.key("address", "10.0.0.9")[1].hex()
-    throttle._on_ban_message(b"120000 other user mallory with spaces")  # a raw name: no digest, ignored
-    throttle._on_ban_message(f"120000 other user {mallory[:-2]}".encode())  # a digest cut short
-    throttle._on_ban_message(f"120000 other user {mallory} x".encode())
+    throttle.ban_sync.on_message(b"120000 other user mallory with spaces")  # a raw name: no digest, ignored
+    throttle.ban_sync.on_message(f"120000 other user {mallory[:-2]}".encode())  # a digest cut short
+    throttle.ban_sync.on_message(f"120000 other user {mallory} x".encode())
     assert throttle.banned_counts() == {"address": 0, "user": 0}
-    throttle._on_ban_message(f"120000 other user {mallory}".encode())
-    throttle._on_ban_message(f"9e9 other address {address}".encode())  # never longer than this replica's own ban
+    throttle.ban_sync.on_message(f"120000 other user {mallory}".encode())
+    throttle.ban_sync.on_message(f"9e9 other address {address}".encode())  # never longer than this replica's own ban
     assert throttle.banned(None, "mallory with spaces") and throttle.banned("10.0.0.9", None)
     assert sample(metrics, "authgate_throttle_bans_learnt_total") == 2
-    throttle._on_ban_message(f"1000 other user {mallory}".encode())  # shorter than the ban it has: no change
+    throttle.ban_sync.on_message(f"1000 other user {mallory}".encode())  # shorter than the ban it has: no change
     assert sample(metrics, "authgate_throttle_bans_learnt_total") == 2
+
+
+def test_the_connection_says_whether_it_shares_and_logs_one_line_per_outage(caplog: pytest.LogCaptureFixture):
+    metrics, clock = Metrics(), Clock()
+    connection = RedisConnection(REDIS, None, metrics, clock)
+    assert not connection.shared and sample(metrics, "authgate_throttle_shared") == 0
+    with caplog.at_level(logging.INFO, logger="authgate.shared_throttle"):
+        connection.up()
+        assert connection.shared and sample(metrics, "authgate_throttle_shared") == 1
+        connection.down(ConnectionError("refused"))
+        clock.now += 5
+        connection.down(TimeoutError())  # within the minute: counted, not logged
+        clock.now += 7.5
+        connection.up()
+    assert sample(metrics, "authgate_throttle_redis_errors_total") == 2
+    lines = [(r.levelname, getattr(r, "state", None), r.getMessage()) for r in caplog.records]
+    assert lines == [
+        ("INFO", "shared", "shared throttle: failures and bans are shared through redis://127.0.0.1:6379/0"),
+        (
+            "ERROR",
+            "local",
+            "shared throttle: Redis at redis://127.0.0.1:6379/0 is unusable (ConnectionError: refused); counting "
+            "failures on this replica only, so the limits hold per replica until it is back; reconnecting with backoff",
+        ),
+        (
+            "WARNING",
+            "shared",
+            "shared throttle: Redis at redis://127.0.0.1:6379/0 answers again after 12.5 s; failures and bans are "
+            "shared again",
+        ),
+    ]
+    connection.set_shared(False)
+    assert sample(metrics, "authgate_throttle_shared") == 0
 
 
 def test_the_password_comes_from_the_named_variable_or_file(tmp_path: Path):
