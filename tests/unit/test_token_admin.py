@@ -8,20 +8,22 @@ import bcrypt
 import pytest
 
 from app.credentials import parse_htpasswd, parse_tokens, token_digest
-from app.token_admin import (
+from app.kube.tokens import (
     Outgoing,
-    TokenAdminError,
     add_token,
-    check_routes,
-    digest_field,
     list_tokens,
-    parse_duration,
     remove_user,
-    resolve_expiry,
     revoke_token,
     rotate_token,
     rotated_name,
     set_user,
+)
+from app.token_lines import (
+    TokenAdminError,
+    check_routes,
+    digest_field,
+    parse_duration,
+    resolve_expiry,
     token_attributes,
     unknown_routes,
 )

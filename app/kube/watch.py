@@ -38,7 +38,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import Watch
 
 from app.health import Heartbeat
-from app.kube import (
+from app.kube.api import (
     TRANSPORT_ERRORS,
     KubeError,
     SecretRef,
