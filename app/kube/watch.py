@@ -17,14 +17,14 @@ is the classic list-then-watch, done the way the kiwigrid sidecar did not:
   API server answered, an event, a bookmark, a clean end of a stream). A client-side read timeout
   slightly longer than the server-side watch timeout makes a silently stalled stream raise instead of
   hanging, and while nothing progresses the heartbeat ages until ``/healthz`` fails;
-- the ``kubernetes`` client is synchronous, so every call runs in this watcher's own worker thread;
-  the event loop only awaits, and ``apply`` runs on the event loop like a file-mode reload.
+- the ``kubernetes`` client is synchronous, so every call runs in this watcher's own worker thread
+  (``app.kube.worker.ClientThread``); the event loop only awaits, and ``apply`` runs on the event loop like
+  a file-mode reload.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -48,6 +48,7 @@ from app.kube.api import (
 )
 from app.kube.feed import Apply, SecretFeed
 from app.kube.retry import Retry, RetryPolicy
+from app.kube.worker import ClientThread
 
 log = logging.getLogger("authgate.watch")
 
@@ -123,9 +124,8 @@ class SecretWatcher:
         self._watch: Watch | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._thread: ClientThread | None = None
         self._host = ""
-        self._abandoned = False  # a worker call outlived shutdown_grace: do not wait for the thread
 
     # --- public -----------------------------------------------------------------------------------
 
@@ -152,10 +152,10 @@ class SecretWatcher:
         """Lists, watches and applies until ``stop()`` or cancellation; raises KubeError on bad config."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="authgate-watch")
+        self._thread = thread = ClientThread(self._shutdown_grace)
         try:
             try:
-                api = await self._call(self._factory)
+                api = await thread.call(self._factory)
             except KubeError as exc:
                 log.error("secret watch %s: %s", self.ref, exc)
                 raise
@@ -168,7 +168,7 @@ class SecretWatcher:
             finally:
                 api.close()  # type: ignore[no-untyped-call]
         finally:
-            self._executor.shutdown(wait=not self._abandoned, cancel_futures=True)
+            thread.close()
             log.info("secret watch %s: stopped", self.ref)
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -208,7 +208,8 @@ class SecretWatcher:
             log.info("secret watch %s: %s after %s failed attempt(s)", self.ref, what, failures)
 
     async def _list(self, core: CoreV1Api) -> None:
-        result = await self._call(
+        assert self._thread is not None
+        result = await self._thread.call(
             core.list_namespaced_secret,
             self.ref.namespace,
             field_selector=self._selector,
@@ -226,6 +227,8 @@ class SecretWatcher:
 
     async def _watch_once(self, core: CoreV1Api) -> None:
         """One watch request from the current resourceVersion, until it ends, breaks or we stop."""
+        thread = self._thread
+        assert thread is not None
         watch = Watch()  # type: ignore[no-untyped-call]
         self._watch = watch
         stream = watch.stream(  # type: ignore[no-untyped-call]
@@ -240,7 +243,7 @@ class SecretWatcher:
         pending: asyncio.Future[Any] | None = None
         try:
             while not self._stopping:
-                pending = self._submit(next, stream, _END)
+                pending = thread.submit(next, stream, _END)
                 await self._until_done_or_stopping(pending)
                 if self._stopping or not pending.done():
                     return  # stop() was called (its closing the stream is no error); the finally unblocks a read
@@ -258,8 +261,14 @@ class SecretWatcher:
             raise
         finally:
             self._watch = None
-            if await self._settle(watch, pending):
+            if await thread.settle(pending, watch.stop):
                 stream.close()
+            else:
+                log.warning(
+                    "secret watch %s: a stream read did not end within %.1fs; leaving it to its read timeout",
+                    self.ref,
+                    self._shutdown_grace,
+                )
 
     def _beating_on_connect(self, list_call: Callable[..., T]) -> Callable[..., T]:
         """``list_call`` that stamps the heartbeat as soon as the watch request has its HTTP response.
@@ -290,32 +299,6 @@ class SecretWatcher:
         finally:
             woken.cancel()
 
-    async def _settle(self, watch: Watch, pending: asyncio.Future[Any] | None) -> bool:
-        """Makes a read still blocked in the worker return, within ``shutdown_grace``.
-
-        ``Watch.stop()`` shuts the stream's socket down, but the socket exists only once the request
-        is sent, so it is repeated until the read returns. Returns False if it did not, in time.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._shutdown_grace
-        while pending is not None and not pending.done() and loop.time() < deadline:
-            watch.stop()  # type: ignore[no-untyped-call]
-            await asyncio.wait({pending}, timeout=0.05)
-        watch.stop()  # type: ignore[no-untyped-call]
-        if pending is None:
-            return True
-        if not pending.done():
-            log.warning(
-                "secret watch %s: a stream read did not end within %.1fs; leaving it to its read timeout",
-                self.ref,
-                self._shutdown_grace,
-            )
-            self._abandoned = True
-            return False
-        if not pending.cancelled():
-            pending.exception()  # retrieved: already handled, or moot because we are stopping
-        return True
-
     def _handle(self, event: object) -> None:
         """One watch event: applied by the feed; it moves the cursor and shows the watch works."""
         seen = self._feed.event(event)
@@ -343,24 +326,3 @@ class SecretWatcher:
         assert self._wake is not None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=retry.delay)
-
-    def _submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
-        assert self._executor is not None
-        return asyncio.wrap_future(self._executor.submit(fn, *args, **kwargs))
-
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Runs a blocking client call in the watcher's thread; waits for it even when cancelled.
-
-        A one-shot call ends by its own request timeout, so waiting (bounded) keeps a cancelled
-        watcher from leaving a thread behind that still uses the closed client.
-        """
-        future = self._submit(fn, *args, **kwargs)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            await asyncio.wait({future}, timeout=self._shutdown_grace)
-            if not future.done():
-                self._abandoned = True
-            elif not future.cancelled():
-                future.exception()
-            raise
