@@ -17,7 +17,7 @@ from app.credentials import (
     read_secret_dir,
 )
 from app.errors import ConfigError
-from app.kube_cli import add_commands, add_token_attributes, new_token_attributes
+from app.kube.cli import add_commands, add_token_attributes, new_token_attributes
 from app.policy import load_policy
 from app.settings import (
     DEFAULT_HEALTH_PORT,
@@ -28,7 +28,7 @@ from app.settings import (
     SERVER_KINDS,
     load_settings,
 )
-from app.token_admin import TokenAdminError, digest_field, format_token_line, generate_token
+from app.token_lines import TokenAdminError, digest_field, format_token_line, generate_token
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -117,7 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"{route!r} is not a route of the policy (routes: {', '.join(policy.routes)})", where)
     if settings.watch_secret is not None:
         # Fail at start, not after a liveness timeout, when there is no usable Kubernetes configuration.
-        from app.kube import KubeError, new_api_client
+        from app.kube.api import KubeError, new_api_client
 
         try:
             new_api_client().close()  # type: ignore[no-untyped-call]

@@ -84,7 +84,7 @@ def credential_source(state: AppState) -> Any:
     settings = state.settings
     if settings.watch_secret is not None:
         # imported only in watch mode: it pulls in the Kubernetes client
-        from app.secret_watch import SecretWatcher, recommended_max_age
+        from app.kube.watch import SecretWatcher, recommended_max_age
 
         watch_timeout, backoff_max = 60, 30.0
         heartbeat = Heartbeat("secret-watch", max_age=recommended_max_age(watch_timeout, backoff_max))

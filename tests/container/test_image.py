@@ -101,8 +101,8 @@ def check_metadata_contents_and_size(built_image: BuiltImage, record_property: C
         built_image.tag,
         "-c",
         "import importlib, pkgutil, app\n"
-        "names = [m.name for m in pkgutil.iter_modules(app.__path__) if m.name != '__main__']\n"
-        "[importlib.import_module('app.' + n) for n in names]\n"
+        "names = [m.name for m in pkgutil.walk_packages(app.__path__, 'app.') if m.name != 'app.__main__']\n"
+        "[importlib.import_module(n) for n in names]\n"
         "print(len(names))",
     )
     assert int(imports.stdout.strip()) >= 10

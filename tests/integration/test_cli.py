@@ -149,7 +149,7 @@ def test_nothing_the_image_leaves_out_is_imported_by_the_service_its_watch_mode_
     ]
     code = (
         "import importlib.metadata as md, sys, json\n"
-        "import app.cli, app.server, app.granian_server, app.service, app.kube, app.secret_watch, app.kube_cli\n"
+        "import app.cli, app.server, app.granian_server, app.service, app.kube.api, app.kube.watch, app.kube.cli\n"
         "import app.grpc_server, app.shared_throttle\n"
         "from app.service import create_asgi\nfrom app.settings import Settings\n"
         "create_asgi(Settings())\n"

@@ -10,8 +10,8 @@ import kubernetes.client
 import pytest
 
 from app.health import Heartbeat
-from app.kube import new_api_client
-from app.secret_watch import SecretWatcher
+from app.kube.api import new_api_client
+from app.kube.watch import SecretWatcher
 from tests.kube.conftest import NAMESPACE, SECRET, Applied, WatcherThread, make_watcher
 from tests.kube.fake_apiserver import FakeApiServer, write_kubeconfig
 from tests.support.procs import wait_for

@@ -12,7 +12,7 @@ import pytest
 
 from app.credentials import token_digest
 from app.health import Heartbeat
-from app.secret_watch import SecretWatcher
+from app.kube.watch import SecretWatcher
 from app.settings import load_settings
 from app.state import build_state
 from tests.kube.conftest import NAMESPACE, SECRET, WatcherThread

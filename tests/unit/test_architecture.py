@@ -1,6 +1,6 @@
 """docs/architecture.md against the code: every module has its room, imports never run in a circle, the wires
-are peers that import nothing of each other, and only the entry imports the composition root. Imports inside
-functions (the lazy ones) count like any other."""
+are peers that import nothing of each other, only the entry imports the composition root, and only the CLI and
+watch mode import the Kubernetes package. Imports inside functions (the lazy ones) count like any other."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tests.support.procs import REPO_ROOT
 APP = REPO_ROOT / "app"
 WIRES = {"app.http", "app.grpc_server", "app.health_server"}
 ROOT = "app.service"
+KUBE = "app.kube"
 
 
 def module_name(path: Path) -> str:
@@ -71,3 +72,14 @@ def test_the_wires_are_peers_and_only_the_entry_imports_the_composition_root() -
         assert not graph[wire] & (WIRES | {ROOT, "app.server", "app.granian_server"}), (wire, graph[wire])
     assert {name for name, targets in graph.items() if ROOT in targets} == {"app.server"}
     assert graph[ROOT] >= WIRES  # the root starts every wire (gRPC imported lazily, when asked for)
+
+
+def test_only_the_cli_and_watch_mode_import_the_kubernetes_package() -> None:
+    def in_kube(name: str) -> bool:
+        return name == KUBE or name.startswith(KUBE + ".")
+
+    graph = app_imports()
+    importers = {name for name, targets in graph.items() if not in_kube(name) and any(map(in_kube, targets))}
+    assert importers == {"app.cli", ROOT}, importers
+    face = ast.parse((APP / "kube" / "__init__.py").read_text())
+    assert not [node for node in ast.walk(face) if isinstance(node, ast.Import | ast.ImportFrom)]

@@ -1,7 +1,7 @@
 """``authgate token ...`` and ``authgate user ...``: credential lifecycle through the Kubernetes API.
 
-Each change is a read-modify-write of the Secret guarded by its ``resourceVersion`` (``app.kube``), the
-edit itself is a pure text edit (``app.token_admin``), and the edited Secret is parsed with the server's
+Each change is a read-modify-write of the Secret guarded by its ``resourceVersion`` (``app.kube.api``), the
+edit itself is a pure text edit (``app.kube.tokens``), and the edited Secret is parsed with the server's
 own loader before it is written, so the CLI can never write a Secret the server would reject.
 
 Output: a new token goes alone to standard output (so it can be piped into another Secret or a vault)
@@ -25,22 +25,24 @@ from typing import TYPE_CHECKING, TextIO
 
 from app.credentials import HTPASSWD_FILE, TOKENS_FILE, load_secret_files
 from app.errors import ConfigError
-from app.policy import Policy, load_policy
-from app.token_admin import (
+from app.kube.tokens import (
     NewToken,
-    TokenAdminError,
     add_token,
     check_name,
-    check_routes,
     list_tokens,
     list_users,
-    parse_duration,
-    parse_time,
     remove_user,
     revoke_token,
     rotate_token,
-    route_names,
     set_user,
+)
+from app.policy import Policy, load_policy
+from app.token_lines import (
+    TokenAdminError,
+    check_routes,
+    parse_duration,
+    parse_time,
+    route_names,
     token_attributes,
     unknown_routes,
 )
@@ -55,9 +57,9 @@ Handler = Callable[[argparse.Namespace], int]
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-    from app.kube import SecretRef
+    from app.kube.api import SecretRef
 
-# app.kube pulls in the Kubernetes client (~30 MB, a second to import): the functions below import it when a
+# app.kube.api pulls in the Kubernetes client (~30 MB, a second to import): the functions below import it when a
 # token/user command actually runs, so `authgate serve` in its default file mode never loads it.
 
 
@@ -139,7 +141,7 @@ def new_token_attributes(args: argparse.Namespace, now: dt.datetime) -> tuple[di
 
 
 def _ref(args: argparse.Namespace) -> SecretRef:
-    from app.kube import SecretRef, default_namespace
+    from app.kube.api import SecretRef, default_namespace
 
     namespace = args.namespace or default_namespace(args.kubeconfig, args.context)
     return SecretRef(namespace, args.secret)
@@ -162,7 +164,7 @@ def _fail(message: str) -> int:
 
 def _run(args: argparse.Namespace, body: Callable[[SecretRef], int]) -> int:
     """The one place that turns expected failures into one line and exit status 1."""
-    from app.kube import KubeconfigError, KubeError
+    from app.kube.api import KubeconfigError, KubeError
 
     try:
         return body(_ref(args))
@@ -176,7 +178,7 @@ def _run(args: argparse.Namespace, body: Callable[[SecretRef], int]) -> int:
 
 def _client(args: argparse.Namespace) -> ApiClient:
     """The command's one API client; an unverified TLS connection is said once, here."""
-    from app.kube import new_api_client, unverified_tls
+    from app.kube.api import new_api_client, unverified_tls
 
     api = new_api_client(args.kubeconfig, args.context)
     insecure = unverified_tls(api)
@@ -193,7 +195,7 @@ def _edit(args: argparse.Namespace, ref: SecretRef, key: str, change: Callable[[
         new[key] = change(_text(files, key)).encode()
         return _validated(new, ref)
 
-    from app.kube import update_secret
+    from app.kube.api import update_secret
 
     api = _client(args)
     try:
@@ -204,7 +206,7 @@ def _edit(args: argparse.Namespace, ref: SecretRef, key: str, change: Callable[[
 
 
 def _read_files(args: argparse.Namespace, ref: SecretRef) -> Mapping[str, bytes]:
-    from app.kube import read_secret
+    from app.kube.api import read_secret
 
     api = _client(args)
     try:
