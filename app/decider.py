@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar, cast
 
-from app.decision import Decision, Remembered, RequestFacts, Snapshot, decide, is_canonical, route_for_path
+from app.allow_memo import Remembered
+from app.decision import Decision, RequestFacts, Snapshot, decide, is_canonical, route_for_path
 from app.doors import FrontDoors, Reading
 from app.logs import EveryInterval
 from app.policy import BY_PATH, Policy, RoutePolicy
@@ -136,7 +137,7 @@ class Decider:
         return answer  # type: ignore[return-value]
 
     def _render_remembered(
-        self, remembered: Remembered, route_name: str, snapshot: Snapshot, wire: str, render: Render[Answer]
+        self, remembered: Remembered[Decision], route_name: str, snapshot: Snapshot, wire: str, render: Render[Answer]
     ) -> Answer:
         """A remembered allow's first answer on a wire, kept on the entry when it holds for the snapshot."""
         answer = self.answer(Verdict(route_name, remembered.decision, snapshot), wire, render)
