@@ -3,9 +3,10 @@
 A wire hands over what its front doors need to read the original request (the headers, the rest of the
 auth path, a scope) and gets back a :class:`Verdict`; it then turns the verdict's Decision into its own
 answer with :meth:`Decider.answer`. Everything in between is here, once: the allow memo, the reading of the
-front doors and its cross-check, :func:`app.decision.decide` with slow hash checks off the event loop and
-their bound, the metrics, the denial log and the front-door problem log. Like Envoy's ext_authz filter
-with its HTTP and gRPC clients, nothing here knows which wire it is on.
+front doors and its cross-check, :func:`app.decision.decide`, the metrics. The bound on slow hash checks off
+the event loop (app.slow_checks) and the decision log (app.decision_log) have homes of their own, built
+here once for both wires. Like Envoy's ext_authz filter with its HTTP and gRPC clients, nothing here knows
+which wire it is on.
 
 Everything runs on the one event loop (the gRPC server is a ``grpc.aio`` server on uvicorn's loop), so the
 counters here and in app.metrics need no lock.
@@ -13,21 +14,18 @@ counters here and in app.metrics need no lock.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import logging
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar, cast
 
 from app.allow_memo import Remembered
 from app.decision import Decision, RequestFacts, Snapshot, decide, is_canonical, route_for_path
+from app.decision_log import DecisionLog
 from app.doors import FrontDoors, Reading
-from app.logs import EveryInterval
 from app.policy import BY_PATH, Policy, RoutePolicy
+from app.slow_checks import SlowChecks
 from app.state import AppState
-
-log = logging.getLogger("authgate.decision")
 
 UNKNOWN_ROUTE_LABEL = "_unknown"
 _MAX_ANSWERS = 10_000
@@ -55,9 +53,12 @@ class Decider:
         self.state = state
         self.store = state.store
         self.stats = state.metrics.decision_stats
-        self.log_allows = log.isEnabledFor(logging.DEBUG)  # the level is set once, at start
-        self.problem_log = EveryInterval(60.0)
-        self.pending_slow_checks = 0
+        decision_log = DecisionLog()
+        self.decision_log = decision_log
+        self.log_allows = decision_log.allows
+        self.slow_checks = SlowChecks(state.policy.throttle.max_pending_slow_checks, state.throttle)
+        self._slow_decision = self.slow_checks.decide
+        self._log_denial = decision_log.denied
         # The routes with exceptions (anonymous paths, CORS preflights), which a memo hit must rule out, and
         # each one's anonymous paths as bytes, which it checks with a substring test first.
         self.exceptional = {
@@ -72,6 +73,15 @@ class Decider:
             name: tuple({path.encode("latin-1") for _, path in route.anonymous})
             for name, route in state.policy.routes.items()
         }
+
+    @property
+    def pending_slow_checks(self) -> int:
+        """Slow checks waiting now, both wires together (app.slow_checks)."""
+        return self.slow_checks.pending
+
+    @pending_slow_checks.setter
+    def pending_slow_checks(self, pending: int) -> None:
+        self.slow_checks.pending = pending
 
     def fast_repeat(self, route_name: str, authorization: bytes, wire: str, render: Render[Answer]) -> Answer | None:
         """:meth:`recall` for the common case, with less to read: a route in :attr:`plain_routes` (no exception
@@ -181,7 +191,9 @@ class Decider:
         )
         route_label = route_name if route_name in snapshot.policy.routes else UNKNOWN_ROUTE_LABEL
         if reading.problem is not None:
-            self._report(doors, route_label, reading)
+            # Counted every time; logged at most once a minute (app.decision_log).
+            state.metrics.original_request_problems.labels(route=route_label, problem=reading.problem).inc()
+            self.decision_log.front_door_problem(doors, route_label, reading)
         now = state.clock()
         decision = decide(route_name, facts, snapshot, state.throttle, now, slow_ok=False)
         if decision is None:
@@ -198,19 +210,7 @@ class Decider:
         if not decision.allowed:
             self._log_denial(route_name, decision, facts)
         elif self.log_allows:
-            log.debug(
-                "allowed",
-                extra={
-                    "event": "decision",
-                    "route": route_name,
-                    "status": 200,
-                    "reason": decision.reason,
-                    "scheme": decision.scheme,
-                    "principal": decision.principal,
-                    "method": facts.method,
-                    "path": facts.path,
-                },
-            )
+            self.decision_log.allowed(route_name, decision, facts)
         return Verdict(route_name, decision, snapshot)
 
     def answer(self, verdict: Verdict, wire: str, render: Render[Answer]) -> Answer:
@@ -250,76 +250,3 @@ class Decider:
             reading = doors.read(headers, rest, scope)
             return (reading.method, reading.path) in route.anonymous
         return False
-
-    async def _slow_decision(
-        self, route_name: str, facts: RequestFacts, snapshot: Snapshot, now: dt.datetime
-    ) -> Decision:
-        """A decision that needs a slow hash check, in a worker thread. How many may wait is bounded, for
-        both wires together, so a flood of first-time Basic guesses (say from addresses a client may choose,
-        see docs/security.md) cannot queue unbounded bcrypt work: past the bound they are refused (403)
-        without a check, while tokens and already verified passwords, which need none, keep passing."""
-        state = self.state
-        if self.pending_slow_checks >= state.policy.throttle.max_pending_slow_checks:
-            return Decision(403, "slow_checks_saturated", scheme="basic")
-        self.pending_slow_checks += 1
-        try:
-            decision = await asyncio.to_thread(decide, route_name, facts, snapshot, state.throttle, now, slow_ok=True)
-        finally:
-            self.pending_slow_checks -= 1
-        assert decision is not None
-        return decision
-
-    def _report(self, doors: FrontDoors, route_label: str, reading: Reading) -> None:
-        """Counts a request whose original method and path could not be trusted; logs it at most once a
-        minute per route, kind and doors seen, naming the fix."""
-        assert reading.problem is not None
-        self.state.metrics.original_request_problems.labels(route=route_label, problem=reading.problem).inc()
-        held_back = self.problem_log.due((doors.names, route_label, reading.problem, reading.seen))
-        if held_back is None:
-            return
-        fields = {
-            "event": "front_door",
-            "route": route_label,
-            "problem": reading.problem,
-            "proxy": ",".join(doors.names),
-            "seen": ",".join(reading.seen),
-            "similar_not_logged": held_back,
-        }
-        if reading.problem == "missing":
-            marks = "; ".join(f"{door.name}: {door.mark_names}" for door in doors.trusted)
-            hint = f" (the request carries what {', '.join(reading.seen)} sets)" if reading.seen else ""
-            log.error(
-                "route %s: requests lack what the configured front door always sends (%s)%s: %s. Until then "
-                "anonymous exceptions, CORS preflights and method/path-limited tokens are refused.",
-                route_label,
-                marks,
-                hint,
-                doors.missing_fix(reading.seen),
-                extra=fields,
-            )
-        else:
-            log.warning(
-                "route %s: the front doors' accounts of the original request disagree (%s); one of them was "
-                "written by the client. Anonymous exceptions and method/path-limited tokens are refused for "
-                "such requests.",
-                route_label,
-                ", ".join(reading.seen),
-                extra=fields,
-            )
-
-    @staticmethod
-    def _log_denial(route_name: str, decision: Decision, facts: RequestFacts) -> None:
-        log.info(
-            "denied",
-            extra={
-                "event": "decision",
-                "route": route_name,
-                "status": decision.status,
-                "reason": decision.reason,
-                "scheme": decision.scheme,
-                "principal": decision.principal,
-                "method": facts.method,
-                "path": facts.path,
-                "client": facts.client,
-            },
-        )
