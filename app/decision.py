@@ -2,8 +2,8 @@
 request and the current snapshot, answer allow (200), challenge (401) or forbid (403).
 
 Only bcrypt-like password checks are slow (app.passwords.SLOW_KINDS); ``decide(..., slow_ok=False)`` returns
-``None`` instead of doing one, so the HTTP layer can run exactly that case in a worker thread and keep the
-event loop free.
+``None`` instead of doing one, so the decision core can run exactly that case in a worker thread and keep
+the event loop free (app.slow_checks).
 """
 
 from __future__ import annotations
@@ -11,23 +11,18 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import hashlib
 import re
-import secrets
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
+from app.allow_memo import AllowMemo
 from app.credentials import TOKEN68_RE, Credentials, Token
 from app.passwords import Decoys, VerifiedCache, is_slow, verify_hash
 from app.policy import BY_PATH, Policy, RoutePolicy
 from app.throttle import Throttle
 
 MAX_AUTHORIZATION_BYTES = 8192
-# Distinct (route, credential) allows remembered per snapshot. Only a valid credential in its one canonical
-# spelling gets in (is_canonical), so this is bounded by the credentials anyway; the cap is a backstop.
-MAX_REMEMBERED_ALLOWS = 10_000
 # A path that could mean something else to the application than its raw text says: percent-encoded '.',
 # '/', '\' or '%' (double encoding), a raw backslash, a raw '#' (not a fragment on the wire: nginx forwards
 # it), ';' path parameters, whitespace or control characters.
@@ -65,7 +60,7 @@ class Decision(NamedTuple):
     expires: dt.datetime | None = None
     bearer_error: str | None = None  # RFC 6750 error for the Bearer challenge
     # True when the same credential on the same route gets this same answer whatever else the request says,
-    # until ``expires`` or the next snapshot: the HTTP layer may then answer repeats from an AllowMemo.
+    # until ``expires`` or the next snapshot: a wire may then answer repeats from the allow memo (app.allow_memo).
     rememberable: bool = False
 
     @property
@@ -79,78 +74,14 @@ class Snapshot:
 
     ``allows`` and ``answers`` are memos that belong to this snapshot, so a reload or rotation drops them:
     ``allows`` remembers decisions whichever wire asked, ``answers`` each wire's rendering of a decision
-    (keyed by wire, route and decision; see app.decider)."""
+    (keyed by wire, route and decision; see app.answers)."""
 
     credentials: Credentials
     policy: Policy
     verified: VerifiedCache
     decoys: Decoys = field(default_factory=lambda: Decoys({}))
-    allows: AllowMemo = field(default_factory=lambda: AllowMemo())
+    allows: AllowMemo[Decision] = field(default_factory=lambda: AllowMemo())
     answers: dict[tuple[str, str, Decision], object] = field(default_factory=dict)
-
-
-class Remembered:
-    """One remembered allow: the decision, when it stops holding (Unix time, None: with the snapshot), what
-    the caller asked to keep with it (app.decider: the decision's metric key), and each wire's rendering of
-    it once rendered, so that a repeat builds and renders nothing."""
-
-    __slots__ = ("answers", "decision", "expires_at", "label")
-
-    def __init__(self, decision: Decision, expires_at: float | None, label: object = None) -> None:
-        self.decision = decision
-        self.expires_at = expires_at
-        self.label = label
-        self.answers: dict[str, object] = {}
-
-
-class AllowMemo:
-    """Allow decisions by (route, credential), so a repeat costs one keyed hash and a dict lookup, on
-    whichever wire (HTTP or gRPC) it comes: the decision is the same, each wire renders it its own way.
-
-    Keys are a keyed BLAKE2b of the route and the whole Authorization value under a random per-memo secret:
-    nothing in the memo can be reversed or brute-forced offline into a token or password. Only rememberable
-    allows of a canonically spelt header get in (the caller checks :func:`is_canonical`), so the size is
-    bounded by the Secret's credentials times the routes; the cap is a backstop."""
-
-    def __init__(self, max_entries: int = MAX_REMEMBERED_ALLOWS) -> None:
-        self.max_entries = max_entries
-        self._secret = secrets.token_bytes(32)
-        # Per route, the keyed hash state after the route's name (length-prefixed, so no two routes' keys can
-        # meet): each key copies it, a third cheaper than keying a new hash. Only routes something was
-        # remembered for have one, so a request for any other route is ruled out before hashing.
-        self._keyed: dict[str, Any] = {}
-        self._entries: dict[bytes, Remembered] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def key(self, route_name: str, authorization: bytes) -> bytes:
-        keyed = self._keyed.get(route_name)
-        if keyed is None:
-            name = route_name.encode()
-            keyed = hashlib.blake2b(b"%d:%s" % (len(name), name), key=self._secret, digest_size=16)
-            self._keyed[route_name] = keyed
-        hasher = keyed.copy()
-        hasher.update(authorization)
-        return hasher.digest()
-
-    def recall(
-        self, route_name: str, authorization: bytes, clock: Callable[[], float] = time.time
-    ) -> Remembered | None:
-        keyed = self._keyed.get(route_name)
-        if keyed is None:
-            return None
-        hasher = keyed.copy()  # key()'s three lines again: this is the hot path, a call less counts
-        hasher.update(authorization)
-        entry = self._entries.get(hasher.digest())
-        if entry is None or (entry.expires_at is not None and clock() >= entry.expires_at):
-            return None
-        return entry
-
-    def remember(self, route_name: str, authorization: bytes, decision: Decision, label: object = None) -> None:
-        if decision.rememberable and len(self._entries) < self.max_entries:
-            expires_at = decision.expires.timestamp() if decision.expires is not None else None
-            self._entries[self.key(route_name, authorization)] = Remembered(decision, expires_at, label)
 
 
 @dataclass(frozen=True, slots=True)

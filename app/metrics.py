@@ -24,9 +24,9 @@ _FIRST_BUCKET = LATENCY_BUCKETS[0]
 class DecisionStats(Collector):
     """``authgate_decisions_total`` and ``authgate_decision_duration_seconds``, collected at scrape time.
 
-    Each label set's count lives in a one-element list (its cell): a caller deciding many alike (the allow
-    memo, app.decider) keeps the cell and counts with :meth:`observe`, without building or hashing the
-    labels again."""
+    Each label set's count lives in a one-element list (its cell): a caller deciding many alike keeps the
+    cell and counts with :meth:`observe`, without building or hashing the labels again (app.decider keeps it
+    with a remembered allow, app.fast_lane counts that allow's repeats with it)."""
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str, str, str], list[int]] = {}

@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from app.allow_memo import AllowMemo  # noqa: E402
 from app.credentials import User, hash_kind  # noqa: E402
-from app.decision import AllowMemo, Decision  # noqa: E402
+from app.decision import Decision  # noqa: E402
 from app.passwords import VerifiedCache, is_slow, verify_hash  # noqa: E402
 from app.policy import ThrottleSettings  # noqa: E402
 from app.shared_throttle.budget import KeyBudget  # noqa: E402

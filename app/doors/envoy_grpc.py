@@ -120,7 +120,7 @@ def _option(name: bytes, value: bytes, action: int) -> HeaderValueOption:
 
 
 def check_response(decision: Decision, policy: Policy, route_name: str, now: dt.datetime) -> CheckResponse:
-    """The CheckResponse for a decision (app.decider.Render)."""
+    """The CheckResponse for a decision (app.answers.Render)."""
     headers = response_headers(decision, policy, route_name, now)
     if decision.allowed:
         # Cache-Control is for a proxy's cache of HTTP answers; upstream it would only confuse.

@@ -5,9 +5,9 @@ import bcrypt
 import pytest
 import yaml
 
+from app.allow_memo import AllowMemo
 from app.credentials import load_secret_files, token_digest
 from app.decision import (
-    AllowMemo,
     Decision,
     RequestFacts,
     Snapshot,
