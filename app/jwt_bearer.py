@@ -72,8 +72,12 @@ def _issuer_for(iss: object, issuers: tuple[JwtIssuer, ...], keys: JwtKeys) -> J
             expected = remote.issuer if remote is not None else None
         if expected == iss:
             return issuer
-    # A kubernetes issuer not yet discovered may be the one: let the caller fetch it.
-    return next((i for i in issuers if i.issuer is None), None)
+    # A kubernetes issuer not yet discovered may be the one: let the caller fetch it and compare then.
+    for issuer in issuers:
+        remote = keys.remote.get(issuer.remote_key) if issuer.issuer is None else None
+        if remote is not None and remote.issuer is None:
+            return issuer
+    return None
 
 
 class _NotANumber(Exception):
@@ -116,10 +120,11 @@ def verify_jwt(
             raise NeedKeys
         remote.refresh(kid)
         key_set = remote.keys
-        if issuer.issuer is None and remote.issuer != unverified.get("iss"):
-            return JwtRefusal("jwt_unknown_issuer")
-    if key_set is None:
+    expected_iss = issuer.issuer if issuer.issuer is not None else remote.issuer if remote is not None else None
+    if key_set is None or expected_iss is None:
         return JwtRefusal("jwt_keys_unavailable")
+    if unverified.get("iss") != expected_iss:
+        return JwtRefusal("jwt_unknown_issuer")
     candidates = key_set.candidates(kid, alg)
     if not candidates:
         return JwtRefusal("jwt_unknown_key")
@@ -132,10 +137,12 @@ def verify_jwt(
             continue
     if claims is None:
         return JwtRefusal("jwt_signature")
-    return check_claims(claims, issuer, now)
+    return check_claims(claims, issuer, expected_iss, now)
 
 
-def check_claims(claims: Mapping[str, Any], issuer: JwtIssuer, now: dt.datetime) -> JwtAllow | JwtRefusal:
+def check_claims(
+    claims: Mapping[str, Any], issuer: JwtIssuer, expected_iss: str, now: dt.datetime
+) -> JwtAllow | JwtRefusal:
     """The registered claims against ``now`` (with the issuer's leeway), then the route's own rules."""
     t = now.timestamp()
     leeway = issuer.leeway_seconds
@@ -145,7 +152,7 @@ def check_claims(claims: Mapping[str, Any], issuer: JwtIssuer, now: dt.datetime)
         return JwtRefusal("jwt_malformed")
     if exp is None:  # exp is required: a token that never expires is not taken
         return JwtRefusal("jwt_malformed")
-    if issuer.issuer is not None and claims.get("iss") != issuer.issuer:
+    if claims.get("iss") != expected_iss:
         return JwtRefusal("jwt_unknown_issuer")
     aud = claims.get("aud")
     audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
