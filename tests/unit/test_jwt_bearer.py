@@ -290,3 +290,15 @@ def test_a_jwks_in_the_secret_is_checked_like_the_rest_of_it():
     doc = json.dumps({"keys": [weak.public_jwk(), oct_key]}).encode()
     with pytest.raises(ConfigError, match="no usable signature key"):
         secret_key_sets({"jwks-ci.json": doc}, {"jwks-ci.json"}, "test")
+
+
+def test_a_full_allow_memo_makes_room_among_expired_jwt_allows_only():
+    snap = snapshot()
+    memo = AllowMemo(max_entries=2, clock=lambda: T)
+    old = [K1.sign(gha(exp=T - 5, jti=str(n))) for n in range(2)]
+    for token in old:  # remembered when still valid (decided a minute earlier)
+        memo.remember("api", f"Bearer {token}".encode(), run("api", token, snap, now=NOW - dt.timedelta(minutes=1)))
+    assert len(memo) == 2
+    fresh = K1.sign(gha(jti="new"))
+    memo.remember("api", f"Bearer {fresh}".encode(), run("api", fresh, snap))
+    assert len(memo) == 1 and memo.recall("api", f"Bearer {fresh}".encode(), clock=lambda: T) is not None
