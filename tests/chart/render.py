@@ -77,6 +77,14 @@ SCENARIOS: dict[str, list[str]] = {
         "--set",
         "dashboard.enabled=true",
     ],
+    "jwt-kubernetes": [
+        "-f",
+        str(PREFECT_VALUES),
+        "--set",
+        "jwt.kubernetesIssuer.enabled=true",
+        "--set-json",
+        'config.policy.routes.api.jwt_issuers=[{"kubernetes": true, "audiences": ["authgate"]}]',
+    ],
     "watch": [
         "--set",
         "secret.create=false",

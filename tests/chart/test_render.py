@@ -525,3 +525,23 @@ def test_notes_say_how_to_make_a_token_and_try_it() -> None:
     assert "curl" in notes and "Authorization: Bearer $TOKEN" in notes
     assert "helm test authgate" in notes
     assert "https://prefect.example.com/api" in notes
+
+
+def test_the_kubernetes_jwt_issuer_gets_the_pods_token_and_only_issuer_discovery(rendered: Rendered) -> None:
+    r = rendered("jwt-kubernetes")
+    assert pod_spec(r)["automountServiceAccountToken"] is True
+    assert r.one("ServiceAccount")["automountServiceAccountToken"] is True
+    (binding,) = r.all("ClusterRoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "system:service-account-issuer-discovery",
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
+    assert "Role" not in r.kinds()  # no Secret access comes with it
+    policy = parse_policy(yaml.safe_load(r.one("ConfigMap")["data"]["policy.yaml"]), "chart")
+    (issuer,) = policy.routes["api"].jwt_issuers
+    assert (issuer.source, issuer.audiences) == ("kubernetes", frozenset({"authgate"}))
+    # off by default: no token, no binding
+    assert pod_spec(rendered("prefect"))["automountServiceAccountToken"] is False
+    assert not rendered("prefect").all("ClusterRoleBinding")
