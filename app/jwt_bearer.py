@@ -7,7 +7,10 @@ Denials are results (:class:`JwtRefusal`), never exceptions, and never carry the
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,7 +35,18 @@ _SIGNATURE_ONLY: jwt.types.Options = {
     "verify_jti": False,
     "enforce_minimum_key_length": True,
 }
-_UNVERIFIED: jwt.types.Options = {"verify_signature": False}
+
+
+def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The header and the claims, unverified: only to pick the issuer, the key and to refuse early. PyJWT
+    parses the token again, once, as it verifies it (its own parse is the one whose claims are used)."""
+    try:
+        header_b64, payload_b64, _ = token.split(".")
+        header = json.loads(base64.urlsafe_b64decode(header_b64 + "=" * (-len(header_b64) % 4)))
+        claims = json.loads(base64.urlsafe_b64decode(payload_b64 + "=" * (-len(payload_b64) % 4)))
+    except (ValueError, binascii.Error):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    return (header, claims) if isinstance(header, dict) and isinstance(claims, dict) else None
 
 
 def looks_like_jws(token: str) -> bool:
@@ -99,11 +113,10 @@ def verify_jwt(
 ) -> JwtAllow | JwtRefusal:
     """Verifies one JWT for a route. Raises :class:`NeedKeys` when ``slow_ok`` is False and the issuer's
     keys should be fetched first; with ``slow_ok`` it fetches them (bounded in rate and time) itself."""
-    try:
-        header = jwt.get_unverified_header(token)
-        unverified = jwt.decode(token, options=_UNVERIFIED)  # only to pick the issuer; verified below
-    except jwt.PyJWTError:
+    peeked = _peek(token)
+    if peeked is None:
         return JwtRefusal("jwt_malformed")
+    header, unverified = peeked
     alg = header.get("alg")
     kid = header.get("kid")
     if kid is not None and not isinstance(kid, str):
