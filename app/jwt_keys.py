@@ -142,14 +142,28 @@ def secret_key_sets(files: Mapping[str, bytes], needed: Iterable[str], source: s
 Fetch = Callable[[str, JwtIssuer], bytes]
 
 
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A key server that redirects is refused: a redirect could lead the fetch (and a bearer token) elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def http_fetch(url: str, issuer: JwtIssuer) -> bytes:
-    """GETs one document, bounded in time and size; the issuer's CA bundle and bearer token file if any."""
+    """GETs one document, bounded in time and size, never following a redirect; the issuer's CA bundle if any,
+    and its bearer token file only to the origin it was configured for (not to a jwks_uri elsewhere)."""
     context = ssl.create_default_context(cafile=issuer.ca_file) if url.startswith("https:") else None
-    headers = {"Accept": "application/json"}
-    if issuer.bearer_token_file is not None:
-        headers["Authorization"] = "Bearer " + Path(issuer.bearer_token_file).read_text().strip()
-    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - the scheme was checked by the policy
-    with urllib.request.urlopen(request, timeout=issuer.timeout_seconds, context=context) as response:  # noqa: S310
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - scheme checked
+    if issuer.bearer_token_file is not None and _origin(url) == _origin(issuer.location):
+        token = Path(issuer.bearer_token_file).read_text().strip()
+        request.add_unredirected_header("Authorization", f"Bearer {token}")
+    opener = urllib.request.build_opener(_NoRedirects, urllib.request.HTTPSHandler(context=context))
+    with opener.open(request, timeout=issuer.timeout_seconds) as response:
         data: bytes = response.read(MAX_JWKS_BYTES + 1)
     return data
 
