@@ -23,6 +23,7 @@ from app.jwt_policy import JwtIssuer
 
 # Three base64url parts (the last may be empty: an unsigned token still reads as one, and is refused).
 JWS_RE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+TOKEN_REVIEW_HOLDS = dt.timedelta(seconds=60)
 PRINCIPAL_RE = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,254}")
 _SIGNATURE_ONLY: jwt.types.Options = {
     "verify_signature": True,
@@ -66,7 +67,7 @@ class JwtRefusal:
 
 
 class NeedKeys(Exception):
-    """The keys must be fetched first (blocking I/O): decide again with ``slow_ok``."""
+    """The keys must be fetched, or a TokenReview asked, first (blocking I/O): decide again with ``slow_ok``."""
 
 
 def _key_set(issuer: JwtIssuer, keys: JwtKeys) -> tuple[KeySet | None, RemoteKeySet | None]:
@@ -150,7 +151,16 @@ def verify_jwt(
             continue
     if claims is None:
         return JwtRefusal("jwt_signature")
-    return check_claims(claims, issuer, expected_iss, now)
+    result = check_claims(claims, issuer, expected_iss, now)
+    if isinstance(result, JwtAllow) and issuer.token_review and remote is not None:
+        # The API server's word that the token (and the pod it is bound to) still stands: blocking I/O, in
+        # the worker thread; remembered for a minute at most, so a deleted pod's token stops within one.
+        if not slow_ok:
+            raise NeedKeys
+        if not remote.review(issuer, token, str(claims.get("sub"))):
+            return JwtRefusal("jwt_review", result.principal)
+        return JwtAllow(result.principal, min(result.expires, now + TOKEN_REVIEW_HOLDS))
+    return result
 
 
 def check_claims(

@@ -168,12 +168,61 @@ def http_fetch(url: str, issuer: JwtIssuer) -> bytes:
     return data
 
 
+REVIEW_PATH = "/apis/authentication.k8s.io/v1/tokenreviews"
+
+
+def http_token_review(issuer: JwtIssuer, token: str, subject: str) -> bool:
+    """Whether the API server still vouches for a ServiceAccount token (a TokenReview): False on any failure,
+    so an unreachable API server refuses, never allows. Blocking; the token goes only to the API server."""
+    body = json.dumps(
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": sorted(issuer.audiences)},
+        }
+    ).encode()
+    url = issuer.location.rstrip("/") + REVIEW_PATH
+    context = ssl.create_default_context(cafile=issuer.ca_file) if url.startswith("https:") else None
+    request = urllib.request.Request(url, data=body, method="POST")  # noqa: S310 - scheme checked
+    request.add_unredirected_header("Content-Type", "application/json")
+    if issuer.bearer_token_file is not None:
+        pod_token = Path(issuer.bearer_token_file).read_text().strip()
+        request.add_unredirected_header("Authorization", f"Bearer {pod_token}")
+    opener = urllib.request.build_opener(_NoRedirects, urllib.request.HTTPSHandler(context=context))
+    try:
+        with opener.open(request, timeout=issuer.timeout_seconds) as response:
+            status = json.loads(response.read(MAX_JWKS_BYTES)).get("status", {})
+    except Exception as exc:  # any failure refuses
+        log.warning(
+            "TokenReview failed; refusing",
+            extra={"event": "token_review", "result": "error", "error": type(exc).__name__},
+        )
+        return False
+    user = status.get("user") if isinstance(status, dict) else None
+    return (
+        isinstance(status, dict)
+        and status.get("authenticated") is True
+        and isinstance(user, dict)
+        and user.get("username") == subject
+    )
+
+
+Review = Callable[[JwtIssuer, str, str], bool]
+
+
 class RemoteKeySet:
     """One issuer's fetched keys, shared by every snapshot and every route that trusts the same source."""
 
-    def __init__(self, issuer: JwtIssuer, fetch: Fetch = http_fetch, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        issuer: JwtIssuer,
+        fetch: Fetch = http_fetch,
+        clock: Callable[[], float] = time.monotonic,
+        review: Review = http_token_review,
+    ):
         self.config = issuer
         self.fetch_document = fetch
+        self.review = review
         self.clock = clock
         self.keys: KeySet | None = None
         self.issuer: str | None = issuer.issuer  # kind kubernetes without issuer: learnt from discovery

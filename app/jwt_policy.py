@@ -61,6 +61,7 @@ class JwtIssuer:
     timeout_seconds: float = 2.0
     ca_file: str | None = None  # verify the key server against this bundle (default: the system's)
     bearer_token_file: str | None = None  # sent as Authorization: Bearer (kind kubernetes: the pod's token)
+    token_review: bool = False  # kind kubernetes: each token also passes a TokenReview, again every minute
 
     @property
     def remote_key(self) -> tuple[str, str, str | None, str | None]:
@@ -125,6 +126,7 @@ ISSUER_KEYS = {
     "timeout_seconds",
     "ca_file",
     "bearer_token_file",
+    "token_review",
 }
 
 
@@ -174,6 +176,10 @@ def parse_issuer(raw: Any, where: str, source: str) -> JwtIssuer:
     for key, value in (("ca_file", ca_file), ("bearer_token_file", token_file)):
         if value is not None and (kind == "secret" or not isinstance(value, str) or not value):
             raise ConfigError(f"{where}.{key}: a file path, and only for keys fetched over the network", source)
+
+    token_review = raw.get("token_review", False)
+    if not isinstance(token_review, bool) or (token_review and kind != "kubernetes"):
+        raise ConfigError(f"{where}.token_review: true or false, and only with kubernetes", source)
 
     issuer = raw.get("issuer")
     if issuer is None and kind != "kubernetes":
@@ -237,6 +243,7 @@ def parse_issuer(raw: Any, where: str, source: str) -> JwtIssuer:
         timeout_seconds=timeout,
         ca_file=ca_file,
         bearer_token_file=token_file,
+        token_review=token_review,
     )
 
 

@@ -82,8 +82,10 @@ SCENARIOS: dict[str, list[str]] = {
         str(PREFECT_VALUES),
         "--set",
         "jwt.kubernetesIssuer.enabled=true",
+        "--set",
+        "jwt.kubernetesIssuer.tokenReview=true",
         "--set-json",
-        'config.policy.routes.api.jwt_issuers=[{"kubernetes": true, "audiences": ["authgate"]}]',
+        'config.policy.routes.api.jwt_issuers=[{"kubernetes": true, "audiences": ["authgate"], "token_review": true}]',
     ],
     "watch": [
         "--set",

@@ -531,17 +531,15 @@ def test_the_kubernetes_jwt_issuer_gets_the_pods_token_and_only_issuer_discovery
     r = rendered("jwt-kubernetes")
     assert pod_spec(r)["automountServiceAccountToken"] is True
     assert r.one("ServiceAccount")["automountServiceAccountToken"] is True
-    (binding,) = r.all("ClusterRoleBinding")
-    assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "ClusterRole",
-        "name": "system:service-account-issuer-discovery",
-    }
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
+    bindings = {b["roleRef"]["name"]: b for b in r.all("ClusterRoleBinding")}
+    assert set(bindings) == {"system:service-account-issuer-discovery", "system:auth-delegator"}
+    for binding in bindings.values():
+        assert binding["roleRef"]["kind"] == "ClusterRole"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
     assert "Role" not in r.kinds()  # no Secret access comes with it
     policy = parse_policy(yaml.safe_load(r.one("ConfigMap")["data"]["policy.yaml"]), "chart")
     (issuer,) = policy.routes["api"].jwt_issuers
-    assert (issuer.source, issuer.audiences) == ("kubernetes", frozenset({"authgate"}))
+    assert (issuer.source, issuer.audiences, issuer.token_review) == ("kubernetes", frozenset({"authgate"}), True)
     # off by default: no token, no binding
     assert pod_spec(rendered("prefect"))["automountServiceAccountToken"] is False
     assert not rendered("prefect").all("ClusterRoleBinding")

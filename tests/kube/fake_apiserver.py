@@ -23,6 +23,9 @@ The cluster's ServiceAccount token issuer, as a real API server serves it to a c
   ``jwks_uri`` naming the API server's *external* address (as seen on real clusters: not reachable from a pod)
 - ``GET /openid/v1/jwks`` -> the public keys of ``service_account_keys``, as ``application/jwk-set+json``
 
+- ``POST /apis/authentication.k8s.io/v1/tokenreviews`` -> the review's ``status``: authenticated for a token it
+  signed, unexpired, for one of ``spec.audiences``, whose pod (if bound to one) is not in ``deleted_pods``
+
 ``service_account_token`` signs a projected token the way the API server does (RS256, ``kid``; ``iss``, ``aud``,
 ``sub = system:serviceaccount:NS:NAME``, ``kubernetes.io`` claims, ``iat``/``nbf``/``exp``).
 
@@ -137,6 +140,7 @@ class FakeApiServer:
         # the ServiceAccount token issuer (see the module docstring)
         self.service_account_issuer = SERVICE_ACCOUNT_ISSUER
         self.service_account_keys: list[Any] = []  # tests.support.jose.SigningKey
+        self.deleted_pods: set[str] = set()  # their bound tokens fail TokenReview
 
     def service_account_token(
         self, namespace: str, name: str, audiences: list[str], issued_at: int, lifetime: int = 3600, **extra: Any
@@ -157,6 +161,28 @@ class FakeApiServer:
         }
         signed: str = self.service_account_keys[0].sign(claims)
         return signed
+
+    def review(self, spec: dict[str, Any]) -> dict[str, Any]:
+        import jwt
+
+        wanted = spec.get("audiences") or None
+        for key in self.service_account_keys:
+            try:
+                claims = jwt.decode(
+                    spec.get("token", ""),
+                    key.private.public_key(),
+                    algorithms=[key.alg],
+                    audience=wanted,
+                    issuer=self.service_account_issuer,
+                    options={"verify_aud": wanted is not None},
+                )
+            except jwt.PyJWTError:
+                continue
+            pod = claims.get("kubernetes.io", {}).get("pod", {}).get("name")
+            if pod is not None and pod in self.deleted_pods:
+                break
+            return {"authenticated": True, "user": {"username": claims["sub"]}, "audiences": wanted or claims["aud"]}
+        return {"authenticated": False, "error": "invalid bearer token"}
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -508,6 +534,19 @@ def _handler_for(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             timeout = float(query.get("timeoutSeconds", ["1800"])[0])
             bookmarks = query.get("allowWatchBookmarks", ["false"])[0] == "true"
             self._stream(namespace, wanted, int(rv) if rv else fake._rv, timeout, bookmarks)
+
+        def do_POST(self) -> None:
+            """TokenReview (authentication.k8s.io/v1): a token this fake signed, for one of the audiences
+            asked (or any), not expired, and, when bound to a pod, the pod not deleted."""
+            fake.requests.log.append(("POST", self.path))
+            raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if urlsplit(self.path).path != "/apis/authentication.k8s.io/v1/tokenreviews":
+                self._send_json(404, status(404, "NotFound", "the server could not find the requested resource"))
+                return
+            if not self._authorized("create"):
+                return
+            review = json.loads(raw)
+            self._send_json(201, {**review, "status": fake.review(review.get("spec", {}))})
 
         def do_PATCH(self) -> None:
             fake.requests.log.append(("PATCH", self.path))

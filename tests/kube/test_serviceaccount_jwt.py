@@ -115,3 +115,25 @@ def test_without_the_pods_credentials_no_keys_load_and_nothing_passes(fake, tls_
     decision = run(r, fake.service_account_token("prefect", "worker", ["authgate"], T - 10))
     assert (decision.status, decision.reason) == (401, "jwt_keys_unavailable")
     assert time.monotonic() - started < 5
+
+
+def test_with_token_review_a_deleted_pods_token_stops_within_a_minute(fake, tls_files, tmp_path):
+    r = reloader(fake, tls_files[0], tmp_path, "        token_review: true")
+    token = fake.service_account_token("prefect", "worker", ["authgate"], T - 10, pod={"name": "w-1", "uid": "u"})
+    snapshot = r.store.current
+    assert snapshot is not None
+    facts = RequestFacts("GET", "/api/flows", (f"Bearer {token}".encode(),), "10.0.0.1")
+    # even with the keys loaded, the review is blocking I/O: decide() asks for the worker thread
+    run(r, token)
+    assert decide("api", facts, snapshot, Throttle(snapshot.policy.throttle), NOW, slow_ok=False) is None
+    decision = run(r, token)
+    assert (decision.status, decision.principal) == (200, "system:serviceaccount:prefect:worker")
+    assert decision.expires == NOW + dt.timedelta(seconds=60)  # remembered a minute, not to exp
+    assert fake.requests.count("POST", "/tokenreviews") >= 2
+    fake.deleted_pods.add("w-1")
+    decision = run(r, token)
+    assert (decision.status, decision.reason) == (401, "jwt_review")
+    fake.deleted_pods.clear()
+    fake.stop()  # the API server unreachable: refused, never allowed
+    decision = run(r, token)
+    assert (decision.status, decision.reason) == (401, "jwt_review")

@@ -60,6 +60,7 @@ def test_a_kubernetes_issuer_defaults_to_the_pods_own_credentials():
         ("      - {issuer: x, jwks_url: 'https://a/j', audiences: [a], claims: {ref: []}}\n", r"claims\.ref"),
         ("      - {issuer: x, jwks_url: 'https://a/j', audiences: [a], colour: red}\n", "unknown key"),
         (GOOD + GOOD, "listed twice"),
+        ("      - {issuer: x, jwks_url: 'https://a/j', audiences: [a], token_review: true}\n", "only with kubernetes"),
     ],
 )
 def test_bad_issuers_name_the_key(issuer, message):
