@@ -58,8 +58,10 @@ class AllowMemo(Generic[D]):
     allows of a canonically spelt header get in (the caller checks app.decision.is_canonical), so the size is
     bounded by the Secret's credentials times the routes; the cap is a backstop."""
 
-    def __init__(self, max_entries: int = MAX_REMEMBERED_ALLOWS) -> None:
+    def __init__(self, max_entries: int = MAX_REMEMBERED_ALLOWS, clock: Callable[[], float] = time.time) -> None:
         self.max_entries = max_entries
+        self.clock = clock  # for dropping expired entries when full
+        self._pruned_at = 0.0
         self._secret = secrets.token_bytes(32)
         # Per route, the keyed hash state after the route's name (length-prefixed, so no two routes' keys can
         # meet): each key copies it, a third cheaper than keying a new hash. Only routes something was
@@ -80,6 +82,19 @@ class AllowMemo(Generic[D]):
         hasher.update(authorization)
         return hasher.digest()
 
+    def _drop_expired(self) -> None:
+        """Makes room among allows that expire on their own (JWTs, each new one a new credential): at most
+        once a second, so a full memo of live entries costs one scan a second, not one per request."""
+        now = self.clock()
+        if now - self._pruned_at < 1.0:
+            return
+        self._pruned_at = now
+        expired = [
+            key for key, entry in self._entries.items() if entry.expires_at is not None and now >= entry.expires_at
+        ]
+        for key in expired:
+            del self._entries[key]
+
     def recall(
         self, route_name: str, authorization: bytes, clock: Callable[[], float] = time.time
     ) -> Remembered[D] | None:
@@ -94,6 +109,8 @@ class AllowMemo(Generic[D]):
         return entry
 
     def remember(self, route_name: str, authorization: bytes, decision: D, label: object = None) -> None:
+        if decision.rememberable and len(self._entries) >= self.max_entries and decision.expires is not None:
+            self._drop_expired()
         if decision.rememberable and len(self._entries) < self.max_entries:
             expires_at = decision.expires.timestamp() if decision.expires is not None else None
             self._entries[self.key(route_name, authorization)] = Remembered(decision, expires_at, label)

@@ -17,6 +17,7 @@ from app.credentials import (
     read_secret_dir,
 )
 from app.errors import ConfigError
+from app.jwt_keys import secret_key_sets
 from app.kube.cli import add_commands, add_token_attributes, new_token_attributes
 from app.policy import load_policy
 from app.settings import (
@@ -132,6 +133,8 @@ def _check(args: argparse.Namespace) -> int:
         directory = Path(args.secret_dir)
         files = read_secret_dir(directory)
         credentials = load_secret_files(files, str(directory))
+        issuers = [issuer for route in policy.routes.values() for issuer in route.jwt_issuers]
+        jwks = secret_key_sets(files, {i.location for i in issuers if i.source == "secret"}, str(directory))
     except (FileNotFoundError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -145,6 +148,14 @@ def _check(args: argparse.Namespace) -> int:
             f"  route {route.name}: schemes={','.join(route.schemes)} realm={route.realm!r} "
             f"principals={principals} anonymous={anonymous} path_prefixes={claimed}"
         )
+        for issuer in route.jwt_issuers:
+            keys = issuer.location
+            if issuer.source == "secret":
+                keys += f" ({len(jwks[issuer.location].keys)} kid(s))"
+            print(
+                f"    jwt issuer {issuer.issuer or '(from discovery)'}: keys={issuer.source}:{keys} "
+                f"audiences={','.join(sorted(issuer.audiences))} algorithms={','.join(issuer.algorithms)}"
+            )
     print(f"tokens: {len(credentials.tokens_by_digest)}")
     for token in sorted(credentials.tokens, key=lambda t: t.name):
         parts = [f"  {token.name}", "plain" if token.plain else "digest"]

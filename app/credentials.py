@@ -23,6 +23,9 @@ from app.errors import ConfigError
 TOKENS_FILE = "tokens"
 HTPASSWD_FILE = "htpasswd"
 SECRET_FILES = (TOKENS_FILE, HTPASSWD_FILE)
+# Keys that may hold a JWKS a route's JWT issuer names (app.jwt_policy.JWKS_SECRET_KEY_RE): read and
+# fingerprinted beside the two files above, so they rotate with them.
+JWKS_FILE_RE = re.compile(r"jwks[A-Za-z0-9._-]{0,58}\.json")
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 NAME_RE = re.compile(r"[A-Za-z0-9._@-]{1,128}")
@@ -270,6 +273,8 @@ def files_fingerprint(files: Mapping[str, bytes]) -> bytes:
     for key in SECRET_FILES:
         data = files.get(key)
         fingerprint.update(key.encode() + (b"\0" + data if data is not None else b"\1") + b"\0")
+    for key in sorted(k for k in files if JWKS_FILE_RE.fullmatch(k)):
+        fingerprint.update(b"%d:%s\0%d:%s" % (len(key), key.encode(), len(files[key]), files[key]))
     return fingerprint.digest()
 
 
@@ -281,7 +286,8 @@ def read_secret_dir(directory: Path) -> dict[str, bytes]:
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such directory")
     files: dict[str, bytes] = {}
-    for key in SECRET_FILES:
+    jwks_keys = sorted(p.name for p in directory.iterdir() if JWKS_FILE_RE.fullmatch(p.name))
+    for key in (*SECRET_FILES, *jwks_keys):
         path = directory / key
         try:
             data = _read_regular_file(path)

@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 from app.allow_memo import AllowMemo
 from app.credentials import TOKEN68_RE, Credentials, Token
+from app.jwt_bearer import JwtAllow, JwtRefusal, NeedKeys, looks_like_jws, verify_jwt
+from app.jwt_keys import JwtKeys
 from app.passwords import Decoys, VerifiedCache, is_slow, verify_hash
 from app.policy import BY_PATH, Policy, RoutePolicy
 from app.throttle import Throttle
@@ -82,6 +84,7 @@ class Snapshot:
     decoys: Decoys = field(default_factory=lambda: Decoys({}))
     allows: AllowMemo[Decision] = field(default_factory=lambda: AllowMemo())
     answers: dict[tuple[str, str, Decision], object] = field(default_factory=dict)
+    jwt: JwtKeys | None = None  # the keys JWTs are verified with; None when no route names JWT issuers
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,16 +222,23 @@ def decide(
         return Decision(401, "scheme_not_accepted", scheme=scheme)
 
     token: Token | None = None
+    jwt_expires: dt.datetime | None = None
     if isinstance(credential, BearerCredential):
         token = snapshot.credentials.find_token(credential.token)
-        if token is None:
+        if token is None and route.jwt_issuers and looks_like_jws(credential.token):
+            jwt_decision = _decide_jwt(credential.token, route, facts, snapshot, throttle, now, slow_ok=slow_ok)
+            if not isinstance(jwt_decision, JwtAllow):
+                return jwt_decision
+            principal, jwt_expires = jwt_decision.principal, jwt_decision.expires
+        elif token is None:
             if throttle.banned(facts.client, None):
                 return Decision(403, "throttled", scheme=scheme)
             throttle.record_failure(facts.client, None)
             return Decision(401, "unknown_token", scheme=scheme, bearer_error="invalid_token")
-        if token.expires is not None and now >= token.expires:
+        elif token.expires is not None and now >= token.expires:
             return Decision(401, "expired", scheme=scheme, principal=token.name, bearer_error="expired")
-        principal = token.name
+        else:
+            principal = token.name
     else:
         user = snapshot.credentials.users.get(credential.user)
         known_good = user is not None and snapshot.verified.contains(user, credential.password)
@@ -268,10 +278,40 @@ def decide(
         "allowed",
         scheme=scheme,
         principal=principal,
-        expires=token.expires if token is not None else None,
+        expires=token.expires if token is not None else jwt_expires,
         # Per-request limits (methods, paths) make the answer depend on more than the credential.
         rememberable=token is None or (token.methods is None and token.paths is None),
     )
+
+
+def _decide_jwt(
+    token: str,
+    route: RoutePolicy,
+    facts: RequestFacts,
+    snapshot: Snapshot,
+    throttle: Throttle,
+    now: dt.datetime,
+    *,
+    slow_ok: bool,
+) -> JwtAllow | Decision | None:
+    """A JWT on a route that trusts issuers (app.jwt_bearer): its principal and expiry, or the denial (None:
+    its issuer's keys must be fetched first, in a worker thread)."""
+    result: JwtAllow | JwtRefusal
+    if snapshot.jwt is None:
+        result = JwtRefusal("jwt_keys_unavailable")
+    else:
+        try:
+            result = verify_jwt(token, route.jwt_issuers, snapshot.jwt, now, slow_ok=slow_ok)
+        except NeedKeys:
+            return None
+    if isinstance(result, JwtAllow):
+        return result
+    if result.reason in ("jwt_expired", "jwt_not_yet_valid"):  # signed by a trusted issuer: no guess
+        return Decision(401, result.reason, scheme="bearer", principal=result.principal, bearer_error="expired")
+    if throttle.banned(facts.client, None):
+        return Decision(403, "throttled", scheme="bearer")
+    throttle.record_failure(facts.client, None)
+    return Decision(401, result.reason, scheme="bearer", bearer_error="invalid_token")
 
 
 def challenges(route: RoutePolicy, decision: Decision) -> list[str]:

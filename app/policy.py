@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from app.errors import ConfigError
+from app.jwt_policy import JwtIssuer, parse_jwt_issuers
 
 Scheme = Literal["bearer", "basic"]
 SCHEMES: tuple[Scheme, ...] = ("bearer", "basic")
@@ -44,6 +45,7 @@ class RoutePolicy:
     anonymous: frozenset[tuple[str, str]] = frozenset()  # exact (method, raw path)
     cors_preflight: bool = False
     path_prefixes: tuple[str, ...] = ()  # the original paths this route decides when a request names no route
+    jwt_issuers: tuple[JwtIssuer, ...] = ()  # whose JWT bearer tokens it accepts (app.jwt_policy); () = none
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +146,12 @@ def _parse_route(name: str, raw: Any, source: str) -> RoutePolicy:
     if not ROUTE_NAME_RE.fullmatch(str(name)):
         raise ConfigError(f"{where}: a route name is 1-64 of A-Z a-z 0-9 . _ -", source)
     data = _mapping(raw, where, source)
-    _check_keys(data, {"schemes", "realm", "principals", "anonymous", "cors_preflight", "path_prefixes"}, where, source)
+    _check_keys(
+        data,
+        {"schemes", "realm", "principals", "anonymous", "cors_preflight", "path_prefixes", "jwt_issuers"},
+        where,
+        source,
+    )
 
     schemes_raw = data.get("schemes", list(SCHEMES))
     if not isinstance(schemes_raw, list) or not schemes_raw:
@@ -182,6 +189,10 @@ def _parse_route(name: str, raw: Any, source: str) -> RoutePolicy:
             )
         anonymous.add((parts[0], parts[1]))
 
+    jwt_issuers = parse_jwt_issuers(data.get("jwt_issuers"), where, source)
+    if jwt_issuers and "bearer" not in schemes:
+        raise ConfigError(f"{where}.jwt_issuers: JWTs are bearer tokens; add bearer to the route's schemes", source)
+
     return RoutePolicy(
         name=name,
         schemes=tuple(schemes),
@@ -190,6 +201,7 @@ def _parse_route(name: str, raw: Any, source: str) -> RoutePolicy:
         anonymous=frozenset(anonymous),
         cors_preflight=_bool(data, "cors_preflight", False, where, source),
         path_prefixes=_parse_path_prefixes(data.get("path_prefixes", []), where, source),
+        jwt_issuers=jwt_issuers,
     )
 
 

@@ -20,6 +20,7 @@ from app.credentials import files_fingerprint, load_secret_files, read_secret_di
 from app.decision import Snapshot
 from app.errors import ConfigError
 from app.health import Heartbeat
+from app.jwt_keys import JwtKeys, remote_key_sets, secret_key_sets
 from app.metrics import Metrics
 from app.passwords import DecoyFactory, Decoys, VerifiedCache
 from app.policy import Policy
@@ -40,6 +41,11 @@ class Reloader:
         self.store = store
         self.metrics = metrics
         self.decoys = DecoyFactory()
+        # JWT issuers (app.jwt_keys): the fetched key sets outlive every snapshot; none without issuers.
+        issuers = [issuer for route in policy.routes.values() for issuer in route.jwt_issuers]
+        self.jwt_remote = remote_key_sets(issuers)
+        self.jwt_secret_keys = {issuer.location for issuer in issuers if issuer.source == "secret"}
+        self.jwt = bool(issuers)
 
     def apply(self, files: Mapping[str, bytes], source: str) -> bool:
         """Validates the Secret's files and swaps them in. False (and the old snapshot kept) on error."""
@@ -48,6 +54,9 @@ class Reloader:
             return True
         try:
             credentials = load_secret_files(files, source)
+            jwt_keys = (
+                JwtKeys(secret_key_sets(files, self.jwt_secret_keys, source), self.jwt_remote) if self.jwt else None
+            )
         except ConfigError as exc:
             return self._failed(source, exc)
         # Verified passwords stay verified across reloads, except those of users removed or whose hash changed
@@ -58,7 +67,7 @@ class Reloader:
         else:
             verified = VerifiedCache(self.policy.verify_cache_max_entries)
         decoys = Decoys(credentials.users, self.decoys)
-        self.store.current = Snapshot(credentials, self.policy, verified, decoys)
+        self.store.current = Snapshot(credentials, self.policy, verified, decoys, jwt=jwt_keys)
         now = dt.datetime.now(dt.UTC)
         self.metrics.loaded(credentials, now)
         log.info(

@@ -265,6 +265,31 @@ class Stack:
             self.pids["nginx"] = proc.proc.pid
         return self._started["nginx"]  # type: ignore[return-value]
 
+    def nginx_jwt(self, files: dict[str, str], policy: str) -> dict[str, str]:
+        """The JWT case's nginx: one ``auth_request`` server (``authreq_jwt``, Connection: close as ingress-nginx
+        does by default) to an authgate whose route trusts a JWT issuer, plus the servers every conf has."""
+        if "nginx_jwt" not in self._started:
+            ag = self.authgate("jwt", files, policy=policy)
+            auth = {"authreq_jwt": AuthTarget(f"http://127.0.0.1:{ag.port}/auth/api")}
+            prefix = self.workdir / "nginx-jwt"
+            (prefix / "www" / "api").mkdir(parents=True, exist_ok=True)
+            (prefix / "www" / "api" / "ok").write_text("ok\n")
+            (prefix / "htpasswd-sha").write_text(self.creds.sha_line + "\n")
+            (prefix / "htpasswd-bcrypt").write_text(self.creds.bcrypt_line + "\n")
+            ports = {v: free_port() for v in ("none", "sha", "bcrypt", "backend", *auth)}
+            conf = prefix / "nginx.conf"
+            conf.write_text(render_nginx_conf(prefix, ports, auth))
+            argv = [find_tool("nginx"), "-p", str(prefix), "-c", str(conf)]
+            check = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
+            if check.returncode != 0:
+                raise RuntimeError(f"nginx -t refused {conf}:\n{check.stderr}")
+            proc = NginxProc(argv, prefix / "nginx.out")
+            self._procs.append(proc)
+            wait_for(lambda: all(_listening(p) for p in ports.values()), timeout=15, what="nginx (jwt)")
+            self._started["nginx_jwt"] = {v: f"http://127.0.0.1:{p}" for v, p in ports.items()}
+            self.pids["nginx_jwt"] = proc.proc.pid
+        return self._started["nginx_jwt"]  # type: ignore[return-value]
+
     # -- Traefik ----------------------------------------------------------------------------------
     def traefik(self) -> dict[str, str]:
         """Base URLs by variant: forwardauth (→ authgate --proxy traefik; ``forwardauth-uvicorn`` to authgate

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bench.cases import bcrypt, direct, envoy, grpc, nginx, rotation, scale, throttle, traefik
+from bench.cases import bcrypt, direct, envoy, grpc, jwt, nginx, rotation, scale, throttle, traefik
 from bench.measure import Log, Params
 from bench.servers import Stack
 from bench.wrk import Wrk
@@ -33,4 +33,5 @@ CASES: dict[str, Case] = {
     "throttle": throttle.run,
     "grpc": grpc.run,
     "envoy": envoy.run,
+    "jwt": jwt.run,
 }

@@ -77,6 +77,16 @@ SCENARIOS: dict[str, list[str]] = {
         "--set",
         "dashboard.enabled=true",
     ],
+    "jwt-kubernetes": [
+        "-f",
+        str(PREFECT_VALUES),
+        "--set",
+        "jwt.kubernetesIssuer.enabled=true",
+        "--set",
+        "jwt.kubernetesIssuer.tokenReview=true",
+        "--set-json",
+        'config.policy.routes.api.jwt_issuers=[{"kubernetes": true, "audiences": ["authgate"], "token_review": true}]',
+    ],
     "watch": [
         "--set",
         "secret.create=false",

@@ -525,3 +525,21 @@ def test_notes_say_how_to_make_a_token_and_try_it() -> None:
     assert "curl" in notes and "Authorization: Bearer $TOKEN" in notes
     assert "helm test authgate" in notes
     assert "https://prefect.example.com/api" in notes
+
+
+def test_the_kubernetes_jwt_issuer_gets_the_pods_token_and_only_issuer_discovery(rendered: Rendered) -> None:
+    r = rendered("jwt-kubernetes")
+    assert pod_spec(r)["automountServiceAccountToken"] is True
+    assert r.one("ServiceAccount")["automountServiceAccountToken"] is True
+    bindings = {b["roleRef"]["name"]: b for b in r.all("ClusterRoleBinding")}
+    assert set(bindings) == {"system:service-account-issuer-discovery", "system:auth-delegator"}
+    for binding in bindings.values():
+        assert binding["roleRef"]["kind"] == "ClusterRole"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
+    assert "Role" not in r.kinds()  # no Secret access comes with it
+    policy = parse_policy(yaml.safe_load(r.one("ConfigMap")["data"]["policy.yaml"]), "chart")
+    (issuer,) = policy.routes["api"].jwt_issuers
+    assert (issuer.source, issuer.audiences, issuer.token_review) == ("kubernetes", frozenset({"authgate"}), True)
+    # off by default: no token, no binding
+    assert pod_spec(rendered("prefect"))["automountServiceAccountToken"] is False
+    assert not rendered("prefect").all("ClusterRoleBinding")

@@ -49,6 +49,26 @@ def test_check_reports_file_and_line(tmp_path):
     assert result.returncode == 1 and "routes.api.schemes" in result.stderr
 
 
+def test_check_validates_and_lists_jwt_issuers(tmp_path):
+    from tests.support.jose import SigningKey, jwks
+
+    (tmp_path / "tokens").write_text("")
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "routes:\n  api:\n    jwt_issuers:\n"
+        "      - {issuer: https://ci.example, jwks_secret_key: jwks-ci.json, audiences: [authgate]}\n"
+    )
+    result = authgate("check", "--secret-dir", str(tmp_path), "--config", str(policy))
+    assert result.returncode == 1 and "jwks-ci.json' is not in the Secret" in result.stderr
+    (tmp_path / "jwks-ci.json").write_bytes(jwks(SigningKey.rsa("k1"), SigningKey.ec("e1")))
+    result = authgate("check", "--secret-dir", str(tmp_path), "--config", str(policy))
+    assert result.returncode == 0, result.stderr
+    assert (
+        "    jwt issuer https://ci.example: keys=secret:jwks-ci.json (2 kid(s)) audiences=authgate "
+        "algorithms=RS256,ES256\n"
+    ) in result.stdout
+
+
 def test_bad_arguments_name_themselves():
     result = authgate("serve", "--port", "http")
     assert result.returncode == 2 and "--port: must be an integer from 1 to 65535, got 'http'" in result.stderr

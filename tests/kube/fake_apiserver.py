@@ -16,6 +16,19 @@ against it over HTTP (or HTTPS, given a certificate):
   history an ``ERROR`` event holding a 410 ``Expired`` Status; the stream ends cleanly after
   ``timeoutSeconds``.
 
+The cluster's ServiceAccount token issuer, as a real API server serves it to a client bound to
+``system:service-account-issuer-discovery`` (here: the kubeconfig's token):
+
+- ``GET /.well-known/openid-configuration`` -> ``issuer`` (the cluster's ``--service-account-issuer``) and a
+  ``jwks_uri`` naming the API server's *external* address (as seen on real clusters: not reachable from a pod)
+- ``GET /openid/v1/jwks`` -> the public keys of ``service_account_keys``, as ``application/jwk-set+json``
+
+- ``POST /apis/authentication.k8s.io/v1/tokenreviews`` -> the review's ``status``: authenticated for a token it
+  signed, unexpired, for one of ``spec.audiences``, whose pod (if bound to one) is not in ``deleted_pods``
+
+``service_account_token`` signs a projected token the way the API server does (RS256, ``kid``; ``iss``, ``aud``,
+``sub = system:serviceaccount:NS:NAME``, ``kubernetes.io`` claims, ``iat``/``nbf``/``exp``).
+
 Faults for tests: ``conflict_next_patch`` (a concurrent writer changes the Secret between the client's
 read and its patch, so the patch gets a genuine 409), ``expire_history`` (next watch from an old RV gets
 the 410 ERROR event), ``drop_streams_after`` (close the connection mid-stream without the final
@@ -47,6 +60,7 @@ from urllib.parse import parse_qs, urlsplit
 
 SECRET_PATH = "/api/v1/namespaces/{ns}/secrets"
 TOKEN = "fake-apiserver-token"  # what the kubeconfig written by write_kubeconfig presents
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
 def status(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -123,6 +137,52 @@ class FakeApiServer:
         self.open_streams = 0
         self.forbidden_answers = 0  # 403s sent, for tests that wait for a refusal
         self._connections: set[socket.socket] = set()
+        # the ServiceAccount token issuer (see the module docstring)
+        self.service_account_issuer = SERVICE_ACCOUNT_ISSUER
+        self.service_account_keys: list[Any] = []  # tests.support.jose.SigningKey
+        self.deleted_pods: set[str] = set()  # their bound tokens fail TokenReview
+
+    def service_account_token(
+        self, namespace: str, name: str, audiences: list[str], issued_at: int, lifetime: int = 3600, **extra: Any
+    ) -> str:
+        """A projected ServiceAccount token as the API server signs it, with the first of its keys."""
+        claims = {
+            "aud": audiences,
+            "exp": issued_at + lifetime,
+            "iat": issued_at,
+            "iss": self.service_account_issuer,
+            "kubernetes.io": {
+                "namespace": namespace,
+                "serviceaccount": {"name": name, "uid": str(uuid.uuid4())},
+                **extra,
+            },
+            "nbf": issued_at,
+            "sub": f"system:serviceaccount:{namespace}:{name}",
+        }
+        signed: str = self.service_account_keys[0].sign(claims)
+        return signed
+
+    def review(self, spec: dict[str, Any]) -> dict[str, Any]:
+        import jwt
+
+        wanted = spec.get("audiences") or None
+        for key in self.service_account_keys:
+            try:
+                claims = jwt.decode(
+                    spec.get("token", ""),
+                    key.private.public_key(),
+                    algorithms=[key.alg],
+                    audience=wanted,
+                    issuer=self.service_account_issuer,
+                    options={"verify_aud": wanted is not None},
+                )
+            except jwt.PyJWTError:
+                continue
+            pod = claims.get("kubernetes.io", {}).get("pod", {}).get("name")
+            if pod is not None and pod in self.deleted_pods:
+                break
+            return {"authenticated": True, "user": {"username": claims["sub"]}, "audiences": wanted or claims["aud"]}
+        return {"authenticated": False, "error": "invalid bearer token"}
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -386,10 +446,10 @@ def _handler_for(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # quiet test output
             pass
 
-        def _send_json(self, code: int, body: dict[str, Any]) -> None:
+        def _send_json(self, code: int, body: dict[str, Any], content_type: str = "application/json") -> None:
             raw = json.dumps(body).encode()
             self.send_response(code, HTTPStatus(code).phrase)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(raw)))
             self.end_headers()
             self.wfile.write(raw)
@@ -420,8 +480,33 @@ def _handler_for(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 return False
             return True
 
+        def _issuer(self) -> bool:
+            """The ServiceAccount issuer's discovery and keys; False when the path is neither."""
+            path = urlsplit(self.path).path
+            if path not in ("/.well-known/openid-configuration", "/openid/v1/jwks"):
+                return False
+            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                self._send_json(401, status(401, "Unauthorized", "Unauthorized"))
+            elif path == "/openid/v1/jwks":
+                keys = [key.public_jwk() for key in fake.service_account_keys]
+                self._send_json(200, {"keys": keys}, "application/jwk-set+json")
+            else:
+                self._send_json(
+                    200,
+                    {
+                        "issuer": fake.service_account_issuer,
+                        "jwks_uri": "https://172.18.0.2:6443/openid/v1/jwks",
+                        "response_types_supported": ["id_token"],
+                        "subject_types_supported": ["public"],
+                        "id_token_signing_alg_values_supported": ["RS256"],
+                    },
+                )
+            return True
+
         def do_GET(self) -> None:
             fake.requests.log.append(("GET", self.path))
+            if self._issuer():
+                return
             route = self._route()
             if route is None:
                 self._send_json(404, status(404, "NotFound", "the server could not find the requested resource"))
@@ -449,6 +534,19 @@ def _handler_for(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             timeout = float(query.get("timeoutSeconds", ["1800"])[0])
             bookmarks = query.get("allowWatchBookmarks", ["false"])[0] == "true"
             self._stream(namespace, wanted, int(rv) if rv else fake._rv, timeout, bookmarks)
+
+        def do_POST(self) -> None:
+            """TokenReview (authentication.k8s.io/v1): a token this fake signed, for one of the audiences
+            asked (or any), not expired, and, when bound to a pod, the pod not deleted."""
+            fake.requests.log.append(("POST", self.path))
+            raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if urlsplit(self.path).path != "/apis/authentication.k8s.io/v1/tokenreviews":
+                self._send_json(404, status(404, "NotFound", "the server could not find the requested resource"))
+                return
+            if not self._authorized("create"):
+                return
+            review = json.loads(raw)
+            self._send_json(201, {**review, "status": fake.review(review.get("spec", {}))})
 
         def do_PATCH(self) -> None:
             fake.requests.log.append(("PATCH", self.path))
