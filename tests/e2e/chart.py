@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tests.chart.render import RELEASE, Render
 from tests.e2e.nginx import DEFAULT_AUTH_CACHE_DURATION, IngressSpec, to_loopback
+from tests.e2e.traefik import TraefikRoute
 from tests.support.kubelet import KubeletSecretDir
 from tests.support.procs import AuthgateProcess
 
@@ -134,3 +135,43 @@ def nginx_ingress_specs(render: Render, *, authgate_port: int, backend: str) -> 
                     )
                 )
     return specs
+
+
+def traefik_routes(render: Render, *, authgate_port: int, backend: str) -> list[TraefikRoute]:
+    """The rendered Ingresses of ``ingress.provider: traefik`` as Traefik's Kubernetes Ingress provider serves
+    them: one router per path (``Host && PathPrefix``, longer paths first), the ForwardAuth Middleware named
+    in ``router.middlewares`` (its ``address`` checked to name the chart's Service, moved to authgate on
+    ``authgate_port``; ``authResponseHeaders``; ``addAuthCookiesToResponse``), backends as in
+    :func:`nginx_ingress_specs`."""
+    service_host, service_port = service_address(render)
+    service_name = render.one("Service")["metadata"]["name"]
+    middlewares = {
+        f"{m['metadata']['namespace']}-{m['metadata']['name']}@kubernetescrd": m["spec"]["forwardAuth"]
+        for m in render.all("Middleware")
+    }
+    routes = []
+    for ingress in render.all("Ingress"):
+        annotations: dict[str, str] = ingress["metadata"].get("annotations") or {}
+        attached = annotations.get("traefik.ingress.kubernetes.io/router.middlewares")
+        forward_auth = middlewares[attached] if attached else None
+        address = None
+        if forward_auth is not None:
+            assert forward_auth["address"].startswith(f"http://{service_host}:{service_port}/"), forward_auth
+            address = to_loopback(forward_auth["address"], authgate_port)
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert path["pathType"] == "Prefix", path
+                target = f"127.0.0.1:{authgate_port}" if path["backend"]["service"]["name"] == service_name else backend
+                routes.append(
+                    TraefikRoute(
+                        name=ingress["metadata"]["name"],
+                        host=rule["host"],
+                        path_prefix=path["path"],
+                        backend=target,
+                        auth_address=address,
+                        auth_response_headers=tuple((forward_auth or {}).get("authResponseHeaders", ())),
+                        auth_cookies=tuple((forward_auth or {}).get("addAuthCookiesToResponse", ())),
+                        priority=len(path["path"]) + 1,
+                    )
+                )
+    return routes
