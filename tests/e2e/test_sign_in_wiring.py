@@ -13,21 +13,37 @@ itself, is test_sign_in_doors.py.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
-from tests.chart.render import PREFECT_VALUES, Render
-from tests.e2e.chart import nginx_ingress_specs
+from tests.chart.render import PREFECT_VALUES, SCENARIOS, Render
+from tests.e2e.chart import nginx_ingress_specs, traefik_routes
 from tests.e2e.conftest import Upstream, new_test_id
+from tests.e2e.envoy_doors import LISTENER, envoy_gateway
 from tests.e2e.nginx import NginxProcess
+from tests.e2e.traefik import TraefikProcess
 from tests.support.browser import Browser, self_signed_certificate
+from tests.support.envoy import EnvoyProcess
+from tests.support.procs import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.helm]
 
 HOST = "prefect.example.com"
+# The chart's gateway.headersToAuth with signIn.enabled (tests/chart/test_sign_in.py).
+SIGN_IN_GATEWAY_HEADERS = [
+    "Authorization",
+    "X-Forwarded-For",
+    "Origin",
+    "Access-Control-Request-Method",
+    "Cookie",
+    "Accept",
+    "Sec-Fetch-Mode",
+    "Sec-Fetch-Site",
+]
 
 
 def test_ingress_nginx_sends_a_browser_to_the_sign_in_page_and_an_api_call_gets_401(
@@ -69,3 +85,69 @@ def test_ingress_nginx_sends_a_browser_to_the_sign_in_page_and_an_api_call_gets_
         assert "location" not in answer.headers
         # Only the refusing auth subrequest arrived; the application never saw the call.
         assert [r["raw_path"] for r in upstream.records(test_id)] == ["/__status/401"]
+
+
+def test_traefik_passes_a_redirect_of_authgate_and_serves_the_prefix_without_auth(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """``ingress.provider: traefik``: a denial's status and ``Location`` reach the browser as authgate sent
+    them (a 302 here), and the sign-in Ingress reaches authgate's Service with no ForwardAuth."""
+    render = Render.of("sign-in-wiring-traefik", [*SCENARIOS["sign-in-traefik"], "--set", "ingress.host=localhost"])
+    routes = traefik_routes(render, authgate_port=upstream.port, backend=upstream.address)
+    assert {(r.name, r.path_prefix, r.auth_cookies) for r in routes} == {
+        ("authgate-api", "/api", ("__Host-authgate",)),
+        ("authgate-ui", "/", ("__Host-authgate",)),
+        ("authgate-sign-in", "/authgate", ()),
+    }
+    redirect = f"http://{upstream.address}/__status/302"
+    routes = [dataclasses.replace(r, auth_address=redirect) if r.auth_address else r for r in routes]
+    with TraefikProcess(routes, tmp_path / "traefik") as traefik:
+        test_id = new_test_id()
+        headers = {"Host": "localhost", "Accept": "text/html", "X-Test-Id": test_id}
+        answer = httpx.get(traefik.base_url + "/flows", headers=headers)
+        assert answer.status_code == 302
+        assert answer.headers["location"] == "http://elsewhere.test/"  # the stand-in's, passed as it is
+        answer = httpx.get(traefik.base_url + "/authgate/sign_in?rd=%2Fflows", headers=headers)
+        assert answer.status_code == 200
+        assert [r["raw_path"] for r in upstream.records(test_id)] == ["/__status/302", "/authgate/sign_in?rd=%2Fflows"]
+
+
+def test_envoy_gateway_sends_the_sign_in_headers_passes_a_redirect_and_serves_the_prefix_without_auth(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """Envoy as Envoy Gateway translates the render: ``headersToExtAuth`` brings the browser's ``Cookie``,
+    ``Accept``, ``Sec-Fetch-*`` and ``Origin`` to the auth service, a denial's ``Location`` reaches the client,
+    and the sign-in HTTPRoute has no ext_authz."""
+    headers_to_auth = [*SIGN_IN_GATEWAY_HEADERS, "X-Test-Id"]  # X-Test-Id: to find the auth request here
+    render = Render.of(
+        "sign-in-wiring-envoy",
+        [*SCENARIOS["sign-in-envoy-gateway"], "--set-json", f"gateway.headersToAuth={json.dumps(headers_to_auth)}"],
+    )
+    config = envoy_gateway(render, listen_port=free_port(), address=lambda ref: upstream.port)
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for http_filter in chain["filters"][0]["typed_config"]["http_filters"]:
+                service = http_filter.get("typed_config", {}).get("http_service")
+                if service is not None:
+                    service["path_prefix"] = "/__status/302"  # every check is a redirect
+    with EnvoyProcess(config, tmp_path / "envoy", name="envoy-gateway") as envoy:
+        test_id = new_test_id()
+        browser_headers = {
+            "Host": "prefect.example.com",
+            "Accept": "text/html",
+            "Cookie": "__Host-authgate=sealed",
+            "Sec-Fetch-Mode": "navigate",
+            "Sec-Fetch-Site": "none",
+            "Origin": "https://prefect.example.com",
+            "X-Test-Id": test_id,
+        }
+        answer = httpx.get(envoy.url(LISTENER) + "/flows", headers=browser_headers)
+        assert answer.status_code == 302
+        assert answer.headers["location"] == "http://elsewhere.test/"
+        [check] = upstream.records(test_id)
+        assert check["raw_path"] == "/__status/302/flows"
+        for name in ("cookie", "accept", "sec-fetch-mode", "sec-fetch-site", "origin"):
+            assert check["headers"][name] == [browser_headers[name.title()]]
+        answer = httpx.get(envoy.url(LISTENER) + "/authgate/sign_in?rd=%2Fflows", headers=browser_headers)
+        assert answer.status_code == 200
+        assert [r["raw_path"] for r in upstream.records(test_id)][1:] == ["/authgate/sign_in?rd=%2Fflows"]
