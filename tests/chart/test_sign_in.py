@@ -28,6 +28,10 @@ SET_TITLE_AND_DURATIONS = (
     "--set",
     "signIn.idleTimeout=30m",
 )
+EXISTING_SECRET = (
+    *("--set", "secret.create=false", "--set", "secret.existingSecret=mine", "--set", "tests.enabled=false"),
+    *("--set-json", "secret.tokens=[]", "--set-json", "secret.htpasswd=[]"),
+)
 SIGN_IN_HEADERS = ["Cookie", "Accept", "Sec-Fetch-Mode", "Sec-Fetch-Site", "Origin"]
 
 
@@ -215,3 +219,20 @@ def test_bad_sign_in_values_are_refused(setting: str, value: str) -> None:
     result = template([*SCENARIOS["sign-in"], "--set", f"{setting}={value}"], check=False)
     assert result.returncode != 0
     assert setting.split("[")[0].split(".")[-1] in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        (["--set", "config.policy.sign_in.prefix=/login/"], "config.policy.sign_in.prefix"),
+        (["--set", "ingress.ui.enabled=false"], "no UI part"),
+        (
+            [*EXISTING_SECRET, "--set-json", 'signIn.sessionKeys=["' + "A" * 43 + '="]'],
+            "signIn.sessionKeys",
+        ),
+    ],
+)
+def test_contradictory_sign_in_values_fail_naming_the_keys(settings: list[str], named: str) -> None:
+    result = template([*SCENARIOS["sign-in"], *settings], check=False)
+    assert result.returncode != 0
+    assert named in result.stderr, result.stderr

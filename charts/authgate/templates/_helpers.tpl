@@ -429,6 +429,18 @@ The schema catches wrong types and unknown keys; this catches combinations.
 {{- if and $redis.tlsCASecret (not (hasPrefix "rediss://" $redis.url)) }}
 {{- fail (printf "throttle.redis.tlsCASecret is for TLS, but throttle.redis.url=%q is not rediss://" $redis.url) }}
 {{- end }}
+{{- if $v.signIn.enabled }}
+{{- $policyPrefix := dig "sign_in" "prefix" "" $v.config.policy }}
+{{- if and $policyPrefix (ne $policyPrefix $v.signIn.prefix) }}
+{{- fail (printf "config.policy.sign_in.prefix (%s) and signIn.prefix (%s) contradict each other: with signIn.enabled the chart sets the policy's prefix, drop config.policy.sign_in.prefix" $policyPrefix $v.signIn.prefix) }}
+{{- end }}
+{{- if not (include "authgate.signInRoutes" (dict "root" . "part" "ui")) }}
+{{- fail "signIn.enabled=true but no UI part is rendered (ingress.ui, gateway.ui or contour.ui): nothing would send a browser to the sign-in page" }}
+{{- end }}
+{{- if and (not $v.secret.create) $v.signIn.sessionKeys }}
+{{- fail "signIn.sessionKeys go into the chart's Secret (secret.create=true); with secret.existingSecret put the session-keys key in your own Secret" }}
+{{- end }}
+{{- end }}
 {{- if and $v.tests.enabled (not (hasKey $routes $v.tests.route)) }}
 {{- fail (printf "tests.route=%q is not a route of config.policy.routes" $v.tests.route) }}
 {{- end }}
