@@ -129,6 +129,9 @@ def nginx_ingress_specs(render: Render, *, authgate_port: int, backend: str) -> 
                             d.strip() for d in annotations.get(NGINX + "auth-cache-duration", "").split(",") if d
                         )
                         or DEFAULT_AUTH_CACHE_DURATION,
+                        auth_keepalive=int(annotations.get(NGINX + "auth-keepalive", 0)),
+                        auth_keepalive_requests=int(annotations.get(NGINX + "auth-keepalive-requests", 1000)),
+                        auth_keepalive_timeout=int(annotations.get(NGINX + "auth-keepalive-timeout", 60)),
                         auth_signin=signin,
                         auth_signin_redirect_param=annotations.get(NGINX + "auth-signin-redirect-param", "rd"),
                         auth_always_set_cookie=annotations.get(NGINX + "auth-always-set-cookie") == "true",
