@@ -151,3 +151,20 @@ def test_envoy_gateway_sends_the_sign_in_headers_passes_a_redirect_and_serves_th
         answer = httpx.get(envoy.url(LISTENER) + "/authgate/sign_in?rd=%2Fflows", headers=browser_headers)
         assert answer.status_code == 200
         assert [r["raw_path"] for r in upstream.records(test_id)][1:] == ["/authgate/sign_in?rd=%2Fflows"]
+
+
+def test_traefik_resolves_a_relative_location_against_the_auth_address(upstream: Upstream, tmp_path: Path) -> None:
+    """Seen here with Traefik 3.7: ForwardAuth sets the client's ``Location`` from Go's ``Response.Location()``,
+    which resolves a relative one against the auth request's URL. A relative ``/authgate/sign_in?...`` from
+    authgate reaches the browser as ``http://<authgate's address>/authgate/sign_in?...`` (in a cluster, the
+    Service's in-cluster name): behind Traefik authgate must answer an absolute URL on the original host."""
+    render = Render.of("sign-in-wiring-traefik-rel", [*SCENARIOS["sign-in-traefik"], "--set", "ingress.host=localhost"])
+    relative = f"http://{upstream.address}/__status/302?location=%2Fauthgate%2Fsign_in%3Frd%3D%252Fflows"
+    routes = [
+        dataclasses.replace(r, auth_address=relative) if r.auth_address else r
+        for r in traefik_routes(render, authgate_port=upstream.port, backend=upstream.address)
+    ]
+    with TraefikProcess(routes, tmp_path / "traefik") as traefik:
+        answer = httpx.get(traefik.base_url + "/flows", headers={"Host": "localhost", "Accept": "text/html"})
+        assert answer.status_code == 302
+        assert answer.headers["location"] == f"http://{upstream.address}/authgate/sign_in?rd=%2Fflows"
