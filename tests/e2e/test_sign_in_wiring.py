@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -168,3 +168,54 @@ def test_traefik_resolves_a_relative_location_against_the_auth_address(upstream:
         answer = httpx.get(traefik.base_url + "/flows", headers={"Host": "localhost", "Accept": "text/html"})
         assert answer.status_code == 302
         assert answer.headers["location"] == f"http://{upstream.address}/authgate/sign_in?rd=%2Fflows"
+
+
+REFRESHED = "__Host-authgate=refreshed; Secure; HttpOnly; SameSite=Lax; Path=/"
+OTHER = "other=1; Path=/"
+
+
+def _allow_with_cookies(upstream: Upstream) -> str:
+    """A stand-in auth URL that allows (200) and sets the refreshed session cookie and another one."""
+    query = urlencode([("set_cookie", REFRESHED), ("set_cookie", OTHER)])
+    return f"http://{upstream.address}/__status/200?{query}"
+
+
+def test_ingress_nginx_passes_the_refreshed_session_cookie_on_allowed_requests(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """``auth-always-set-cookie``: the auth answer's ``Set-Cookie`` reaches the browser with the application's
+    answer, so authgate's refreshed cookie slides the idle expiry (on the UI and on the API Ingress)."""
+    render = Render.of("sign-in-wiring-cookie", ["-f", str(PREFECT_VALUES), "--set", "signIn.enabled=true"])
+    specs = nginx_ingress_specs(render, authgate_port=upstream.port, backend=upstream.address)
+    specs = [dataclasses.replace(s, auth_url=_allow_with_cookies(upstream)) if s.auth_url else s for s in specs]
+    with NginxProcess(specs, tmp_path / "nginx") as nginx:
+        for path in ("/flows", "/api/flows"):
+            answer = httpx.get(nginx.base_url + path, headers={"Host": HOST})
+            assert answer.status_code == 200
+            # $upstream_http_set_cookie is the auth answer's first Set-Cookie before nginx 1.23 (Debian 12's
+            # 1.22), all of them joined into one header after: authgate sends one, the session cookie.
+            assert answer.headers.get_list("set-cookie")[0].startswith(REFRESHED)
+
+
+def test_traefik_copies_only_the_session_cookie_of_an_allow(upstream: Upstream, tmp_path: Path) -> None:
+    """``addAuthCookiesToResponse: [__Host-authgate]``: the refreshed session cookie reaches the browser, no
+    other cookie of the auth answer does."""
+    render = Render.of(
+        "sign-in-wiring-traefik-cookie", [*SCENARIOS["sign-in-traefik"], "--set", "ingress.host=localhost"]
+    )
+    routes = [
+        dataclasses.replace(r, auth_address=_allow_with_cookies(upstream)) if r.auth_address else r
+        for r in traefik_routes(render, authgate_port=upstream.port, backend=upstream.address)
+    ]
+    with TraefikProcess(routes, tmp_path / "traefik") as traefik:
+        for path in ("/flows", "/api/flows"):
+            answer = httpx.get(traefik.base_url + path, headers={"Host": "localhost"})
+            assert answer.status_code == 200
+            # Traefik writes the cookie anew (Go's http.Cookie): the same cookie, its attributes in its own order.
+            [cookie] = answer.headers.get_list("set-cookie")
+            assert _cookie_parts(cookie) == _cookie_parts(REFRESHED)
+
+
+def _cookie_parts(header: str) -> tuple[str, frozenset[str]]:
+    value, *attributes = (part.strip() for part in header.split(";"))
+    return value, frozenset(attributes)

@@ -11,8 +11,8 @@ proxy)::
 Any other HTTP request answers 200 with its own record as JSON. A WebSocket on any path is accepted and
 echoes each text message; the message ``headers`` is answered with the handshake's record as JSON.
 ``/__status/CODE`` (and anything below it) is a fake auth service: it answers CODE with a ``WWW-Authenticate``, an
-``X-Auth-Request-User: fake-user``, a ``Location`` (``http://elsewhere.test/``, or the query's ``location``) and the
-body ``auth-body-leak``.
+``X-Auth-Request-User: fake-user``, a ``Location`` (``http://elsewhere.test/``, or the query's ``location``), a
+``Set-Cookie`` per ``set_cookie`` in the query, and the body ``auth-body-leak``.
 
 A browser's navigation to any path outside ``/api`` (a GET whose ``Accept`` names ``text/html``) gets the
 stand-in UI instead: a small HTML page (:data:`UI_PAGE`) showing the path and the ``X-Auth-Request-User`` it
@@ -140,12 +140,14 @@ async def _http(scope: Scope, receive: Receive, send: Send, recorder: Recorder) 
         # /__status/CODE, or /__status/CODE/<the original path> from a proxy that appends it (Envoy's path_prefix)
         status = int(scope["path"][len(STATUS_PREFIX) :].split("/", 1)[0])
         body = b"" if status in (204, 304) else b"auth-body-leak"
-        location = parse_qs(scope["query_string"].decode()).get("location", ["http://elsewhere.test/"])[0]
+        query = parse_qs(scope["query_string"].decode())
+        location = query.get("location", ["http://elsewhere.test/"])[0]
         headers = [
             (b"www-authenticate", b'Test realm="fake"'),
             (b"x-auth-request-user", b"fake-user"),
             (b"location", location.encode("latin-1")),
         ]
+        headers += [(b"set-cookie", cookie.encode("latin-1")) for cookie in query.get("set_cookie", [])]
         if body:
             headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
