@@ -141,11 +141,11 @@ def test_envoy_gateway_sends_the_sign_in_headers_passes_a_redirect_and_serves_th
             "Origin": "https://prefect.example.com",
             "X-Test-Id": test_id,
         }
-        answer = httpx.get(envoy.url(LISTENER) + "/flows", headers=browser_headers)
+        answer = httpx.get(envoy.url(LISTENER) + "/flows?tab=logs", headers=browser_headers)
         assert answer.status_code == 302
         assert answer.headers["location"] == "http://elsewhere.test/"
         [check] = upstream.records(test_id)
-        assert check["raw_path"] == "/__status/302/flows"
+        assert check["raw_path"] == "/__status/302/flows?tab=logs"  # the query too: authgate's rd can keep it
         for name in ("cookie", "accept", "sec-fetch-mode", "sec-fetch-site", "origin"):
             assert check["headers"][name] == [browser_headers[name.title()]]
         answer = httpx.get(envoy.url(LISTENER) + "/authgate/sign_in?rd=%2Fflows", headers=browser_headers)
