@@ -22,9 +22,13 @@ from typing import Any, NamedTuple
 from app.credentials import TOKEN68_RE, Credentials, Token
 from app.passwords import Decoys, VerifiedCache, is_slow, verify_hash
 from app.policy import BY_PATH, Policy, RoutePolicy
+from app.sessions import BrowserFacts, cross_site
+from app.sessions import load as load_session
 from app.throttle import Throttle
 
 MAX_AUTHORIZATION_BYTES = 8192
+# A browser's page load on a session route with no credential: the wire may redirect it to sign in.
+SIGN_IN_REQUIRED = "sign_in_required"
 # Distinct (route, credential) allows remembered per snapshot. Only a valid credential in its one canonical
 # spelling gets in (is_canonical), so this is bounded by the credentials anyway; the cap is a backstop.
 MAX_REMEMBERED_ALLOWS = 10_000
@@ -55,12 +59,17 @@ class RequestFacts(NamedTuple):
     # Why method and path are unknown, when the front door's account is missing or contradicted
     # (app.doors.reading): then no exception and no method/path-limited token can apply.
     problem: str | None = None
+    # On a route that accepts the session cookie, for a request without Authorization: what the browser sent
+    # (app.sessions). None everywhere else, so tokens and Basic never pay for cookie parsing.
+    browser: BrowserFacts | None = None
 
 
 class Decision(NamedTuple):
     status: int  # exactly 200, 401, 403 (503 is the HTTP layer's, before any snapshot exists)
     reason: str
-    scheme: str = "none"  # bearer, basic, none, other
+    # bearer, basic, session, none, other. A 401 of scheme "session" (a browser's) carries no challenge, so
+    # no browser shows its Basic prompt; SIGN_IN_REQUIRED is the one a wire may turn into a sign-in redirect.
+    scheme: str = "none"
     principal: str | None = None
     expires: dt.datetime | None = None
     bearer_error: str | None = None  # RFC 6750 error for the Bearer challenge
@@ -279,6 +288,10 @@ def decide(
 
     credential = parse_authorization(facts.authorization)
     if isinstance(credential, str):
+        if credential == "missing" and facts.browser is not None and "session" in route.schemes:
+            browser_decision = _decide_session(route, facts, facts.browser, snapshot, now)
+            if browser_decision is not None:
+                return browser_decision
         if credential == "malformed":
             throttle.record_failure(facts.client, None)
         return Decision(401, credential, scheme="none" if credential == "missing" else "other")
@@ -343,10 +356,40 @@ def decide(
     )
 
 
+def _decide_session(
+    route: RoutePolicy, facts: RequestFacts, browser: BrowserFacts, snapshot: Snapshot, now: dt.datetime
+) -> Decision | None:
+    """The third credential kind (app.sessions), for a request without Authorization on a session route; None
+    for a request that is no browser's (it is then answered like any request without a credential)."""
+    if not browser.cookies:
+        if browser.is_navigation(facts.method):
+            return Decision(401, SIGN_IN_REQUIRED, scheme="session")
+        return Decision(401, "missing", scheme="session") if browser.is_browser else None
+    session, reason = load_session(browser.cookies, snapshot.credentials, snapshot.policy.session, now.timestamp())
+    if session is None:
+        # Not counted by the throttle: a sealed value cannot be guessed (128-bit tag), and a session that just
+        # expired or lost its key is no attack; counting them would ban the office behind one address.
+        return Decision(401, reason, scheme="session")
+    if cross_site(facts.method, browser):
+        return Decision(403, "cross_site_request", scheme="session", principal=session.user)
+    if route.principals is not None and session.user not in route.principals:
+        return Decision(403, "principal_forbidden", scheme="session", principal=session.user)
+    # Never remembered (the allow memo is keyed by Authorization, which a session request lacks) and never
+    # cached by a proxy (not rememberable: no-store). No ``expires``, so that the wire renders one answer per
+    # user and snapshot, not one per session.
+    return Decision(200, "allowed", scheme="session", principal=session.user)
+
+
 def challenges(route: RoutePolicy, decision: Decision) -> list[str]:
-    """One WWW-Authenticate value per scheme the route accepts, in the route's order."""
+    """One WWW-Authenticate value per scheme the route accepts, in the route's order. None for a browser's
+    denial on a session route (scheme ``session``): a challenge would make it show its Basic prompt instead of
+    the sign-in page; and none for the session scheme itself (cookies have no HTTP challenge)."""
+    if decision.scheme == "session":
+        return []
     values = []
     for scheme in route.schemes:
+        if scheme == "session":
+            continue
         if scheme == "bearer":
             value = f'Bearer realm="{route.realm}"'
             if decision.bearer_error == "expired":

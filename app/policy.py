@@ -17,8 +17,11 @@ import yaml
 
 from app.errors import ConfigError
 
-Scheme = Literal["bearer", "basic"]
-SCHEMES: tuple[Scheme, ...] = ("bearer", "basic")
+Scheme = Literal["bearer", "basic", "session"]
+SCHEMES: tuple[Scheme, ...] = ("bearer", "basic")  # a route's default: machines' schemes only
+# Every scheme a route may list. ``session`` (app.sessions) is the browser's sealed cookie, issued by the sign-in
+# form (app.browser); it is off unless a route lists it.
+KNOWN_SCHEMES: tuple[Scheme, ...] = ("bearer", "basic", "session")
 ROUTE_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # The name a request gives when it names no route (``/auth/~/<original path>``; over gRPC, a CheckRequest with
 # no route context and no --grpc-default-route): the route is then the one whose ``path_prefixes`` claim the
@@ -33,6 +36,10 @@ PATH_PREFIX_RE = re.compile(r"[?*%#;\\\s\x00-\x1f\x7f]")
 KEY_PREFIX_RE = re.compile(r"[A-Za-z0-9:._-]{1,64}")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 REDIS_URL_FORM = "redis://[USER@]HOST[:PORT][/DB] (or rediss:// for TLS)"
+# RFC 6265 cookie-name (an RFC 7230 token).
+COOKIE_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+HOST_NAME_RE = re.compile(r"\.?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*(:[0-9]{1,5})?")
+MAX_SESSION_LIFETIME = 30 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +92,30 @@ class ThrottleSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """The browser session (app.sessions, app.browser): its cookie, how long it lives, where browsers sign in.
+
+    Inert unless a route lists the ``session`` scheme. The defaults are what a deployment behind TLS wants: a
+    ``__Host-`` cookie (Secure, no Domain, Path=/: a sibling subdomain cannot set or overwrite it)."""
+
+    cookie_name: str = "__Host-authgate-session"
+    lifetime_seconds: int = 12 * 3600  # absolute: a session ends this long after sign-in, used or not
+    secure: bool = True
+    domain: str | None = None
+    # Where a browser is sent to sign in (a path on the protected host, or an absolute https URL), with
+    # ?rd=<where it was going>. authgate serves the form at /authgate/sign-in.
+    sign_in_url: str = "/authgate/sign-in"
+    # Hosts an absolute ``rd`` may name after sign-in or sign-out besides the sign-in page's own host; a leading
+    # dot admits subdomains (".example.com"), as oauth2-proxy's --whitelist-domain.
+    allowed_redirect_hosts: tuple[str, ...] = ()
+
+    @property
+    def csrf_cookie_name(self) -> str:
+        """The sign-in and sign-out forms' double-submit cookie, beside the session cookie."""
+        return f"{self.cookie_name}-csrf"
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     routes: Mapping[str, RoutePolicy]
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
@@ -93,6 +124,12 @@ class Policy:
     source: str = "built-in default"
     # Every route's path_prefixes: prefix -> route name (no prefix is claimed twice).
     claims: Mapping[str, str] = field(default_factory=dict)
+    session: SessionSettings = field(default_factory=SessionSettings)
+
+    @property
+    def session_routes(self) -> frozenset[str]:
+        """The routes that accept the session cookie: only their requests have their cookies read."""
+        return frozenset(name for name, route in self.routes.items() if "session" in route.schemes)
 
 
 DEFAULT_POLICY = Policy(routes={"default": RoutePolicy(name="default")})
@@ -148,12 +185,12 @@ def _parse_route(name: str, raw: Any, source: str) -> RoutePolicy:
 
     schemes_raw = data.get("schemes", list(SCHEMES))
     if not isinstance(schemes_raw, list) or not schemes_raw:
-        raise ConfigError(f"{where}.schemes: a non-empty list of bearer, basic", source)
+        raise ConfigError(f"{where}.schemes: a non-empty list of bearer, basic, session", source)
     schemes: list[Scheme] = []
     for item in schemes_raw:
         scheme = str(item).lower()
-        if scheme not in SCHEMES or scheme in schemes:
-            raise ConfigError(f"{where}.schemes: {item!r} is not bearer or basic (or is repeated)", source)
+        if scheme not in KNOWN_SCHEMES or scheme in schemes:
+            raise ConfigError(f"{where}.schemes: {item!r} is not bearer or basic, nor session (or is repeated)", source)
         schemes.append(scheme)
 
     realm = data.get("realm", "authgate")
@@ -321,10 +358,75 @@ def _parse_redis(raw: Any, source: str) -> RedisSettings:
     )
 
 
+def _parse_session(raw: Any, source: str) -> SessionSettings:
+    where = "session"
+    data = _mapping(raw, where, source)
+    _check_keys(
+        data,
+        {"cookie_name", "lifetime_seconds", "secure", "domain", "sign_in_url", "allowed_redirect_hosts"},
+        where,
+        source,
+    )
+    defaults = SessionSettings()
+    name = data.get("cookie_name", defaults.cookie_name)
+    if not isinstance(name, str) or not COOKIE_NAME_RE.fullmatch(name):
+        raise ConfigError(f"{where}.cookie_name: 1-64 of A-Z a-z 0-9 and !#$%&'*+-.^_`|~, got {name!r}", source)
+    secure = _bool(data, "secure", defaults.secure, where, source)
+    domain = _optional_str(data, "domain", where, source)
+    if domain is not None and (not HOST_NAME_RE.fullmatch(domain.lower()) or ":" in domain or domain[0] == "."):
+        raise ConfigError(f"{where}.domain: a host name such as example.com, got {domain!r}", source)
+    if name.startswith("__Host-") and (not secure or domain is not None):
+        raise ConfigError(
+            f"{where}.cookie_name: a __Host- cookie must be secure and have no domain (browsers drop it otherwise);"
+            " rename the cookie or drop session.domain / set session.secure: true",
+            source,
+        )
+    if name.startswith("__Secure-") and not secure:
+        raise ConfigError(f"{where}.cookie_name: a __Secure- cookie must be secure (session.secure: true)", source)
+    lifetime = _number(data, "lifetime_seconds", defaults.lifetime_seconds, where, source, minimum=60, integer=True)
+    if lifetime > MAX_SESSION_LIFETIME:
+        raise ConfigError(f"{where}.lifetime_seconds: at most {MAX_SESSION_LIFETIME} (30 days), got {lifetime}", source)
+    sign_in_url = data.get("sign_in_url", defaults.sign_in_url)
+    if not isinstance(sign_in_url, str) or not _sign_in_url_ok(sign_in_url):
+        raise ConfigError(
+            f"{where}.sign_in_url: a path such as /authgate/sign-in or an https:// URL, without query or fragment, "
+            f"got {sign_in_url!r}",
+            source,
+        )
+    hosts_raw = data.get("allowed_redirect_hosts", [])
+    if not isinstance(hosts_raw, list):
+        raise ConfigError(f"{where}.allowed_redirect_hosts: a list of host names (.example.com: any subdomain)", source)
+    hosts: list[str] = []
+    for item in hosts_raw:
+        if not isinstance(item, str) or not HOST_NAME_RE.fullmatch(item.lower()):
+            raise ConfigError(f"{where}.allowed_redirect_hosts: {item!r} is not a host name", source)
+        hosts.append(item.lower())
+    return SessionSettings(
+        cookie_name=name,
+        lifetime_seconds=lifetime,
+        secure=secure,
+        domain=domain.lower() if domain is not None else None,
+        sign_in_url=sign_in_url,
+        allowed_redirect_hosts=tuple(hosts),
+    )
+
+
+def _sign_in_url_ok(url: str) -> bool:
+    if any(ch in url for ch in "?#\\") or any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url):
+        return False
+    if url.startswith("/"):
+        return not url.startswith("//")
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme == "https" and bool(parts.hostname) and parts.username is None and parts.password is None
+
+
 def parse_policy(data: Any, source: str) -> Policy:
     """Validates a policy document (already parsed from YAML)."""
     top = _mapping(data, "policy", source)
-    _check_keys(top, {"routes", "throttle", "decision_cache", "verify_cache"}, "policy", source)
+    _check_keys(top, {"routes", "throttle", "decision_cache", "verify_cache", "session"}, "policy", source)
     routes_raw = _mapping(top.get("routes"), "routes", source)
     if not routes_raw:
         raise ConfigError("routes: define at least one route", source)
@@ -377,6 +479,7 @@ def parse_policy(data: Any, source: str) -> Policy:
         verify_cache_max_entries=_number(vc, "max_entries", 10_000, "verify_cache", source, integer=True),
         source=source,
         claims=_claims(routes, source),
+        session=_parse_session(top.get("session"), source),
     )
 
 
