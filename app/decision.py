@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from app.credentials import TOKEN68_RE, Credentials, Token
+from app.credentials import TOKEN68_RE, Credentials, Token, User
 from app.passwords import Decoys, VerifiedCache, is_slow, verify_hash
 from app.policy import BY_PATH, Policy, RoutePolicy
 from app.sessions import BrowserFacts, cross_site
@@ -254,6 +254,39 @@ def route_for_path(policy: Policy, path: str | None) -> str | None:
     return None if prefix is None else policy.claims[prefix]
 
 
+def check_password(
+    snapshot: Snapshot, throttle: Throttle, client: str | None, name: str, password: str, slow_ok: bool
+) -> User | str | None:
+    """The user a name and password verify as, or why not (``throttled``, ``unknown_user``, ``bad_password``);
+    None only when ``slow_ok`` is False and a slow hash check is needed. Basic credentials and the sign-in form
+    (app.browser) are both checked here, under one throttle."""
+    user = snapshot.credentials.users.get(name)
+    if user is not None and snapshot.verified.contains(user, password):
+        return user
+    # Every name is counted and banned alike, existing or not, so neither the 11th answer nor its
+    # timing tells which names exist; an unknown name costs one check of a decoy hash of a kind and
+    # cost that real users in the file have (app.passwords.Decoys).
+    checked = user if user is not None else snapshot.decoys.for_name(name)
+    # A ban on the *name* must not lock its owner out: a hash cheap enough to check under any load
+    # ({SHA}: app.passwords.SLOW_KINDS) is checked anyway, so only a password that verifies passes.
+    # A slow one is refused unchecked (its owner passes through the verified cache). An address ban
+    # refuses every unverified attempt: it is what bounds guessing at one name from one address.
+    if throttle.banned(client, None):
+        return "throttled"
+    name_banned = throttle.banned(None, name)
+    if name_banned and is_slow(checked):
+        return "throttled"
+    if is_slow(checked) and not slow_ok:
+        return None
+    if not verify_hash(checked, password) or user is None:
+        throttle.record_failure(client, name)
+        if name_banned:  # the answer a ban gives, whether or not the name exists
+            return "throttled"
+        return "unknown_user" if user is None else "bad_password"
+    snapshot.verified.add(user, password)
+    return user
+
+
 def _forbidden_by_token(token: Token, route: RoutePolicy, facts: RequestFacts) -> str | None:
     if token.routes is not None and route.name not in token.routes:
         return "route_forbidden"
@@ -312,32 +345,14 @@ def decide(
             return Decision(401, "expired", scheme=scheme, principal=token.name, bearer_error="expired")
         principal = token.name
     else:
-        user = snapshot.credentials.users.get(credential.user)
-        known_good = user is not None and snapshot.verified.contains(user, credential.password)
-        if not known_good:
-            # Every name is counted and banned alike, existing or not, so neither the 11th answer nor its
-            # timing tells which names exist; an unknown name costs one check of a decoy hash of a kind and
-            # cost that real users in the file have (app.passwords.Decoys).
-            checked = user if user is not None else snapshot.decoys.for_name(credential.user)
-            # A ban on the *name* must not lock its owner out: a hash cheap enough to check under any load
-            # ({SHA}: app.passwords.SLOW_KINDS) is checked anyway, so only a password that verifies passes.
-            # A slow one is refused unchecked (its owner passes through the verified cache). An address ban
-            # refuses every unverified attempt: it is what bounds guessing at one name from one address.
-            if throttle.banned(facts.client, None):
-                return Decision(403, "throttled", scheme=scheme)
-            name_banned = throttle.banned(None, credential.user)
-            if name_banned and is_slow(checked):
-                return Decision(403, "throttled", scheme=scheme)
-            if is_slow(checked) and not slow_ok:
-                return None
-            if not verify_hash(checked, credential.password) or user is None:
-                throttle.record_failure(facts.client, credential.user)
-                if name_banned:  # the answer a ban gives, whether or not the name exists
-                    return Decision(403, "throttled", scheme=scheme)
-                return Decision(401, "unknown_user" if user is None else "bad_password", scheme=scheme)
-            snapshot.verified.add(user, credential.password)
-        assert user is not None
-        principal = user.name
+        outcome = check_password(snapshot, throttle, facts.client, credential.user, credential.password, slow_ok)
+        if outcome is None:
+            return None
+        if outcome == "throttled":
+            return Decision(403, "throttled", scheme=scheme)
+        if isinstance(outcome, str):
+            return Decision(401, outcome, scheme=scheme)
+        principal = outcome.name
 
     if token is not None:
         forbidden = _forbidden_by_token(token, route, facts)
