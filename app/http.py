@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from litestar import Litestar, MediaType, Response, get
-from litestar.handlers import asgi
+from litestar.handlers import HTTPRouteHandler, asgi
 from litestar.types import HTTPResponseStartEvent, Receive, Scope, Send
 
 from app import probes
@@ -136,12 +136,18 @@ class DecisionEndpoint:
         return {"type": "http.response.start", "status": decision.status, "headers": headers}
 
 
-def create_http_app(state: AppState, decider: Decider, lifespan: Lifespan | None = None) -> Litestar:
+def create_http_app(
+    state: AppState,
+    decider: Decider,
+    lifespan: Lifespan | None = None,
+    pages: Sequence[HTTPRouteHandler] = (),
+) -> Litestar:
     """The HTTP wire's Litestar app: the decision endpoint mounted at ``/auth`` (for in-process use; ``authgate
     serve`` puts the same endpoint in front, see :meth:`DecisionEndpoint.__init__`), and ``/healthz``,
     ``/readyz`` and ``/metrics`` (app.probes) on the decision port, where deployments that predate
     ``--health-port`` probe them. ``lifespan`` is the composition root's (app.service): this wire starts
-    nothing itself."""
+    nothing itself. ``pages``: other wires' handlers served on the same port (the browser's sign-in forms,
+    app.browser), mounted by the root."""
     endpoint = DecisionEndpoint(state, decider)
 
     @asgi("/auth", is_mount=True, copy_scope=False)
@@ -166,7 +172,7 @@ def create_http_app(state: AppState, decider: Decider, lifespan: Lifespan | None
         return answer(probes.metrics(state))
 
     app = Litestar(
-        route_handlers=[auth, healthz, readyz, metrics],
+        route_handlers=[auth, healthz, readyz, metrics, *pages],
         lifespan=[] if lifespan is None else [lifespan],
         openapi_config=None,
         logging_config=None,

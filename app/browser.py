@@ -1,0 +1,315 @@
+"""The browser wire: the sign-in and sign-out forms that issue and clear the session cookie (app.sessions).
+
+People reach these pages through the same ingress as the application (``/authgate/`` routed to authgate),
+so the cookie is the application host's own. What they do:
+
+- ``GET /authgate/sign-in?rd=<where to>``: the form; ``POST`` it (user name, password): the password is
+  checked exactly as a Basic one (app.decision.check_password: the same throttle, decoys and verified cache),
+  then a session cookie is set and the browser is sent to ``rd`` (checked by app.redirects, else ``/``);
+- ``GET /authgate/sign-out``: a page with one button; ``POST`` it: the cookie is cleared.
+
+Every POST is checked against cross-site request forgery twice: the browser's own account of where the form
+came from (``Sec-Fetch-Site``, else ``Origin`` against ``Host``) and a double-submit token (a random value in
+an HttpOnly ``SameSite=Strict`` cookie, ``__Host-`` by default, repeated in the form). A missing or wrong one
+gets 403 and a fresh form, never a 500. No page or log line carries a password, a token or a cookie's value.
+
+Like the other wires it turns its protocol into a question for the core and knows nothing of the other wires;
+the composition root (app.service) mounts it only when a route lists ``session``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import html
+import logging
+import secrets
+import urllib.parse
+from typing import Any
+
+from litestar import Request, Response, get, post
+from litestar.datastructures import Cookie
+from litestar.handlers import HTTPRouteHandler
+
+from app.credentials import User
+from app.decision import check_password
+from app.doors.base import last_hop
+from app.redirects import safe_redirect
+from app.sessions import issue
+from app.state import AppState
+
+log = logging.getLogger("authgate.browser")
+
+PREFIX = "/authgate"
+SIGN_IN_PATH = f"{PREFIX}/sign-in"
+SIGN_OUT_PATH = f"{PREFIX}/sign-out"
+FORM_MAX_BYTES = 8192
+MAX_NAME_CHARS = 255
+MAX_PASSWORD_CHARS = 1024
+CSRF_MAX_AGE = 3600
+_FORM_TYPE = "application/x-www-form-urlencoded"
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:22rem;margin:4rem auto;padding:0 1rem}"
+    "label,input,button{display:block;width:100%;box-sizing:border-box;margin:.4rem 0}"
+    "input,button{padding:.5rem;font-size:1rem}.error{color:#b00020}"
+)
+
+
+class BrowserEndpoints:
+    """The pages and their checks; :meth:`handlers` are the Litestar route handlers that serve them."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self.settings = state.policy.session
+        self.pending_slow_checks = 0
+        self.security_headers = {
+            "cache-control": "no-store",
+            "content-security-policy": (
+                f"default-src 'none'; style-src 'unsafe-inline'; form-action {self._form_action()}; "
+                "frame-ancestors 'none'; base-uri 'none'"
+            ),
+            "x-frame-options": "DENY",
+            "x-content-type-options": "nosniff",
+            "referrer-policy": "no-referrer",
+        }
+
+    def _form_action(self) -> str:
+        # A browser applies form-action to the redirect after the POST too: name every host rd may go to.
+        scheme = "https" if self.settings.secure else "http"
+        hosts = [f"{scheme}://{'*' + h if h.startswith('.') else h}" for h in self.settings.allowed_redirect_hosts]
+        return " ".join(["'self'", *hosts])
+
+    # -- answers ----------------------------------------------------------------------------------------------
+
+    def _page(
+        self, status: int, title: str, body: str, cookies: list[Cookie], headers: dict[str, str] | None = None
+    ) -> Response[bytes]:
+        document = (
+            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width,initial-scale=1">'
+            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1>{body}</body></html>"
+        )
+        return Response(
+            document.encode(),
+            status_code=status,
+            media_type="text/html; charset=utf-8",
+            headers={**self.security_headers, **(headers or {})},
+            cookies=cookies,
+        )
+
+    def _csrf_cookie(self, value: str) -> Cookie:
+        return Cookie(
+            key=self.settings.csrf_cookie_name,
+            value=value,
+            max_age=CSRF_MAX_AGE,
+            path="/",
+            secure=self.settings.secure,
+            httponly=True,
+            samesite="strict",
+        )
+
+    def _session_cookie(self, value: str, max_age: int) -> Cookie:
+        return Cookie(
+            key=self.settings.cookie_name,
+            value=value,
+            max_age=max_age,
+            path="/",
+            domain=self.settings.domain,
+            secure=self.settings.secure,
+            httponly=True,
+            samesite="lax",  # sent on a top-level navigation from elsewhere (a link), not on cross-site posts
+        )
+
+    def _csrf_token(self, request: Request[Any, Any, Any]) -> str:
+        """The double-submit token: the browser's current one if it holds a well-formed one, else a new one."""
+        current = request.cookies.get(self.settings.csrf_cookie_name, "")
+        if len(current) == 43 and all(ch.isalnum() or ch in "-_" for ch in current):
+            return current
+        return secrets.token_urlsafe(32)
+
+    def sign_in_form(
+        self,
+        request: Request[Any, Any, Any],
+        rd: str,
+        status: int = 200,
+        error: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response[bytes]:
+        token = self._csrf_token(request)
+        message = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
+        body = (
+            f'{message}<form method="post" action="sign-in">'
+            f'<input type="hidden" name="csrf" value="{token}">'
+            f'<input type="hidden" name="rd" value="{html.escape(rd, quote=True)}">'
+            '<label for="username">User name</label>'
+            '<input id="username" name="username" autocomplete="username" required autofocus>'
+            '<label for="password">Password</label>'
+            '<input id="password" name="password" type="password" autocomplete="current-password" required>'
+            '<button type="submit">Sign in</button></form>'
+        )
+        return self._page(status, "Sign in", body, [self._csrf_cookie(token)], headers)
+
+    def sign_out_form(self, request: Request[Any, Any, Any], rd: str, status: int = 200) -> Response[bytes]:
+        token = self._csrf_token(request)
+        body = (
+            '<form method="post" action="sign-out">'
+            f'<input type="hidden" name="csrf" value="{token}">'
+            f'<input type="hidden" name="rd" value="{html.escape(rd, quote=True)}">'
+            '<button type="submit">Sign out</button></form>'
+        )
+        return self._page(status, "Sign out", body, [self._csrf_cookie(token)])
+
+    def _target(self, request: Request[Any, Any, Any], rd: str) -> str:
+        settings = self.settings
+        return safe_redirect(rd, self.own_host(request), settings.allowed_redirect_hosts, secure=settings.secure)
+
+    def _redirect(self, location: str, cookies: list[Cookie]) -> Response[bytes]:
+        return Response(b"", status_code=303, headers={**self.security_headers, "location": location}, cookies=cookies)
+
+    # -- checks -----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def own_host(request: Request[Any, Any, Any]) -> str | None:
+        host = request.headers.get("host")
+        return host.strip().lower() if host else None
+
+    def _same_origin(self, request: Request[Any, Any, Any]) -> bool:
+        """Whether the browser says the form was posted from this very origin."""
+        site = request.headers.get("sec-fetch-site")
+        if site is not None:
+            return site == "same-origin"
+        origin = request.headers.get("origin")
+        if origin is None:
+            return True  # no browser signal (an old browser): the double-submit token alone decides
+        try:
+            netloc = urllib.parse.urlsplit(origin).netloc.lower()
+        except ValueError:
+            return False
+        return origin != "null" and netloc == self.own_host(request)
+
+    async def _form(self, request: Request[Any, Any, Any]) -> dict[str, str] | None:
+        """The posted form's fields (the first value of each), or None when the body is no such form."""
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";", 1)[0].strip().lower() != _FORM_TYPE:
+            return None
+        body = await request.body()
+        try:
+            pairs = urllib.parse.parse_qsl(
+                body.decode("utf-8"), keep_blank_values=True, max_num_fields=8, errors="strict"
+            )
+        except (UnicodeDecodeError, ValueError):
+            return None
+        fields: dict[str, str] = {}
+        for key, value in pairs:
+            fields.setdefault(key, value)
+        return fields
+
+    def _csrf_ok(self, request: Request[Any, Any, Any], fields: dict[str, str]) -> bool:
+        cookie = request.cookies.get(self.settings.csrf_cookie_name, "")
+        sent = fields.get("csrf", "")
+        return bool(cookie) and hmac.compare_digest(cookie.encode(), sent.encode()) and self._same_origin(request)
+
+    def client(self, request: Request[Any, Any, Any]) -> str | None:
+        """The address the proxy in front saw (the last X-Forwarded-For hop), else the peer."""
+        hop = last_hop(request.headers.get("x-forwarded-for", "").encode("latin-1") or None)
+        if hop is not None:
+            return hop.decode("latin-1")
+        return request.client.host if request.client is not None else None
+
+    async def _verify(self, client: str | None, name: str, password: str) -> User | str:
+        """check_password, a slow hash check in a worker thread; past the bound on waiting checks, ``busy``."""
+        snapshot = self.state.store.current
+        assert snapshot is not None
+        throttle = self.state.throttle
+        outcome = check_password(snapshot, throttle, client, name, password, False)
+        if outcome is not None:
+            return outcome
+        if self.pending_slow_checks >= self.state.policy.throttle.max_pending_slow_checks:
+            return "busy"
+        self.pending_slow_checks += 1
+        try:
+            outcome = await asyncio.to_thread(check_password, snapshot, throttle, client, name, password, True)
+        finally:
+            self.pending_slow_checks -= 1
+        assert outcome is not None
+        return outcome
+
+    def _count(self, result: str) -> None:
+        self.state.metrics.sign_ins.labels(result=result).inc()
+
+    # -- the pages --------------------------------------------------------------------------------------------
+
+    async def sign_in(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        fields = await self._form(request)
+        if fields is None:
+            self._count("bad_request")
+            return self.sign_in_form(request, "/", 400, "The form was not sent as a form; please try again.")
+        rd = fields.get("rd", "/")
+        if not self._csrf_ok(request, fields):
+            self._count("forbidden")
+            return self.sign_in_form(request, rd, 403, "This form has expired or came from elsewhere; sign in again.")
+        if self.state.store.current is None:
+            self._count("not_ready")
+            return self.sign_in_form(request, rd, 503, "Sign-in is not available yet; try again.", {"retry-after": "1"})
+        name, password = fields.get("username", ""), fields.get("password", "")
+        if (
+            not name
+            or len(name) > MAX_NAME_CHARS
+            or len(password) > MAX_PASSWORD_CHARS
+            or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name + password)
+        ):
+            self._count("bad_request")
+            return self.sign_in_form(request, rd, 400, "Enter a user name and password.")
+        client = self.client(request)
+        outcome = await self._verify(client, name, password)
+        if outcome == "throttled" or outcome == "busy":
+            self._count(outcome)
+            log.info("sign-in refused", extra={"event": "sign_in", "result": outcome, "client": client})
+            return self.sign_in_form(
+                request, rd, 429, "Too many attempts. Wait a few minutes, then try again.", {"retry-after": "60"}
+            )
+        if isinstance(outcome, str):
+            self._count("bad_credentials")
+            log.info("sign-in refused", extra={"event": "sign_in", "result": outcome, "client": client})
+            return self.sign_in_form(request, rd, 401, "Wrong user name or password.")
+        snapshot = self.state.store.current
+        assert snapshot is not None
+        value, session = issue(snapshot.credentials, outcome, self.state.clock().timestamp(), self.settings)
+        self._count("signed_in")
+        log.info(
+            "signed in",
+            extra={"event": "sign_in", "result": "signed_in", "principal": outcome.name, "client": client},
+        )
+        cookie = self._session_cookie(value, session.expires - session.issued)
+        return self._redirect(self._target(request, rd), [cookie])
+
+    async def sign_out(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        fields = await self._form(request)
+        if fields is None or not self._csrf_ok(request, fields):
+            self._count("forbidden" if fields is not None else "bad_request")
+            return self.sign_out_form(request, "/", 403 if fields is not None else 400)
+        self._count("signed_out")
+        return self._redirect(self._target(request, fields.get("rd", "/")), [self._session_cookie("", 0)])
+
+    def handlers(self) -> list[HTTPRouteHandler]:
+        """The Litestar route handlers of these pages (bodies capped at FORM_MAX_BYTES: 413 beyond)."""
+        endpoints = self
+
+        @get(SIGN_IN_PATH, sync_to_thread=False)
+        def sign_in_page(request: Request[Any, Any, Any]) -> Response[bytes]:
+            return endpoints.sign_in_form(request, request.query_params.get("rd", "/"))
+
+        @post(SIGN_IN_PATH, request_max_body_size=FORM_MAX_BYTES)
+        async def sign_in(request: Request[Any, Any, Any]) -> Response[bytes]:
+            return await endpoints.sign_in(request)
+
+        @get(SIGN_OUT_PATH, sync_to_thread=False)
+        def sign_out_page(request: Request[Any, Any, Any]) -> Response[bytes]:
+            return endpoints.sign_out_form(request, request.query_params.get("rd", "/"))
+
+        @post(SIGN_OUT_PATH, request_max_body_size=FORM_MAX_BYTES)
+        async def sign_out(request: Request[Any, Any, Any]) -> Response[bytes]:
+            return await endpoints.sign_out(request)
+
+        return [sign_in_page, sign_in, sign_out_page, sign_out]
