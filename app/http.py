@@ -16,11 +16,12 @@ from litestar.handlers import HTTPRouteHandler, asgi
 from litestar.types import HTTPResponseStartEvent, Receive, Scope, Send
 
 from app import probes
-from app.decider import Decider
-from app.decision import Decision, response_headers
+from app.decider import Decider, Verdict
+from app.decision import SIGN_IN_REQUIRED, Decision, response_headers
 from app.doors import front_doors
 from app.policy import Policy
 from app.probes import ProbeAnswer
+from app.sessions import sign_in_location
 from app.state import AppState
 
 _AUTH_PREFIX = b"/auth/"
@@ -122,9 +123,25 @@ class DecisionEndpoint:
         )
         if start is None:
             verdict = await decider.decide(self.doors, route_name, headers, authorization, rest_or_none, scope)
-            start = _NOT_READY if verdict is None else decider.answer(verdict, WIRE, self.render)
+            if verdict is None:
+                start = _NOT_READY
+            elif verdict.decision.reason == SIGN_IN_REQUIRED:
+                start = self._sign_in(verdict, headers, rest_or_none, scope)
+            else:
+                start = decider.answer(verdict, WIRE, self.render)
         await send(start)
         await send(_EMPTY_BODY)
+
+    def _sign_in(self, verdict: Verdict, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> Any:
+        """A browser's page load without a session: a redirect to the sign-in page through a door that passes
+        one to the browser (Traefik, Envoy), else the 401 (ingress-nginx redirects it with auth-signin)."""
+        door = self.doors.redirecting_door(headers, rest, scope)
+        if door is None:
+            return self.decider.answer(verdict, WIRE, self.render)
+        policy = verdict.snapshot.policy
+        location = sign_in_location(policy.session, headers, door.raw_target(headers, rest, scope))
+        headers_out = [(b"location", location.encode("latin-1")), (b"cache-control", b"no-store")]
+        return {"type": "http.response.start", "status": 302, "headers": [*headers_out, (b"content-length", b"0")]}
 
     def _render(self, decision: Decision, policy: Policy, route_name: str, now: dt.datetime) -> HTTPResponseStartEvent:
         """The answer's start message: the core's headers, plus what the trusted doors need on an allow. The

@@ -121,6 +121,21 @@ def cross_site(method: str | None, browser: BrowserFacts) -> bool:
     return origin_host != browser.host
 
 
+def sign_in_location(settings: SessionSettings, headers: dict[bytes, bytes], target: bytes | None) -> str:
+    """Where a door that passes redirects sends a browser's page load without a session: the sign-in page,
+    with ``rd`` the page it asked for (its raw path and query; a whole URL when the sign-in page is on another
+    host, which must then list this one in ``session.allowed_redirect_hosts``)."""
+    if target is None or not target.startswith(b"/"):
+        return settings.sign_in_url
+    rd = target.decode("latin-1")
+    if not settings.sign_in_url.startswith("/"):
+        host = _original_host(headers)
+        proto = (headers.get(b"x-forwarded-proto") or b"https").decode("latin-1").split(",", 1)[0].strip()
+        if host is not None and proto in ("http", "https"):
+            rd = f"{proto}://{host}{rd}"
+    return f"{settings.sign_in_url}?rd={urllib.parse.quote(rd, safe='')}"
+
+
 def hash_tag(user: User) -> str:
     """A digest of the user's stored hash, sealed into their sessions: a new password ends them."""
     return hashlib.sha256(b"authgate session user\0" + user.hash.encode()).hexdigest()[:24]

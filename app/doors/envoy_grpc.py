@@ -50,6 +50,7 @@ class EnvoyGrpc:
     name = "envoy-grpc"
     mark_names = "the CheckRequest's attributes.request.http method and path"
     vouches_for_client = True
+    redirects_to_sign_in = True
 
     def view(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> View | None:
         http: tuple[bytes, bytes, bytes] | None = scope.get("envoy_http")
@@ -117,6 +118,18 @@ def question(
 
 def _option(name: bytes, value: bytes, action: int) -> HeaderValueOption:
     return HeaderValueOption(header=HeaderValue(key=name.decode(), value=value.decode()), append_action=action)
+
+
+def redirect_response(location: str) -> CheckResponse:
+    """A denial Envoy answers the browser with as a redirect (302 and Location): the sign-in page."""
+    denied = DeniedHttpResponse(
+        status=HttpStatus(code=302),  # envoy.type.v3.StatusCode.Found
+        headers=[
+            _option(b"location", location.encode("latin-1"), _OVERWRITE),
+            _option(b"cache-control", b"no-store", _OVERWRITE),
+        ],
+    )
+    return CheckResponse(status=Status(code=_UNAUTHENTICATED), denied_response=denied)
 
 
 def check_response(decision: Decision, policy: Policy, route_name: str, now: dt.datetime) -> CheckResponse:
