@@ -68,7 +68,7 @@ class Decision(NamedTuple):
     status: int  # exactly 200, 401, 403 (503 is the HTTP layer's, before any snapshot exists)
     reason: str
     # bearer, basic, session, none, other. A 401 of scheme "session" (a browser's) carries no challenge, so
-    # no browser shows its Basic prompt; SIGN_IN_REQUIRED is the one a wire may turn into a sign-in redirect.
+    # no browser shows its Basic prompt.
     scheme: str = "none"
     principal: str | None = None
     expires: dt.datetime | None = None
@@ -76,6 +76,9 @@ class Decision(NamedTuple):
     # True when the same credential on the same route gets this same answer whatever else the request says,
     # until ``expires`` or the next snapshot: the HTTP layer may then answer repeats from an AllowMemo.
     rememberable: bool = False
+    # A browser's page load refused for want of a (valid) session: a wire whose door passes redirects answers
+    # it with the sign-in page (app.http, app.grpc_server) instead of the 401.
+    sign_in: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -376,15 +379,16 @@ def _decide_session(
 ) -> Decision | None:
     """The third credential kind (app.sessions), for a request without Authorization on a session route; None
     for a request that is no browser's (it is then answered like any request without a credential)."""
+    navigation = browser.is_navigation(facts.method)
     if not browser.cookies:
-        if browser.is_navigation(facts.method):
-            return Decision(401, SIGN_IN_REQUIRED, scheme="session")
+        if navigation:
+            return Decision(401, SIGN_IN_REQUIRED, scheme="session", sign_in=True)
         return Decision(401, "missing", scheme="session") if browser.is_browser else None
     session, reason = load_session(browser.cookies, snapshot.credentials, snapshot.policy.session, now.timestamp())
     if session is None:
         # Not counted by the throttle: a sealed value cannot be guessed (128-bit tag), and a session that just
         # expired or lost its key is no attack; counting them would ban the office behind one address.
-        return Decision(401, reason, scheme="session")
+        return Decision(401, reason, scheme="session", sign_in=navigation)
     if cross_site(facts.method, browser):
         return Decision(403, "cross_site_request", scheme="session", principal=session.user)
     if route.principals is not None and session.user not in route.principals:

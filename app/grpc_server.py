@@ -31,7 +31,6 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from app.decider import Decider
-from app.decision import SIGN_IN_REQUIRED
 from app.doors.envoy_grpc import ENVOY_GRPC, GRPC_DOORS, WIRE, check_response, question, redirect_response
 from app.logs import EveryInterval
 from app.sessions import sign_in_location
@@ -112,7 +111,7 @@ class AuthorizationService:
                 # An RPC error, not a denial: Envoy fails closed on it unless told to fail open
                 # (failure_mode_allow), exactly as it treats the HTTP wire's 503.
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "no credentials loaded yet")
-            if verdict.decision.reason == SIGN_IN_REQUIRED:
+            if verdict.decision.sign_in:
                 # A browser's page load without a session: Envoy sends the denial's 302 to the browser.
                 target = ENVOY_GRPC.raw_target(headers, None, scope)
                 return redirect_response(sign_in_location(verdict.snapshot.policy.session, headers, target))

@@ -17,7 +17,7 @@ from litestar.types import HTTPResponseStartEvent, Receive, Scope, Send
 
 from app import probes
 from app.decider import Decider, Verdict
-from app.decision import SIGN_IN_REQUIRED, Decision, response_headers
+from app.decision import Decision, response_headers
 from app.doors import front_doors
 from app.policy import Policy
 from app.probes import ProbeAnswer
@@ -125,7 +125,7 @@ class DecisionEndpoint:
             verdict = await decider.decide(self.doors, route_name, headers, authorization, rest_or_none, scope)
             if verdict is None:
                 start = _NOT_READY
-            elif verdict.decision.reason == SIGN_IN_REQUIRED:
+            elif verdict.decision.sign_in:
                 start = self._sign_in(verdict, headers, rest_or_none, scope)
             else:
                 start = decider.answer(verdict, WIRE, self.render)

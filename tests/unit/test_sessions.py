@@ -196,11 +196,13 @@ def test_authorization_decides_alone_when_present(state):
 
 def test_without_a_cookie_a_page_load_is_sent_to_sign_in_and_scripts_get_no_basic_prompt(state):
     nav = run(state, "ui", browser(fetch_mode="navigate"))
-    assert (nav.status, nav.reason, nav.scheme) == (401, SIGN_IN_REQUIRED, "session")
+    assert (nav.status, nav.reason, nav.scheme, nav.sign_in) == (401, SIGN_IN_REQUIRED, "session", True)
+    stale = run(state, "ui", browser(("stale",), fetch_mode="navigate"))
+    assert (stale.status, stale.reason, stale.sign_in) == (401, "session_malformed", True)
     old_browser = run(state, "ui", browser(fetch_site=None, fetch_mode=None, accepts_html=True))
     assert old_browser.reason == SIGN_IN_REQUIRED
     xhr = run(state, "ui", browser(fetch_mode="cors"))
-    assert (xhr.status, xhr.reason, xhr.scheme) == (401, "missing", "session")
+    assert (xhr.status, xhr.reason, xhr.scheme, xhr.sign_in) == (401, "missing", "session", False)
     assert b"www-authenticate" not in dict(response_headers(xhr, POLICY, "ui", NOW))
     post_nav = run(state, "ui", browser(fetch_mode="navigate"), method="POST")
     assert post_nav.reason == "missing"  # a form post cannot be resumed after sign-in: no redirect

@@ -59,6 +59,15 @@ async def test_traefik_gets_a_redirect_with_the_page_asked_for(tmp_path):
     assert "www-authenticate" not in answer.headers
 
 
+async def test_an_expired_or_rotated_out_session_is_sent_to_sign_in_too(tmp_path):
+    answer = await ask(
+        make_state(tmp_path), "/auth/ui", {**TRAEFIK, **NAVIGATE, "cookie": "__Host-authgate-session=stale"}
+    )
+    assert answer.status_code == 302 and answer.headers["location"].startswith("/authgate/sign-in?rd=")
+    fetch = {**TRAEFIK, "sec-fetch-mode": "cors", "cookie": "__Host-authgate-session=stale"}
+    assert (await ask(make_state(tmp_path), "/auth/ui", fetch)).status_code == 401
+
+
 async def test_a_sign_in_page_on_another_host_gets_the_whole_url(tmp_path):
     state = make_state(tmp_path, sign_in_url="https://auth.example.com/authgate/sign-in")
     answer = await ask(state, "/auth/ui", {**TRAEFIK, **NAVIGATE})
