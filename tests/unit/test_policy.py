@@ -189,3 +189,64 @@ def test_a_path_prefix_decides_for_one_route_only():
     with pytest.raises(ConfigError) as err:
         parse_policy(yaml.safe_load("routes: {api: {path_prefixes: [/x]}, ui: {path_prefixes: [/, /x]}}"), "p.yaml")
     assert "routes.ui.path_prefixes: '/x' is already claimed by routes.api" in str(err.value)
+
+
+def test_sessions_are_off_unless_a_route_lists_them():
+    policy = parse_policy(yaml.safe_load("routes: {api: {}, ui: {schemes: [session, basic]}}"), "p.yaml")
+    assert policy.session_routes == frozenset({"ui"})
+    assert policy.routes["api"].schemes == ("bearer", "basic")
+    assert parse_policy(yaml.safe_load("routes: {api: {}}"), "p.yaml").session_routes == frozenset()
+    session = policy.session
+    assert (session.cookie_name, session.secure, session.domain, session.lifetime_seconds) == (
+        "__Host-authgate-session",
+        True,
+        None,
+        12 * 3600,
+    )
+    assert session.csrf_cookie_name == "__Host-authgate-session-csrf"
+
+
+def test_a_session_block_is_read():
+    doc = """
+routes: {ui: {schemes: [session]}}
+session:
+  cookie_name: prefect_session
+  lifetime_seconds: 600
+  secure: false
+  domain: Example.com
+  sign_in_url: https://auth.example.com/authgate/sign-in
+  allowed_redirect_hosts: [.Example.com, grafana.example.com:8443]
+"""
+    session = parse_policy(yaml.safe_load(doc), "p.yaml").session
+    assert session.cookie_name == "prefect_session" and session.lifetime_seconds == 600 and not session.secure
+    assert session.domain == "example.com"
+    assert session.allowed_redirect_hosts == (".example.com", "grafana.example.com:8443")
+
+
+@pytest.mark.parametrize(
+    ("session", "message"),
+    [
+        ("{cookie_name: 'a b'}", "session.cookie_name"),
+        ("{cookie_name: 'a;b'}", "session.cookie_name"),
+        ("{secure: false}", "a __Host- cookie must be secure"),
+        ("{domain: example.com}", "a __Host- cookie must be secure and have no domain"),
+        ("{cookie_name: __Secure-s, secure: false}", "a __Secure- cookie must be secure"),
+        ("{cookie_name: s, domain: 'example.com:80'}", "session.domain"),
+        ("{cookie_name: s, domain: .example.com}", "session.domain"),
+        ("{lifetime_seconds: 10}", "session.lifetime_seconds"),
+        ("{lifetime_seconds: 2592001}", "at most 2592000"),
+        ("{sign_in_url: 'authgate/sign-in'}", "session.sign_in_url"),
+        ("{sign_in_url: '//evil.example/sign-in'}", "session.sign_in_url"),
+        ("{sign_in_url: 'http://auth.example.com/sign-in'}", "session.sign_in_url"),
+        ("{sign_in_url: '/sign-in?x=1'}", "session.sign_in_url"),
+        ("{sign_in_url: 'https://u@auth.example.com/'}", "session.sign_in_url"),
+        ("{allowed_redirect_hosts: example.com}", "a list of host names"),
+        ("{allowed_redirect_hosts: ['https://example.com']}", "is not a host name"),
+        ("{allowed_redirect_hosts: ['*.example.com']}", "is not a host name"),
+        ("{cookie: x}", "unknown key(s) 'cookie'"),
+    ],
+)
+def test_bad_session_blocks_name_the_key(session, message):
+    with pytest.raises(ConfigError) as err:
+        parse_policy(yaml.safe_load(f"routes: {{ui: {{schemes: [session]}}}}\nsession: {session}"), "p.yaml")
+    assert message in str(err.value)
