@@ -19,6 +19,7 @@ from app.credentials import (
 from app.errors import ConfigError
 from app.kube_cli import add_commands, add_token_attributes, new_token_attributes
 from app.policy import load_policy
+from app.sessions import require_keys
 from app.settings import (
     DEFAULT_HEALTH_PORT,
     DEFAULT_SERVER,
@@ -132,6 +133,7 @@ def _check(args: argparse.Namespace) -> int:
         directory = Path(args.secret_dir)
         files = read_secret_dir(directory)
         credentials = load_secret_files(files, str(directory))
+        require_keys(credentials, policy)
     except (FileNotFoundError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -166,6 +168,9 @@ def _check(args: argparse.Namespace) -> int:
     print(f"users: {len(credentials.users)}")
     for user in sorted(credentials.users.values(), key=lambda u: u.name):
         print(f"  {user.name} {user.kind}")
+    if credentials.session_keys is not None:
+        names = credentials.session_keys.names
+        print(f"session keys: {len(names)} (seals: {names[0]}; opens: {', '.join(names)})")
     if any(t.plain for t in credentials.tokens):
         print(
             "warning: plain tokens are readable by anyone who can read the Secret; "

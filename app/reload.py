@@ -23,7 +23,7 @@ from app.health import Heartbeat
 from app.metrics import Metrics
 from app.passwords import DecoyFactory, Decoys, VerifiedCache
 from app.policy import Policy
-from app.session_keys import SESSION_KEYS_FILE
+from app.sessions import require_keys
 
 log = logging.getLogger("authgate.reload")
 
@@ -49,12 +49,7 @@ class Reloader:
             return True
         try:
             credentials = load_secret_files(files, source)
-            if credentials.session_keys is None and self.policy.session_routes:
-                raise ConfigError(
-                    f"holds no {SESSION_KEYS_FILE!r}, and routes {', '.join(sorted(self.policy.session_routes))} "
-                    "accept sessions ('NAME KEY' lines, KEY from `openssl rand -base64 32`)",
-                    source,
-                )
+            require_keys(credentials, self.policy)
         except ConfigError as exc:
             return self._failed(source, exc)
         # Verified passwords stay verified across reloads, except those of users removed or whose hash changed

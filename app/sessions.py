@@ -20,7 +20,9 @@ import urllib.parse
 from typing import NamedTuple
 
 from app.credentials import Credentials, User
-from app.policy import SessionSettings
+from app.errors import ConfigError
+from app.policy import Policy, SessionSettings
+from app.session_keys import SESSION_KEYS_FILE
 
 # Requests a browser may make across sites without it meaning anything (RFC 9110 safe methods).
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -73,6 +75,17 @@ def _original_host(headers: dict[bytes, bytes]) -> str | None:
         return netloc.lower() or None
     host = headers.get(b"host") or headers.get(b":authority")
     return None if host is None else host.decode("latin-1").lower()
+
+
+def require_keys(credentials: Credentials, policy: Policy) -> None:
+    """Refuses (ConfigError) a Secret without ``session-keys`` when routes accept sessions: loading it would
+    leave them unable to open any session or issue one, so the last good Secret stays (or none: not ready)."""
+    if credentials.session_keys is None and policy.session_routes:
+        raise ConfigError(
+            f"holds no {SESSION_KEYS_FILE!r}, and routes {', '.join(sorted(policy.session_routes))} accept "
+            "sessions ('NAME KEY' lines, KEY from `openssl rand -base64 32`)",
+            credentials.source,
+        )
 
 
 def cookie_values(header: bytes | None, name: bytes) -> tuple[str, ...]:
