@@ -5,7 +5,7 @@ Accepted: a path on the host the form was served on (``/ui/flows?x=1``), or an `
 sessions are not ``secure``) whose host is that host or one listed in ``session.allowed_redirect_hosts``.
 Anything else becomes ``/``: other schemes (``javascript:``, ``data:``), protocol-relative ``//evil`` and its
 spellings a browser reads the same way (``/\\evil``, ``/\\t/evil``, ``/%2F/evil``...), user info
-(``https://ok@evil``), control characters and whitespace, and anything too long to be a real address.
+(``https://ok@evil``), control characters, whitespace and raw non-ASCII, and anything too long to be a real address.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def safe_redirect(rd: str | None, own_host: str | None, allowed: tuple[str, ...]
         return FALLBACK
     # Browsers drop tabs and newlines from URLs and read a backslash as a slash: "/\t/evil" and "/\evil" are
     # "//evil" to them. Refuse all of it, raw or percent-encoded (an application may decode and redirect again).
+    if not rd.isascii():  # a browser sends a URL percent-encoded; raw non-ASCII cannot go in a Location header
+        return FALLBACK
     decoded = urllib.parse.unquote(rd)
     for text in (rd, decoded):
         if "\\" in text or any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in text):

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import re
 
+import anyio
 import bcrypt
 import pytest
 from litestar.testing import AsyncTestClient
@@ -228,6 +229,7 @@ async def test_the_form_and_basic_share_one_throttle(state):
         ("https://grafana.example.com/d", "https://grafana.example.com/d"),
         (f"http://{HOST}/ui", "/"),  # sessions are secure: never back to http
         ("/ui", "/ui"),
+        ("/\u20ac", "/"),
     ],
 )
 async def test_rd_through_the_form(state, rd, location):
@@ -267,3 +269,29 @@ async def test_not_ready_before_credentials(tmp_path):
     async with AsyncTestClient(create_app(state.settings, state)) as client:
         answer = await sign_in(client)
     assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+
+
+async def test_the_served_app_routes_the_pages_past_the_decision_endpoint(tmp_path):
+    """What `authgate serve` runs (app.service.create_asgi): the raw decision endpoint in front, the pages
+    behind it, a session they issue passing the fast lane's route."""
+    from app.service import create_asgi
+
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "htpasswd").write_text(f"alice:{BCRYPT}\n")
+    (secret / "session-keys").write_text(KEYS + "\n")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("routes: {ui: {schemes: [session, basic]}}\n")
+    served = create_asgi(Settings(secret_dir=secret, config=policy))
+    async with AsyncTestClient(served) as client:  # type: ignore[arg-type]
+        state = served.decider.state
+        for _ in range(200):  # the credential source loads in the lifespan: wait for it, with a deadline
+            if state.store.current is not None:
+                break
+            await anyio.sleep(0.05)
+        assert state.store.current is not None
+        answer = await sign_in(client)
+        assert answer.status_code == 303
+        session = cookie_value(set_cookies(answer)[SESSION])
+        allowed = await client.get("/auth/ui", headers=ingress(session))
+        assert (allowed.status_code, allowed.headers["x-auth-request-user"]) == (200, "alice")

@@ -16,6 +16,7 @@ ALLOWED = (".apps.example.com", "grafana.example.com:8443")
         "/",
         "/ui/flows?tab=runs&x=%2F",
         "/ui/#/dashboard",
+        "/caf%C3%A9",
         "https://prefect.example.com/ui",
         "https://PREFECT.example.com/ui",
         "https://a.apps.example.com/x",
@@ -62,6 +63,8 @@ def test_own_paths_and_allowed_hosts_pass(rd):
         "evil.example",
         "/" + "a" * 3000,
         "/\x00",
+        "/caf\u00e9",  # raw non-ASCII: a browser would have percent-encoded it
+        "/\u20ac",
     ],
 )
 def test_attacks_fall_back_to_the_root(rd):
