@@ -1,17 +1,19 @@
 """The browser wire: the sign-in and sign-out forms that issue and clear the session cookie (app.sessions).
 
-People reach these pages through the same ingress as the application (``/authgate/`` routed to authgate),
-so the cookie is the application host's own. What they do:
+People reach these pages through the same ingress as the application (``sign_in.prefix``, ``/authgate/`` by
+default, routed to authgate), so the cookie is the application host's own. What they do:
 
-- ``GET /authgate/sign-in?rd=<where to>``: the form; ``POST`` it (user name, password): the password is
-  checked exactly as a Basic one (app.decision.check_password: the same throttle, decoys and verified cache),
-  then a session cookie is set and the browser is sent to ``rd`` (checked by app.redirects, else ``/``);
-- ``GET /authgate/sign-out``: a page with one button; ``POST`` it: the cookie is cleared.
+- ``GET <prefix>sign_in?rd=<path>``: the form; ``POST`` it (user name, password): the password is checked
+  exactly as a Basic one (app.decision.check_password: the same throttle, decoys and verified cache), then a
+  session cookie is set and the browser is sent (303) to ``rd`` (a path on this host, app.redirects, else
+  ``/``); any failure is 401 with the same page and one text, ``Sign-in failed.``;
+- ``GET <prefix>sign_out``: a page with one button; ``POST`` it: the cookie is cleared, 303 to the form;
+- ``GET <prefix>userinfo``: who the session is (JSON), or 401.
 
 Every POST is checked against cross-site request forgery twice: the browser's own account of where the form
-came from (``Sec-Fetch-Site``, else ``Origin`` against ``Host``) and a double-submit token (a random value in
-an HttpOnly ``SameSite=Strict`` cookie, ``__Host-`` by default, repeated in the form). A missing or wrong one
-gets 403 and a fresh form, never a 500. No page or log line carries a password, a token or a cookie's value.
+came from (``Sec-Fetch-Site: same-origin``, else ``Origin`` against ``Host``) and a double-submit token (a
+random value in an HttpOnly ``SameSite=Strict`` cookie ``<cookie_name>-csrf``, repeated in the form, compared in
+constant time). No page or log line carries a password, a token or a cookie's value.
 
 Like the other wires it turns its protocol into a question for the core and knows nothing of the other wires;
 the composition root (app.service) mounts it only when a route lists ``session``.
@@ -20,6 +22,7 @@ the composition root (app.service) mounts it only when a route lists ``session``
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hmac
 import html
 import logging
@@ -35,14 +38,12 @@ from app.credentials import User
 from app.decision import check_password
 from app.doors.base import last_hop
 from app.redirects import safe_redirect
-from app.sessions import issue
+from app.sessions import cookie_values, issue, load, set_cookie
 from app.state import AppState
 
 log = logging.getLogger("authgate.browser")
 
-PREFIX = "/authgate"
-SIGN_IN_PATH = f"{PREFIX}/sign-in"
-SIGN_OUT_PATH = f"{PREFIX}/sign-out"
+FAILED = "Sign-in failed."
 FORM_MAX_BYTES = 8192
 MAX_NAME_CHARS = 255
 MAX_PASSWORD_CHARS = 1024
@@ -61,23 +62,20 @@ class BrowserEndpoints:
     def __init__(self, state: AppState) -> None:
         self.state = state
         self.settings = state.policy.session
+        self.title = self.settings.title or next(
+            (route.realm for route in state.policy.routes.values() if "session" in route.schemes), "authgate"
+        )
         self.pending_slow_checks = 0
         self.security_headers = {
             "cache-control": "no-store",
             "content-security-policy": (
-                f"default-src 'none'; style-src 'unsafe-inline'; form-action {self._form_action()}; "
-                "frame-ancestors 'none'; base-uri 'none'"
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; "
+                "base-uri 'none'"
             ),
             "x-frame-options": "DENY",
             "x-content-type-options": "nosniff",
             "referrer-policy": "no-referrer",
         }
-
-    def _form_action(self) -> str:
-        # A browser applies form-action to the redirect after the POST too: name every host rd may go to.
-        scheme = "https" if self.settings.secure else "http"
-        hosts = [f"{scheme}://{'*' + h if h.startswith('.') else h}" for h in self.settings.allowed_redirect_hosts]
-        return " ".join(["'self'", *hosts])
 
     # -- answers ----------------------------------------------------------------------------------------------
 
@@ -104,21 +102,9 @@ class BrowserEndpoints:
             value=value,
             max_age=CSRF_MAX_AGE,
             path="/",
-            secure=self.settings.secure,
+            secure=True,
             httponly=True,
             samesite="strict",
-        )
-
-    def _session_cookie(self, value: str, max_age: int) -> Cookie:
-        return Cookie(
-            key=self.settings.cookie_name,
-            value=value,
-            max_age=max_age,
-            path="/",
-            domain=self.settings.domain,
-            secure=self.settings.secure,
-            httponly=True,
-            samesite="lax",  # sent on a top-level navigation from elsewhere (a link), not on cross-site posts
         )
 
     def _csrf_token(self, request: Request[Any, Any, Any]) -> str:
@@ -139,7 +125,7 @@ class BrowserEndpoints:
         token = self._csrf_token(request)
         message = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
         body = (
-            f'{message}<form method="post" action="sign-in">'
+            f'{message}<form method="post" action="{self.settings.sign_in_path}">'
             f'<input type="hidden" name="csrf" value="{token}">'
             f'<input type="hidden" name="rd" value="{html.escape(rd, quote=True)}">'
             '<label for="username">User name</label>'
@@ -148,24 +134,20 @@ class BrowserEndpoints:
             '<input id="password" name="password" type="password" autocomplete="current-password" required>'
             '<button type="submit">Sign in</button></form>'
         )
-        return self._page(status, "Sign in", body, [self._csrf_cookie(token)], headers)
+        return self._page(status, self.title, body, [self._csrf_cookie(token)], headers)
 
-    def sign_out_form(self, request: Request[Any, Any, Any], rd: str, status: int = 200) -> Response[bytes]:
+    def sign_out_form(self, request: Request[Any, Any, Any], status: int = 200) -> Response[bytes]:
         token = self._csrf_token(request)
         body = (
-            '<form method="post" action="sign-out">'
+            f'<form method="post" action="{self.settings.sign_out_path}">'
             f'<input type="hidden" name="csrf" value="{token}">'
-            f'<input type="hidden" name="rd" value="{html.escape(rd, quote=True)}">'
             '<button type="submit">Sign out</button></form>'
         )
         return self._page(status, "Sign out", body, [self._csrf_cookie(token)])
 
-    def _target(self, request: Request[Any, Any, Any], rd: str) -> str:
-        settings = self.settings
-        return safe_redirect(rd, self.own_host(request), settings.allowed_redirect_hosts, secure=settings.secure)
-
-    def _redirect(self, location: str, cookies: list[Cookie]) -> Response[bytes]:
-        return Response(b"", status_code=303, headers={**self.security_headers, "location": location}, cookies=cookies)
+    def _redirect(self, location: str, session_cookie: str) -> Response[bytes]:
+        headers = {**self.security_headers, "location": location, "set-cookie": session_cookie}
+        return Response(b"", status_code=303, headers=headers)
 
     # -- checks -----------------------------------------------------------------------------------------------
 
@@ -241,38 +223,27 @@ class BrowserEndpoints:
     # -- the pages --------------------------------------------------------------------------------------------
 
     async def sign_in(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Every failure is the same 401 page with one text (FAILED): a bad form, a CSRF check, a throttle or a
+        wrong password look alike; the metric and the log line say which. Nothing loaded yet: 503."""
         fields = await self._form(request)
-        if fields is None:
-            self._count("bad_request")
-            return self.sign_in_form(request, "/", 400, "The form was not sent as a form; please try again.")
-        rd = fields.get("rd", "/")
-        if not self._csrf_ok(request, fields):
-            self._count("forbidden")
-            return self.sign_in_form(request, rd, 403, "This form has expired or came from elsewhere; sign in again.")
+        rd = fields.get("rd", "/") if fields is not None else "/"
+        if fields is None or not self._csrf_ok(request, fields):
+            return self._failed(request, rd, "bad_request" if fields is None else "forbidden", None)
         if self.state.store.current is None:
             self._count("not_ready")
             return self.sign_in_form(request, rd, 503, "Sign-in is not available yet; try again.", {"retry-after": "1"})
         name, password = fields.get("username", ""), fields.get("password", "")
+        client = self.client(request)
         if (
             not name
             or len(name) > MAX_NAME_CHARS
             or len(password) > MAX_PASSWORD_CHARS
             or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name + password)
         ):
-            self._count("bad_request")
-            return self.sign_in_form(request, rd, 400, "Enter a user name and password.")
-        client = self.client(request)
+            return self._failed(request, rd, "bad_request", client)
         outcome = await self._verify(client, name, password)
-        if outcome == "throttled" or outcome == "busy":
-            self._count(outcome)
-            log.info("sign-in refused", extra={"event": "sign_in", "result": outcome, "client": client})
-            return self.sign_in_form(
-                request, rd, 429, "Too many attempts. Wait a few minutes, then try again.", {"retry-after": "60"}
-            )
         if isinstance(outcome, str):
-            self._count("bad_credentials")
-            log.info("sign-in refused", extra={"event": "sign_in", "result": outcome, "client": client})
-            return self.sign_in_form(request, rd, 401, "Wrong user name or password.")
+            return self._failed(request, rd, outcome if outcome in ("throttled", "busy") else "bad_credentials", client)
         snapshot = self.state.store.current
         assert snapshot is not None
         value, session = issue(snapshot.credentials, outcome, self.state.clock().timestamp(), self.settings)
@@ -281,35 +252,58 @@ class BrowserEndpoints:
             "signed in",
             extra={"event": "sign_in", "result": "signed_in", "principal": outcome.name, "client": client},
         )
-        cookie = self._session_cookie(value, session.expires - session.issued)
-        return self._redirect(self._target(request, rd), [cookie])
+        return self._redirect(safe_redirect(rd), set_cookie(self.settings, value, session.expires - session.issued))
+
+    def _failed(self, request: Request[Any, Any, Any], rd: str, result: str, client: str | None) -> Response[bytes]:
+        self._count(result)
+        log.info("sign-in refused", extra={"event": "sign_in", "result": result, "client": client})
+        return self.sign_in_form(request, rd, 401, FAILED)
 
     async def sign_out(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         fields = await self._form(request)
         if fields is None or not self._csrf_ok(request, fields):
             self._count("forbidden" if fields is not None else "bad_request")
-            return self.sign_out_form(request, "/", 403 if fields is not None else 400)
+            return self.sign_out_form(request, 403 if fields is not None else 400)
         self._count("signed_out")
-        return self._redirect(self._target(request, fields.get("rd", "/")), [self._session_cookie("", 0)])
+        return self._redirect(self.settings.sign_in_path, set_cookie(self.settings, "", 0))
+
+    def userinfo(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        """Who the browser's session is: ``{"user", "via", "expires"}`` (``expires``: when it ends unless used
+        again, the earlier of its absolute and idle ends, RFC 3339), or 401 ``{"error": "not signed in"}``."""
+        snapshot = self.state.store.current
+        values = cookie_values(request.headers.get("cookie", "").encode("latin-1"), self.settings.cookie_name.encode())
+        session = None
+        if snapshot is not None and values:
+            session, _, _ = load(values, snapshot.credentials, self.settings, self.state.clock().timestamp())
+        headers = {"cache-control": "no-store"}
+        if session is None:
+            return Response({"error": "not signed in"}, status_code=401, headers=headers)
+        ends = dt.datetime.fromtimestamp(session.ends, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return Response({"user": session.user, "via": session.via, "expires": ends}, headers=headers)
 
     def handlers(self) -> list[HTTPRouteHandler]:
         """The Litestar route handlers of these pages (bodies capped at FORM_MAX_BYTES: 413 beyond)."""
         endpoints = self
+        settings = self.settings
 
-        @get(SIGN_IN_PATH, sync_to_thread=False)
+        @get(settings.sign_in_path, sync_to_thread=False)
         def sign_in_page(request: Request[Any, Any, Any]) -> Response[bytes]:
             return endpoints.sign_in_form(request, request.query_params.get("rd", "/"))
 
-        @post(SIGN_IN_PATH, request_max_body_size=FORM_MAX_BYTES)
+        @post(settings.sign_in_path, request_max_body_size=FORM_MAX_BYTES)
         async def sign_in(request: Request[Any, Any, Any]) -> Response[bytes]:
             return await endpoints.sign_in(request)
 
-        @get(SIGN_OUT_PATH, sync_to_thread=False)
+        @get(settings.sign_out_path, sync_to_thread=False)
         def sign_out_page(request: Request[Any, Any, Any]) -> Response[bytes]:
-            return endpoints.sign_out_form(request, request.query_params.get("rd", "/"))
+            return endpoints.sign_out_form(request)
 
-        @post(SIGN_OUT_PATH, request_max_body_size=FORM_MAX_BYTES)
+        @post(settings.sign_out_path, request_max_body_size=FORM_MAX_BYTES)
         async def sign_out(request: Request[Any, Any, Any]) -> Response[bytes]:
             return await endpoints.sign_out(request)
 
-        return [sign_in_page, sign_in, sign_out_page, sign_out]
+        @get(settings.userinfo_path, sync_to_thread=False)
+        def userinfo(request: Request[Any, Any, Any]) -> Response[Any]:
+            return endpoints.userinfo(request)
+
+        return [sign_in_page, sign_in, sign_out_page, sign_out, userinfo]

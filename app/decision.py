@@ -67,9 +67,7 @@ class RequestFacts(NamedTuple):
 class Decision(NamedTuple):
     status: int  # exactly 200, 401, 403 (503 is the HTTP layer's, before any snapshot exists)
     reason: str
-    # bearer, basic, session, none, other. A 401 of scheme "session" (a browser's) carries no challenge, so
-    # no browser shows its Basic prompt.
-    scheme: str = "none"
+    scheme: str = "none"  # bearer, basic, session, none, other
     principal: str | None = None
     expires: dt.datetime | None = None
     bearer_error: str | None = None  # RFC 6750 error for the Bearer challenge
@@ -79,6 +77,9 @@ class Decision(NamedTuple):
     # A browser's page load refused for want of a (valid) session: a wire whose door passes redirects answers
     # it with the sign-in page (app.http, app.grpc_server) instead of the 401.
     sign_in: bool = False
+    # A session allow past half its idle timeout: the refreshed sealed cookie, which the wire adds as a
+    # Set-Cookie to this one answer (never remembered or cached: it is this request's).
+    set_cookie: str | None = None
 
     @property
     def allowed(self) -> bool:
@@ -378,33 +379,31 @@ def _decide_session(
     route: RoutePolicy, facts: RequestFacts, browser: BrowserFacts, snapshot: Snapshot, now: dt.datetime
 ) -> Decision | None:
     """The third credential kind (app.sessions), for a request without Authorization on a session route; None
-    for a request that is no browser's (it is then answered like any request without a credential)."""
+    when the request carries no session cookie and is no page load (it is then answered like any request
+    without a credential: 401 with the route's challenges)."""
     navigation = browser.is_navigation(facts.method)
     if not browser.cookies:
-        if navigation:
-            return Decision(401, SIGN_IN_REQUIRED, scheme="session", sign_in=True)
-        return Decision(401, "missing", scheme="session") if browser.is_browser else None
-    session, reason = load_session(browser.cookies, snapshot.credentials, snapshot.policy.session, now.timestamp())
+        return Decision(401, SIGN_IN_REQUIRED, scheme="session", sign_in=True) if navigation else None
+    session, reason, refreshed = load_session(
+        browser.cookies, snapshot.credentials, snapshot.policy.session, now.timestamp()
+    )
     if session is None:
         # Not counted by the throttle: a sealed value cannot be guessed (128-bit tag), and a session that just
         # expired or lost its key is no attack; counting them would ban the office behind one address.
         return Decision(401, reason, scheme="session", sign_in=navigation)
     if cross_site(facts.method, browser):
-        return Decision(403, "cross_site_request", scheme="session", principal=session.user)
+        return Decision(403, "cross_site", scheme="session", principal=session.user)
     if route.principals is not None and session.user not in route.principals:
         return Decision(403, "principal_forbidden", scheme="session", principal=session.user)
-    # Never remembered (the allow memo is keyed by Authorization, which a session request lacks) and never
-    # cached by a proxy (not rememberable: no-store). No ``expires``, so that the wire renders one answer per
-    # user and snapshot, not one per session.
-    return Decision(200, "allowed", scheme="session", principal=session.user)
+    # Never remembered (the allow memo is keyed by Authorization, which a session request lacks; so no session
+    # outlives its expiry there) and never cached by a proxy (not rememberable: no-store). No ``expires``, so
+    # that the wire renders one answer per user and snapshot, not one per session.
+    return Decision(200, "allowed", scheme="session", principal=session.user, set_cookie=refreshed)
 
 
 def challenges(route: RoutePolicy, decision: Decision) -> list[str]:
-    """One WWW-Authenticate value per scheme the route accepts, in the route's order. None for a browser's
-    denial on a session route (scheme ``session``): a challenge would make it show its Basic prompt instead of
-    the sign-in page; and none for the session scheme itself (cookies have no HTTP challenge)."""
-    if decision.scheme == "session":
-        return []
+    """One WWW-Authenticate value per scheme the route accepts, in the route's order (none for ``session``:
+    cookies have no HTTP challenge)."""
     values = []
     for scheme in route.schemes:
         if scheme == "session":

@@ -21,7 +21,7 @@ from app.decision import Decision, response_headers
 from app.doors import front_doors
 from app.policy import Policy
 from app.probes import ProbeAnswer
-from app.sessions import sign_in_location
+from app.sessions import set_cookie, sign_in_location
 from app.state import AppState
 
 _AUTH_PREFIX = b"/auth/"
@@ -127,6 +127,8 @@ class DecisionEndpoint:
                 start = _NOT_READY
             elif verdict.decision.sign_in:
                 start = self._sign_in(verdict, headers, rest_or_none, scope)
+            elif verdict.decision.set_cookie is not None:
+                start = self._refreshing(verdict)
             else:
                 start = decider.answer(verdict, WIRE, self.render)
         await send(start)
@@ -139,9 +141,22 @@ class DecisionEndpoint:
         if door is None:
             return self.decider.answer(verdict, WIRE, self.render)
         policy = verdict.snapshot.policy
-        location = sign_in_location(policy.session, headers, door.raw_target(headers, rest, scope))
+        location = sign_in_location(policy.session, door.raw_target(headers, rest, scope))
         headers_out = [(b"location", location.encode("latin-1")), (b"cache-control", b"no-store")]
         return {"type": "http.response.start", "status": 302, "headers": [*headers_out, (b"content-length", b"0")]}
+
+    def _refreshing(self, verdict: Verdict) -> Any:
+        """A session allow with a refreshed cookie (sliding idle expiry): rendered for this request alone, with
+        its Set-Cookie, which ingress-nginx (``auth-always-set-cookie``), Traefik (``addAuthCookiesToResponse``)
+        and Envoy (``allowed_client_headers_on_success``) hand to the browser."""
+        route_name, decision, snapshot = verdict
+        now = self.decider.state.clock()
+        start = self._render(decision, snapshot.policy, route_name, now)
+        session = snapshot.policy.session
+        assert decision.set_cookie is not None
+        max_age = session.lifetime_seconds  # the browser's copy; the sealed expiries are what count
+        cookie = set_cookie(session, decision.set_cookie, max_age).encode("latin-1")
+        return {**start, "headers": [(b"set-cookie", cookie), *start["headers"]]}
 
     def _render(self, decision: Decision, policy: Policy, route_name: str, now: dt.datetime) -> HTTPResponseStartEvent:
         """The answer's start message: the core's headers, plus what the trusted doors need on an allow. The

@@ -38,8 +38,11 @@ ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 REDIS_URL_FORM = "redis://[USER@]HOST[:PORT][/DB] (or rediss:// for TLS)"
 # RFC 6265 cookie-name (an RFC 7230 token).
 COOKIE_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
-HOST_NAME_RE = re.compile(r"\.?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*(:[0-9]{1,5})?")
+PREFIX_RE = re.compile(r"/[A-Za-z0-9._~/-]*[A-Za-z0-9._~-]/")
 MAX_SESSION_LIFETIME = 30 * 24 * 3600
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_PART_RE = re.compile(r"([0-9]{1,7})([smhd])")
+DURATION_RE = re.compile(r"(?:[0-9]{1,7}[smhd])+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,26 +96,35 @@ class ThrottleSettings:
 
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
-    """The browser session (app.sessions, app.browser): its cookie, how long it lives, where browsers sign in.
+    """The policy's ``sign_in`` block: the browser session (app.sessions) and its pages (app.browser).
 
-    Inert unless a route lists the ``session`` scheme. The defaults are what a deployment behind TLS wants: a
-    ``__Host-`` cookie (Secure, no Domain, Path=/: a sibling subdomain cannot set or overwrite it)."""
+    Needed by, and inert without, a route that lists the ``session`` scheme. The cookie is always ``Secure``,
+    ``HttpOnly``, ``SameSite=Lax``, ``Path=/`` and without ``Domain`` (so ``__Host-`` names work): the
+    protected host's own, which no sibling subdomain can set or overwrite."""
 
-    cookie_name: str = "__Host-authgate-session"
+    prefix: str = "/authgate/"  # where authgate serves sign_in, sign_out and userinfo
+    cookie_name: str = "__Host-authgate"
     lifetime_seconds: int = 12 * 3600  # absolute: a session ends this long after sign-in, used or not
-    secure: bool = True
-    domain: str | None = None
-    # Where a browser is sent to sign in (a path on the protected host, or an absolute https URL), with
-    # ?rd=<where it was going>. authgate serves the form at /authgate/sign-in.
-    sign_in_url: str = "/authgate/sign-in"
-    # Hosts an absolute ``rd`` may name after sign-in or sign-out besides the sign-in page's own host; a leading
-    # dot admits subdomains (".example.com"), as oauth2-proxy's --whitelist-domain.
-    allowed_redirect_hosts: tuple[str, ...] = ()
+    idle_timeout_seconds: int = 3600  # ... and this long after its last use (refreshed where a door can)
+    title: str | None = None  # the sign-in page's title; None: the first session route's realm
+    configured: bool = False  # whether the policy has a sign_in block
 
     @property
     def csrf_cookie_name(self) -> str:
         """The sign-in and sign-out forms' double-submit cookie, beside the session cookie."""
         return f"{self.cookie_name}-csrf"
+
+    @property
+    def sign_in_path(self) -> str:
+        return f"{self.prefix}sign_in"
+
+    @property
+    def sign_out_path(self) -> str:
+        return f"{self.prefix}sign_out"
+
+    @property
+    def userinfo_path(self) -> str:
+        return f"{self.prefix}userinfo"
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,75 +370,63 @@ def _parse_redis(raw: Any, source: str) -> RedisSettings:
     )
 
 
+def _duration(data: Mapping[str, Any], key: str, default: int, where: str, source: str) -> int:
+    """Seconds from ``12h``, ``30m``, ``1h30m``, ``7d`` (or a number of seconds), at least a minute."""
+    value = data.get(key, default)
+    seconds: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    elif isinstance(value, str) and DURATION_RE.fullmatch(value.strip().lower()):
+        seconds = sum(
+            int(number) * DURATION_UNITS[unit] for number, unit in DURATION_PART_RE.findall(value.strip().lower())
+        )
+    if seconds is None or not 60 <= seconds <= MAX_SESSION_LIFETIME:
+        raise ConfigError(f"{where}.{key}: a duration from 1m to 30d such as 12h, 30m or 1h30m, got {value!r}", source)
+    return seconds
+
+
 def _parse_session(raw: Any, source: str) -> SessionSettings:
-    where = "session"
+    where = "sign_in"
     data = _mapping(raw, where, source)
-    _check_keys(
-        data,
-        {"cookie_name", "lifetime_seconds", "secure", "domain", "sign_in_url", "allowed_redirect_hosts"},
-        where,
-        source,
-    )
+    _check_keys(data, {"prefix", "cookie_name", "lifetime", "idle_timeout", "title"}, where, source)
     defaults = SessionSettings()
+    prefix = data.get("prefix", defaults.prefix)
+    if (
+        not isinstance(prefix, str)
+        or not PREFIX_RE.fullmatch(prefix)
+        or "//" in prefix
+        or any(seg in (".", "..") for seg in prefix.split("/"))
+        or prefix.startswith("/auth/")
+    ):
+        raise ConfigError(
+            f"{where}.prefix: a path that starts and ends with / such as /authgate/ (of A-Z a-z 0-9 . _ ~ - /, not "
+            f"/ alone nor under /auth/, the decision endpoint), got {prefix!r}",
+            source,
+        )
     name = data.get("cookie_name", defaults.cookie_name)
     if not isinstance(name, str) or not COOKIE_NAME_RE.fullmatch(name):
         raise ConfigError(f"{where}.cookie_name: 1-64 of A-Z a-z 0-9 and !#$%&'*+-.^_`|~, got {name!r}", source)
-    secure = _bool(data, "secure", defaults.secure, where, source)
-    domain = _optional_str(data, "domain", where, source)
-    if domain is not None and (not HOST_NAME_RE.fullmatch(domain.lower()) or ":" in domain or domain[0] == "."):
-        raise ConfigError(f"{where}.domain: a host name such as example.com, got {domain!r}", source)
-    if name.startswith("__Host-") and (not secure or domain is not None):
-        raise ConfigError(
-            f"{where}.cookie_name: a __Host- cookie must be secure and have no domain (browsers drop it otherwise);"
-            " rename the cookie or drop session.domain / set session.secure: true",
-            source,
-        )
-    if name.startswith("__Secure-") and not secure:
-        raise ConfigError(f"{where}.cookie_name: a __Secure- cookie must be secure (session.secure: true)", source)
-    lifetime = _number(data, "lifetime_seconds", defaults.lifetime_seconds, where, source, minimum=60, integer=True)
-    if lifetime > MAX_SESSION_LIFETIME:
-        raise ConfigError(f"{where}.lifetime_seconds: at most {MAX_SESSION_LIFETIME} (30 days), got {lifetime}", source)
-    sign_in_url = data.get("sign_in_url", defaults.sign_in_url)
-    if not isinstance(sign_in_url, str) or not _sign_in_url_ok(sign_in_url):
-        raise ConfigError(
-            f"{where}.sign_in_url: a path such as /authgate/sign-in or an https:// URL, without query or fragment, "
-            f"got {sign_in_url!r}",
-            source,
-        )
-    hosts_raw = data.get("allowed_redirect_hosts", [])
-    if not isinstance(hosts_raw, list):
-        raise ConfigError(f"{where}.allowed_redirect_hosts: a list of host names (.example.com: any subdomain)", source)
-    hosts: list[str] = []
-    for item in hosts_raw:
-        if not isinstance(item, str) or not HOST_NAME_RE.fullmatch(item.lower()):
-            raise ConfigError(f"{where}.allowed_redirect_hosts: {item!r} is not a host name", source)
-        hosts.append(item.lower())
+    lifetime = _duration(data, "lifetime", defaults.lifetime_seconds, where, source)
+    idle = _duration(data, "idle_timeout", defaults.idle_timeout_seconds, where, source)
+    if idle > lifetime:
+        raise ConfigError(f"{where}.idle_timeout: longer than {where}.lifetime ({idle} s > {lifetime} s)", source)
+    title = data.get("title")
+    if title is not None and (not isinstance(title, str) or not REALM_RE.fullmatch(title)):
+        raise ConfigError(f"{where}.title: 1-128 printable characters without quotes or backslashes", source)
     return SessionSettings(
+        prefix=prefix,
         cookie_name=name,
         lifetime_seconds=lifetime,
-        secure=secure,
-        domain=domain.lower() if domain is not None else None,
-        sign_in_url=sign_in_url,
-        allowed_redirect_hosts=tuple(hosts),
+        idle_timeout_seconds=idle,
+        title=title,
+        configured=raw is not None,
     )
-
-
-def _sign_in_url_ok(url: str) -> bool:
-    if any(ch in url for ch in "?#\\") or any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url):
-        return False
-    if url.startswith("/"):
-        return not url.startswith("//")
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return False
-    return parts.scheme == "https" and bool(parts.hostname) and parts.username is None and parts.password is None
 
 
 def parse_policy(data: Any, source: str) -> Policy:
     """Validates a policy document (already parsed from YAML)."""
     top = _mapping(data, "policy", source)
-    _check_keys(top, {"routes", "throttle", "decision_cache", "verify_cache", "session"}, "policy", source)
+    _check_keys(top, {"routes", "throttle", "decision_cache", "verify_cache", "sign_in"}, "policy", source)
     routes_raw = _mapping(top.get("routes"), "routes", source)
     if not routes_raw:
         raise ConfigError("routes: define at least one route", source)
@@ -468,6 +468,12 @@ def parse_policy(data: Any, source: str) -> Policy:
     if throttle.redis is not None and not throttle.enabled:
         raise ConfigError("throttle.redis: the throttle is off (throttle.enabled: false); drop one of them", source)
 
+    session = _parse_session(top.get("sign_in"), source)
+    needing = sorted(name for name, route in routes.items() if "session" in route.schemes)
+    if needing and not session.configured:
+        raise ConfigError(
+            f"routes.{needing[0]}.schemes: session needs a sign_in block (sign_in: {{}} takes every default)", source
+        )
     dc = _mapping(top.get("decision_cache"), "decision_cache", source)
     _check_keys(dc, {"max_age_seconds"}, "decision_cache", source)
     vc = _mapping(top.get("verify_cache"), "verify_cache", source)
@@ -479,7 +485,7 @@ def parse_policy(data: Any, source: str) -> Policy:
         verify_cache_max_entries=_number(vc, "max_entries", 10_000, "verify_cache", source, integer=True),
         source=source,
         claims=_claims(routes, source),
-        session=_parse_session(top.get("session"), source),
+        session=session,
     )
 
 

@@ -132,6 +132,17 @@ def redirect_response(location: str) -> CheckResponse:
     return CheckResponse(status=Status(code=_UNAUTHENTICATED), denied_response=denied)
 
 
+def with_response_cookie(answer: CheckResponse, cookie: str) -> CheckResponse:
+    """An allow plus a Set-Cookie for the browser (``ok_response.response_headers_to_add``), on a copy: the
+    answer itself may be one the core keeps for repeats."""
+    response = CheckResponse()
+    response.CopyFrom(answer)
+    response.ok_response.response_headers_to_add.append(
+        _option(b"set-cookie", cookie.encode("latin-1"), HeaderValueOption.APPEND_IF_EXISTS_OR_ADD)
+    )
+    return response
+
+
 def check_response(decision: Decision, policy: Policy, route_name: str, now: dt.datetime) -> CheckResponse:
     """The CheckResponse for a decision (app.decider.Render)."""
     headers = response_headers(decision, policy, route_name, now)

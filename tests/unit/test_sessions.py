@@ -17,8 +17,8 @@ from app.settings import Settings
 from app.state import AppState, build_state
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
-KEY_A = "a " + base64.b64encode(b"A" * 32).decode()
-KEY_B = "b " + base64.b64encode(b"B" * 32).decode()
+KEY_A = base64.urlsafe_b64encode(b"A" * 32).decode()
+KEY_B = base64.urlsafe_b64encode(b"B" * 32).decode()
 TOKEN = "machine-token-0123456789"
 POLICY = parse_policy(
     yaml.safe_load("""
@@ -27,7 +27,7 @@ routes:
   api: {schemes: [bearer, basic, session]}
   tokens-only: {schemes: [bearer]}
   admins: {schemes: [session], principals: [alice]}
-session: {lifetime_seconds: 3600}
+sign_in: {lifetime: 1h, idle_timeout: 1h}
 throttle: {max_failures_per_address: 3}
 """),
     "test",
@@ -59,7 +59,9 @@ def state() -> AppState:
 def cookie_for(state: AppState, name: str = "alice", at: dt.datetime = NOW) -> str:
     snapshot = state.store.current
     assert snapshot is not None
-    value, _ = sessions.issue(snapshot.credentials, snapshot.credentials.users[name], at.timestamp(), POLICY.session)
+    value, _ = sessions.issue(
+        snapshot.credentials, snapshot.credentials.users[name], at.timestamp(), state.policy.session
+    )
     return value
 
 
@@ -70,7 +72,7 @@ def browser(
     origin: str | None = None,
     accepts_html: bool = False,
 ) -> sessions.BrowserFacts:
-    return sessions.BrowserFacts(cookies, fetch_site, fetch_mode, origin, HOST, accepts_html)
+    return sessions.BrowserFacts(cookies, fetch_site, fetch_mode, origin, HOST, accepts_html, "https")
 
 
 def run(state: AppState, route: str, b: sessions.BrowserFacts | None, method: str = "GET", auth=(), now=NOW):
@@ -102,11 +104,36 @@ def test_a_session_ends_at_its_lifetime_by_the_injected_clock(state):
 
 def test_a_shorter_lifetime_ends_older_sessions_at_once(state):
     cookie = (cookie_for(state),)
-    shorter = parse_policy({"routes": {"ui": {"schemes": ["session"]}}, "session": {"lifetime_seconds": 600}}, "t")
+    shorter = parse_policy(
+        {"routes": {"ui": {"schemes": ["session"]}}, "sign_in": {"lifetime": "10m", "idle_timeout": "10m"}}, "t"
+    )
     short_state = build_state(Settings(), policy=shorter)
     assert short_state.reloader.apply(files(), "t")
     assert run(short_state, "ui", browser(cookie), now=NOW + dt.timedelta(seconds=599)).status == 200
     assert run(short_state, "ui", browser(cookie), now=NOW + dt.timedelta(seconds=601)).reason == "session_expired"
+
+
+def test_idle_sessions_end_and_used_ones_slide_but_never_past_the_lifetime(tmp_path):
+    policy = parse_policy(
+        {"routes": {"ui": {"schemes": ["session"]}}, "sign_in": {"lifetime": "1h", "idle_timeout": "10m"}}, "t"
+    )
+    state = build_state(Settings(), policy=policy)
+    assert state.reloader.apply(files(), "t")
+    cookie = cookie_for(state)
+    at = lambda seconds: NOW + dt.timedelta(seconds=seconds)  # noqa: E731
+    fresh = run(state, "ui", browser((cookie,)), now=at(240))
+    assert (fresh.status, fresh.set_cookie) == (200, None)  # under half the idle timeout: nothing to refresh
+    assert run(state, "ui", browser((cookie,)), now=at(600)).reason == "session_idle"
+    refreshed = run(state, "ui", browser((cookie,)), now=at(400))  # past half: a refreshed cookie
+    assert refreshed.status == 200 and refreshed.set_cookie is not None
+    slid = refreshed.set_cookie
+    assert run(state, "ui", browser((slid,)), now=at(900)).status == 200  # 400 + 600 > 900: still alive
+    assert run(state, "ui", browser((slid,)), now=at(1000)).reason == "session_idle"
+    for step in range(400, 3600, 400):  # used every 400 s: slides to the absolute end and no further
+        decision = run(state, "ui", browser((slid,)), now=at(step))
+        assert decision.status == 200, step
+        slid = decision.set_cookie or slid
+    assert run(state, "ui", browser((slid,)), now=at(3600)).reason == "session_expired"
 
 
 def test_sessions_survive_an_unrelated_reload_and_die_with_the_user(state):
@@ -157,7 +184,7 @@ def test_a_policy_with_session_routes_refuses_a_secret_without_keys():
         ("wrong-types", "session_malformed"),
     ],
 )
-def test_bad_cookies_are_refused_without_a_challenge(state, cookies, reason):
+def test_bad_cookies_are_refused_with_the_route_s_challenges(state, cookies, reason):
     snapshot = state.store.current
     keys = snapshot.credentials.session_keys
     good = cookie_for(state)
@@ -172,10 +199,10 @@ def test_bad_cookies_are_refused_without_a_challenge(state, cookies, reason):
     elif cookies == "not-json":
         cookies = (keys.seal(b"alice"),)
     elif cookies == "wrong-types":
-        cookies = (keys.seal(b'{"u":"alice","h":"x","i":"0","e":9999999999}'),)
+        cookies = (keys.seal(b'{"u":"alice","v":"form","h":"x","i":"0","e":9999999999,"x":9999999999}'),)
     d = run(state, "ui", browser(cookies))
     assert (d.status, d.reason, d.scheme) == (401, reason, "session")
-    assert b"www-authenticate" not in dict(response_headers(d, POLICY, "ui", NOW))
+    assert dict(response_headers(d, POLICY, "ui", NOW))[b"www-authenticate"].startswith(b"Basic")
     assert not state.throttle.banned("10.0.0.1", None)
 
 
@@ -201,9 +228,12 @@ def test_without_a_cookie_a_page_load_is_sent_to_sign_in_and_scripts_get_no_basi
     assert (stale.status, stale.reason, stale.sign_in) == (401, "session_malformed", True)
     old_browser = run(state, "ui", browser(fetch_site=None, fetch_mode=None, accepts_html=True))
     assert old_browser.reason == SIGN_IN_REQUIRED
-    xhr = run(state, "ui", browser(fetch_mode="cors"))
-    assert (xhr.status, xhr.reason, xhr.scheme, xhr.sign_in) == (401, "missing", "session", False)
-    assert b"www-authenticate" not in dict(response_headers(xhr, POLICY, "ui", NOW))
+    xhr = run(state, "ui", browser(fetch_mode="cors"))  # an API call: 401 with the route's challenges, as today
+    assert (xhr.status, xhr.reason, xhr.scheme, xhr.sign_in) == (401, "missing", "none", False)
+    assert dict(response_headers(xhr, POLICY, "ui", NOW))[b"www-authenticate"].startswith(b"Basic")
+    stale_xhr = run(state, "ui", browser(("stale",), fetch_mode="cors"))
+    assert (stale_xhr.reason, stale_xhr.sign_in) == ("session_malformed", False)
+    assert dict(response_headers(stale_xhr, POLICY, "ui", NOW))[b"www-authenticate"].startswith(b"Basic")
     post_nav = run(state, "ui", browser(fetch_mode="navigate"), method="POST")
     assert post_nav.reason == "missing"  # a form post cannot be resumed after sign-in: no redirect
     script = run(state, "ui", browser(fetch_site=None, fetch_mode=None))  # curl: challenged as before
@@ -215,16 +245,20 @@ def test_without_a_cookie_a_page_load_is_sent_to_sign_in_and_scripts_get_no_basi
     ("method", "fetch_site", "origin", "status"),
     [
         ("POST", "same-origin", None, 200),
-        ("POST", "none", None, 200),  # typed into the address bar, a bookmark
-        ("POST", "same-site", None, 403),  # a sibling subdomain
+        ("POST", "same-site", None, 200),
+        ("POST", "none", None, 403),
         ("DELETE", "cross-site", None, 403),
+        ("DELETE", "cross-site", f"https://{HOST}", 200),  # the Origin is this very origin
         ("GET", "cross-site", None, 200),  # a link from elsewhere: safe methods pass
         ("HEAD", "cross-site", None, 200),
+        ("OPTIONS", None, None, 200),
         ("POST", None, f"https://{HOST}", 200),
+        ("POST", None, f"https://{HOST.upper()}", 200),
+        ("POST", None, f"http://{HOST}", 403),  # another scheme is another origin
         ("POST", None, "https://evil.example", 403),
         ("POST", None, f"https://{HOST}.evil.example", 403),
         ("PUT", None, "null", 403),
-        ("POST", None, None, 200),  # no browser signal at all: SameSite=Lax is what protects then
+        ("POST", None, None, 403),  # neither header: nothing says it comes from here
         (None, "cross-site", None, 403),  # the method is unknown: treated as unsafe
     ],
 )
@@ -233,7 +267,7 @@ def test_unsafe_methods_from_other_sites_are_refused(state, method, fetch_site, 
     d = run(state, "ui", b, method=method)
     assert d.status == status
     if status == 403:
-        assert (d.reason, d.principal) == ("cross_site_request", "alice")
+        assert (d.reason, d.principal) == ("cross_site", "alice")
 
 
 def test_route_principals_hold_for_sessions(state):
@@ -251,7 +285,10 @@ def test_reading_the_browser():
         b"accept": b"text/html,*/*",
     }
     facts = sessions.read_browser(headers, b"__Host-authgate-session")
-    assert facts == sessions.BrowserFacts(("v1",), "same-origin", "navigate", None, HOST, True)
+    assert facts == sessions.BrowserFacts(("v1",), "same-origin", "navigate", None, HOST, True, "https")
+    assert facts.own_origin == f"https://{HOST}"
+    assert sessions.read_browser({b"x-forwarded-proto": b"http", b"host": b"h"}, b"s").own_origin == "http://h"
+    assert sessions.read_browser({b":scheme": b"https", b":authority": b"h"}, b"s").own_origin == "https://h"
     assert sessions.read_browser({b"x-forwarded-host": b"h.example, x", b"host": b"auth"}, b"s").host == "h.example"
     assert sessions.read_browser({b"host": b"H.example:8443"}, b"s").host == "h.example:8443"
     assert sessions.cookie_values(b"x__Host-authgate-session=v; y=2", b"__Host-authgate-session") == ()
@@ -280,7 +317,7 @@ def test_the_core_reads_cookies_only_on_session_routes_without_authorization(sta
     headers = {
         b"x-original-url": f"https://{HOST}/x".encode(),
         b"x-original-method": b"GET",
-        b"cookie": f"__Host-authgate-session={cookie_for(state)}".encode(),
+        b"cookie": f"__Host-authgate={cookie_for(state)}".encode(),
         b"sec-fetch-mode": b"navigate",
     }
 
@@ -293,4 +330,4 @@ def test_the_core_reads_cookies_only_on_session_routes_without_authorization(sta
     assert asyncio.run(ask("api", (f"Bearer {TOKEN}".encode(),))).reason == "unknown_token"
     assert reads == []  # neither a route without session nor a request with Authorization read the cookie
     d = asyncio.run(ask("ui", ()))
-    assert (d.status, d.principal, reads) == (200, "alice", [b"__Host-authgate-session"])
+    assert (d.status, d.principal, reads) == (200, "alice", [b"__Host-authgate"])
