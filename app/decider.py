@@ -24,6 +24,7 @@ from app.decision import Decision, Remembered, RequestFacts, Snapshot, decide, i
 from app.doors import FrontDoors, Reading
 from app.logs import EveryInterval
 from app.policy import BY_PATH, Policy, RoutePolicy
+from app.sessions import read_browser
 from app.state import AppState
 
 log = logging.getLogger("authgate.decision")
@@ -67,6 +68,10 @@ class Decider:
         self.plain_routes = frozenset(
             () if self.log_allows else (name for name in state.policy.routes if name not in self.exceptional)
         )
+        # The routes that accept the session cookie (app.sessions): decided once, so that no other route's
+        # request has its cookies read.
+        self.session_routes = state.policy.session_routes
+        self.session_cookie = state.policy.session.cookie_name.encode()
         self.anonymous_paths = {
             name: tuple({path.encode("latin-1") for _, path in route.anonymous})
             for name, route in state.policy.routes.items()
@@ -177,6 +182,11 @@ class Decider:
             client=reading.client,
             preflight=b"origin" in headers and b"access-control-request-method" in headers,
             problem=reading.problem,
+            browser=(
+                read_browser(headers, self.session_cookie)
+                if not authorization and route_name in self.session_routes
+                else None
+            ),
         )
         route_label = route_name if route_name in snapshot.policy.routes else UNKNOWN_ROUTE_LABEL
         if reading.problem is not None:

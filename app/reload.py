@@ -23,6 +23,7 @@ from app.health import Heartbeat
 from app.metrics import Metrics
 from app.passwords import DecoyFactory, Decoys, VerifiedCache
 from app.policy import Policy
+from app.sessions import require_keys
 
 log = logging.getLogger("authgate.reload")
 
@@ -48,6 +49,7 @@ class Reloader:
             return True
         try:
             credentials = load_secret_files(files, source)
+            require_keys(credentials, self.policy)
         except ConfigError as exc:
             return self._failed(source, exc)
         # Verified passwords stay verified across reloads, except those of users removed or whose hash changed

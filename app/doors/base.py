@@ -26,6 +26,11 @@ class Door(Protocol):
     # Whether the door stands for a client address at all; if not, no address is used (not even the peer,
     # which is then the door itself: throttling it would throttle every client behind it).
     vouches_for_client: bool
+    # Whether a redirect (302) from authgate reaches the browser through this door, so that a browser's page
+    # load without a session is sent to the sign-in page by authgate itself. Doors that turn any answer but
+    # 2xx/401/403 into a 500 (nginx auth_request) say no: ingress-nginx redirects a 401 itself when the
+    # Ingress has the auth-signin annotation; NGINX Gateway Fabric cannot redirect at all.
+    redirects_to_sign_in: bool
 
     def view(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> View | None:
         """This door's account of the original request, or None when the request carries none of its marks.

@@ -50,6 +50,7 @@ class EnvoyGrpc:
     name = "envoy-grpc"
     mark_names = "the CheckRequest's attributes.request.http method and path"
     vouches_for_client = True
+    redirects_to_sign_in = True
 
     def view(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> View | None:
         http: tuple[bytes, bytes, bytes] | None = scope.get("envoy_http")
@@ -117,6 +118,29 @@ def question(
 
 def _option(name: bytes, value: bytes, action: int) -> HeaderValueOption:
     return HeaderValueOption(header=HeaderValue(key=name.decode(), value=value.decode()), append_action=action)
+
+
+def redirect_response(location: str) -> CheckResponse:
+    """A denial Envoy answers the browser with as a redirect (302 and Location): the sign-in page."""
+    denied = DeniedHttpResponse(
+        status=HttpStatus(code=302),  # envoy.type.v3.StatusCode.Found
+        headers=[
+            _option(b"location", location.encode("latin-1"), _OVERWRITE),
+            _option(b"cache-control", b"no-store", _OVERWRITE),
+        ],
+    )
+    return CheckResponse(status=Status(code=_UNAUTHENTICATED), denied_response=denied)
+
+
+def with_response_cookie(answer: CheckResponse, cookie: str) -> CheckResponse:
+    """An allow plus a Set-Cookie for the browser (``ok_response.response_headers_to_add``), on a copy: the
+    answer itself may be one the core keeps for repeats."""
+    response = CheckResponse()
+    response.CopyFrom(answer)
+    response.ok_response.response_headers_to_add.append(
+        _option(b"set-cookie", cookie.encode("latin-1"), HeaderValueOption.APPEND_IF_EXISTS_OR_ADD)
+    )
+    return response
 
 
 def check_response(decision: Decision, policy: Policy, route_name: str, now: dt.datetime) -> CheckResponse:

@@ -14,6 +14,7 @@ class IngressNginx:
     name = "ingress-nginx"
     mark_names = "X-Original-URL and X-Original-Method"
     vouches_for_client = True
+    redirects_to_sign_in = False
 
     def view(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> View | None:
         method = headers.get(b"x-original-method")

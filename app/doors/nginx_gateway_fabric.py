@@ -20,6 +20,7 @@ class NginxGatewayFabric:
     name = "nginx-gateway-fabric"
     mark_names = "Path and Method"
     vouches_for_client = False
+    redirects_to_sign_in = False
 
     def view(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> View | None:
         method = headers.get(b"method")

@@ -22,6 +22,7 @@ class PathPrefix:
     name = "path-prefix"
     mark_names = "the original path after /auth/<route>"
     vouches_for_client = True
+    redirects_to_sign_in = True
 
     def view(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> View | None:
         if rest is None:

@@ -14,6 +14,7 @@ class Traefik:
     name = "traefik"
     mark_names = "X-Forwarded-Method and X-Forwarded-Uri"
     vouches_for_client = True
+    redirects_to_sign_in = True
 
     def view(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> View | None:
         method = headers.get(b"x-forwarded-method")
