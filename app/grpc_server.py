@@ -122,7 +122,8 @@ class AuthorizationService:
             if verdict.decision.sign_in:
                 # A browser's page load without a session: Envoy sends the denial's 302 to the browser.
                 target = ENVOY_GRPC.raw_target(headers, None, scope)
-                return redirect_response(sign_in_location(verdict.snapshot.policy.session, target))
+                origin = ENVOY_GRPC.origin(headers, scope)
+                return redirect_response(sign_in_location(verdict.snapshot.policy.session, target, origin))
             answer = decider.answer(verdict, WIRE, check_response)
             if verdict.decision.set_cookie is not None:
                 # A session allow with a refreshed cookie: Envoy adds it to the response to the browser.

@@ -141,7 +141,7 @@ class DecisionEndpoint:
         if door is None:
             return self.decider.answer(verdict, WIRE, self.render)
         policy = verdict.snapshot.policy
-        location = sign_in_location(policy.session, door.raw_target(headers, rest, scope))
+        location = sign_in_location(policy.session, door.raw_target(headers, rest, scope), door.origin(headers, scope))
         headers_out = [(b"location", location.encode("latin-1")), (b"cache-control", b"no-store")]
         return {"type": "http.response.start", "status": 302, "headers": [*headers_out, (b"content-length", b"0")]}
 

@@ -146,12 +146,15 @@ def cross_site(method: str | None, browser: BrowserFacts) -> bool:
     return browser.origin is None or own is None or browser.origin.lower() != own
 
 
-def sign_in_location(settings: SessionSettings, target: bytes | None) -> str:
+def sign_in_location(settings: SessionSettings, target: bytes | None, origin: str | None = None) -> str:
     """Where a door that passes redirects sends a browser's page load without a session: the sign-in page,
-    with ``rd`` the page it asked for (its raw path and query, URL-encoded)."""
+    with ``rd`` the page it asked for (its raw path and query, URL-encoded). With ``origin`` (the original
+    ``scheme://host`` as the door itself tells it, app.doors.base.Door.origin) the URL is absolute on that
+    host, which Traefik needs; without, relative. ``rd`` stays a path either way."""
+    page = settings.sign_in_path if origin is None else origin + settings.sign_in_path
     if target is None or not target.startswith(b"/"):
-        return settings.sign_in_path
-    return f"{settings.sign_in_path}?rd={urllib.parse.quote(target.decode('latin-1'), safe='')}"
+        return page
+    return f"{page}?rd={urllib.parse.quote(target.decode('latin-1'), safe='')}"
 
 
 def set_cookie(settings: SessionSettings, value: str, max_age: int) -> str:

@@ -34,7 +34,7 @@ from google.rpc.status_pb2 import Status
 
 from app.decision import IDENTITY_HEADERS, Decision, response_headers
 from app.doors import HEADER_DOORS
-from app.doors.base import View, path_of
+from app.doors.base import View, origin_of, path_of
 from app.doors.reading import FrontDoors
 from app.policy import BY_PATH, Policy
 
@@ -71,6 +71,11 @@ class EnvoyGrpc:
 
     def allow_headers(self, identified: bool) -> list[tuple[bytes, bytes]]:
         return []  # its answer is a CheckResponse: see check_response
+
+    def origin(self, headers: dict[bytes, bytes], scope: dict[str, Any]) -> str | None:
+        # attributes.request.http.scheme and .host: fields Envoy fills from the request it received.
+        origin: tuple[bytes, bytes] | None = scope.get("envoy_origin")
+        return origin_of(*origin) if origin is not None else None
 
 
 ENVOY_GRPC = EnvoyGrpc()
@@ -109,7 +114,10 @@ def question(
     route = attributes.context_extensions.get(ROUTE_KEY) or default_route or BY_PATH
     socket_address = attributes.source.address.socket_address
     source = socket_address.address
-    scope: dict[str, Any] = {"envoy_http": (http.method.encode(), http.path.encode(), source.encode())}
+    scope: dict[str, Any] = {
+        "envoy_http": (http.method.encode(), http.path.encode(), source.encode()),
+        "envoy_origin": (http.scheme.encode(), http.host.encode()),
+    }
     if source:
         # Envoy's peer stands for the client even when the request line says nothing usable (app.doors.reading).
         scope["client"] = (source, socket_address.port_value)

@@ -40,5 +40,8 @@ class IngressNginx:
     def allow_headers(self, identified: bool) -> list[tuple[bytes, bytes]]:
         return []
 
+    def origin(self, headers: dict[bytes, bytes], scope: dict[str, Any]) -> str | None:
+        return None  # it never passes a redirect of authgate's (auth-signin redirects the 401 itself)
+
 
 INGRESS_NGINX = IngressNginx()

@@ -39,5 +39,8 @@ class NginxGatewayFabric:
     def allow_headers(self, identified: bool) -> list[tuple[bytes, bytes]]:
         return []
 
+    def origin(self, headers: dict[bytes, bytes], scope: dict[str, Any]) -> str | None:
+        return None  # it never passes a redirect of authgate's
+
 
 NGINX_GATEWAY_FABRIC = NginxGatewayFabric()

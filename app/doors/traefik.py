@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.doors.base import View, last_hop, path_of
+from app.doors.base import View, last_hop, origin_of, path_of
 
 
 class Traefik:
@@ -31,6 +31,11 @@ class Traefik:
 
     def allow_headers(self, identified: bool) -> list[tuple[bytes, bytes]]:
         return []
+
+    def origin(self, headers: dict[bytes, bytes], scope: dict[str, Any]) -> str | None:
+        # Both overwritten by ForwardAuth from the request it received (a client's own are not kept), and
+        # needed: Traefik resolves a relative Location against the auth address (test_sign_in_wiring.py).
+        return origin_of(headers.get(b"x-forwarded-proto"), headers.get(b"x-forwarded-host"))
 
 
 TRAEFIK = Traefik()

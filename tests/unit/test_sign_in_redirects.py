@@ -54,22 +54,41 @@ async def ask(state: AppState, path: str, headers: dict[str, str]):
 async def test_traefik_gets_a_redirect_with_the_page_asked_for(tmp_path):
     answer = await ask(make_state(tmp_path), "/auth/ui", {**TRAEFIK, **NAVIGATE})
     assert answer.status_code == 302
-    assert answer.headers["location"] == "/authgate/sign_in?rd=%2Fui%2Fflows%3Ftab%3Druns"
+    # Absolute on the original host (Traefik resolves a relative Location against authgate's own address).
+    assert answer.headers["location"] == "https://prefect.example.com/authgate/sign_in?rd=%2Fui%2Fflows%3Ftab%3Druns"
     assert answer.headers["cache-control"] == "no-store"
     assert "www-authenticate" not in answer.headers
 
 
 async def test_an_expired_or_rotated_out_session_is_sent_to_sign_in_too(tmp_path):
     answer = await ask(make_state(tmp_path), "/auth/ui", {**TRAEFIK, **NAVIGATE, "cookie": "__Host-authgate=stale"})
-    assert answer.status_code == 302 and answer.headers["location"].startswith("/authgate/sign_in?rd=")
+    assert answer.status_code == 302
+    assert answer.headers["location"].startswith("https://prefect.example.com/authgate/sign_in?rd=")
     fetch = {**TRAEFIK, "sec-fetch-mode": "cors", "cookie": "__Host-authgate=stale"}
     assert (await ask(make_state(tmp_path), "/auth/ui", fetch)).status_code == 401
+
+
+async def test_traefik_redirect_follows_its_own_marks_or_stays_relative(tmp_path):
+    state = make_state(tmp_path, proxy=("traefik",))
+    plain = {**TRAEFIK, **NAVIGATE, "x-forwarded-proto": "http", "x-forwarded-host": "localhost:8080"}
+    answer = await ask(state, "/auth/ui", plain)
+    assert answer.headers["location"] == "http://localhost:8080/authgate/sign_in?rd=%2Fui%2Fflows%3Ftab%3Druns"
+    # A host Traefik would never write (userinfo, a path, a second value) or no host: the relative form.
+    for host in ("evil.example@prefect.example.com", "evil.example/x", "a.example, b.example", ""):
+        answer = await ask(state, "/auth/ui", {**TRAEFIK, **NAVIGATE, "x-forwarded-host": host})
+        assert answer.headers["location"] == "/authgate/sign_in?rd=%2Fui%2Fflows%3Ftab%3Druns", host
+    answer = await ask(state, "/auth/ui", {**TRAEFIK, **NAVIGATE, "x-forwarded-proto": "javascript"})
+    assert answer.headers["location"].startswith("/authgate/sign_in?rd=")
 
 
 async def test_path_prefix_envoy_gets_a_redirect(tmp_path):
     state = make_state(tmp_path, proxy=("path-prefix",))
     answer = await ask(state, "/auth/ui/ui/flows", NAVIGATE)
     assert (answer.status_code, answer.headers["location"]) == (302, "/authgate/sign_in?rd=%2Fui%2Fflows")
+    # The original query is kept in rd; Envoy vouches for no scheme, so the Location stays relative (Envoy
+    # passes it unchanged), whatever Host and X-Forwarded-Proto say.
+    answer = await ask(state, "/auth/ui/ui/flows?tab=runs&x=%2F", {**NAVIGATE, "x-forwarded-proto": "http"})
+    assert answer.headers["location"] == "/authgate/sign_in?rd=%2Fui%2Fflows%3Ftab%3Druns%26x%3D%252F"
 
 
 @pytest.mark.parametrize(
@@ -116,7 +135,8 @@ async def test_envoy_grpc_gets_a_redirect(tmp_path):
     denied = response.denied_response
     assert (response.status.code, denied.status.code) == (16, 302)
     headers = {h.header.key: h.header.value for h in denied.headers}
-    assert headers["location"] == "/authgate/sign_in?rd=%2Fui%2Fflows%3Ftab%3Druns"
+    # Absolute on the host and scheme of Envoy's own attributes.request.http fields.
+    assert headers["location"] == "https://prefect.example.com/authgate/sign_in?rd=%2Fui%2Fflows%3Ftab%3Druns"
     assert fetch.denied_response.status.code == 401
     assert [h for h in fetch.denied_response.headers if h.header.key == "www-authenticate"]  # as today
 
