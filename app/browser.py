@@ -62,8 +62,12 @@ class BrowserEndpoints:
     def __init__(self, state: AppState) -> None:
         self.state = state
         self.settings = state.policy.session
+        # Default: the realm of the browsers' route, the one offering the session first (the chart's UI parts),
+        # else of any session route (route names sort, so "api" would come before "ui").
+        routes = list(state.policy.routes.values())
         self.title = self.settings.title or next(
-            (route.realm for route in state.policy.routes.values() if "session" in route.schemes), "authgate"
+            (route.realm for route in routes if route.schemes[:1] == ("session",)),
+            next((route.realm for route in routes if "session" in route.schemes), "authgate"),
         )
         self.pending_slow_checks = 0
         self.security_headers = {

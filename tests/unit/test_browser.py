@@ -99,6 +99,25 @@ async def test_no_session_route_no_pages(tmp_path):
             assert answer.status_code != 200 and "<form" not in answer.text and not set_cookies(answer)
 
 
+async def test_the_default_title_is_the_realm_of_the_route_offering_the_session_first(tmp_path):
+    """As the chart renders it: the API route takes the session last and sorts first; the page is the UI's."""
+    routes = {
+        "api": {"schemes": ["bearer", "basic", "session"], "realm": "prefect-api"},
+        "ui": {"schemes": ["session", "basic"], "realm": "prefect"},
+    }
+    state = make_state(tmp_path, {"routes": routes, "sign_in": {}})
+    load(state)
+    async with AsyncTestClient(create_app(state.settings, state)) as client:
+        page = await client.get("/authgate/sign_in")
+    assert "<title>prefect</title>" in page.text
+    only_last = {"api": routes["api"]}
+    state = make_state(tmp_path, {"routes": only_last, "sign_in": {}})
+    load(state)
+    async with AsyncTestClient(create_app(state.settings, state)) as client:
+        page = await client.get("/authgate/sign_in")
+    assert "<title>prefect-api</title>" in page.text  # no route offers it first: any session route's realm
+
+
 async def test_the_form_page(state):
     async with AsyncTestClient(create_app(state.settings, state)) as client:
         page = await client.get("/authgate/sign_in", params={"rd": '"><script>alert(1)</script>'})
