@@ -8,7 +8,10 @@ from __future__ import annotations
 import base64
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,6 +74,38 @@ def test_title_and_durations_reach_the_policy() -> None:
         [*SCENARIOS["sign-in"], *SET_TITLE_AND_DURATIONS],
     )
     assert policy(r)["sign_in"] == {"prefix": "/authgate/", "lifetime": "8h", "idle_timeout": "30m", "title": "Prefect"}
+
+
+def authgate_check(render: Render, workdir: Path, drop: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The real ``authgate check`` on the render's policy and Secret, laid out as the pod mounts them (without
+    the Secret's ``drop`` key)."""
+    secret_dir = workdir / "secret"
+    secret_dir.mkdir()
+    for key, value in render.one("Secret", RELEASE)["stringData"].items():
+        if key != drop:
+            (secret_dir / key).write_text(value)
+    config = workdir / "policy.yaml"
+    config.write_text(render.one("ConfigMap", f"{RELEASE}-policy")["data"]["policy.yaml"])
+    command = [sys.executable, "-m", "app", "check", "--secret-dir", str(secret_dir), "--config", str(config)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("scenario", ["sign-in", "sign-in-traefik", "sign-in-envoy-gateway", "sign-in-contour"])
+def test_authgate_check_loads_the_rendered_policy_and_secret(rendered: Rendered, scenario: str, tmp_path: Path) -> None:
+    r = rendered(scenario)
+    checked = authgate_check(r, tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert "route ui: schemes=session,basic" in checked.stdout
+    assert "route api: schemes=bearer,basic,session" in checked.stdout
+    assert "session keys: 1 (the first, line 1, seals; every one opens)" in checked.stdout
+    [key] = session_keys(r)
+    assert key not in checked.stdout + checked.stderr  # names and counts, never a key
+
+
+def test_authgate_check_refuses_the_render_without_its_session_keys(rendered: Rendered, tmp_path: Path) -> None:
+    checked = authgate_check(rendered("sign-in"), tmp_path, drop="session-keys")
+    assert checked.returncode != 0
+    assert "session-keys" in checked.stderr + checked.stdout
 
 
 def test_a_generated_session_key_is_url_safe_base64_of_32_bytes(rendered: Rendered) -> None:
