@@ -1,9 +1,5 @@
 """A person signs in to the UI in headless Chromium through each front door, wired by the chart's own render.
 
-NOT COLLECTED YET (no ``test_`` prefix): written against the sign-in contract of issue 22 before authgate's
-side (the policy's ``sign_in`` block, ``session-keys``, the ``<prefix>sign_in`` endpoints, the 302 for
-navigations) exists on this branch. Renamed to ``test_sign_in_doors.py`` once it passes against it.
-
 For every door the chart's ``signIn.enabled`` values are rendered with the real helm, and authgate runs on the
 render's Secret (its generated ``session-keys`` included) and policy. The doors, each from that render:
 
@@ -12,7 +8,8 @@ render's Secret (its generated ``session-keys`` included) and policy. The doors,
   self-signed certificate, the browser asking for ``https://prefect.example.com:PORT`` (the only translation:
   ``auth-signin``'s ``https://$host`` becomes ``https://$http_host``, nginx listening on a free port);
 - ``traefik``: real Traefik 3.7 with the rendered ForwardAuth Middlewares (``addAuthCookiesToResponse``) and
-  the sign-in Ingress, authgate answering the navigation with its own 302;
+  the sign-in Ingress, authgate answering the navigation with its own 302, absolute on the original host
+  (Traefik resolves a relative one against authgate's address; every sign-in page is checked for its host);
 - ``envoy-gateway``: a real Envoy 1.40 configured as Envoy Gateway translates the rendered HTTPRoutes and
   SecurityPolicies (``headersToExtAuth`` with the sign-in headers; the sign-in HTTPRoute without a policy).
 
@@ -31,6 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -41,6 +39,10 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from app import sessions
+from app.credentials import User
+from app.session_keys import parse_session_keys
+from app.sessions import Session
 from tests.chart.render import PREFECT_VALUES, RELEASE, SCENARIOS, Render
 from tests.e2e.chart import RenderedAuthgate, credential_values, nginx_ingress_specs, traefik_routes
 from tests.e2e.conftest import Upstream, bearer
@@ -51,7 +53,7 @@ from tests.support.browser import Browser, self_signed_certificate
 from tests.support.envoy import EnvoyProcess
 from tests.support.procs import AuthgateProcess, free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.helm]
+pytestmark = [pytest.mark.e2e, pytest.mark.helm, pytest.mark.xdist_group("sign-in-doors")]
 
 NGINX_HOST = "prefect.example.com"
 USER, PASSWORD = "alice", "sign-in-e2e-password"
@@ -137,9 +139,12 @@ def _sign_in(page: Any, user: str, password: str) -> Any:
 
 def _on_sign_in_page(page: Any, door: Door, rd: str) -> None:
     url = urlsplit(page.url)
+    # On the host the browser asked for (never authgate's own address: Traefik resolves a relative Location
+    # against it), over the same scheme.
+    assert f"{url.scheme}://{url.netloc}" == door.origin, page.url
     assert url.path == "/authgate/sign_in", page.url
     assert parse_qs(url.query).get("rd") == [rd], page.url
-    assert page.title() == "prefect"  # the UI route's realm
+    assert page.title() == "prefect"  # the UI route's realm (the route offering the session first)
     for field in ("username", "password", "csrf", "rd"):
         assert page.locator(f"form input[name={field}]").count() == 1, field
 
@@ -233,6 +238,34 @@ def test_a_tampered_cookie_goes_to_the_sign_in_page(door: Door, tmp_path: Path) 
         browser.context.add_cookies([{**cookie, "value": flipped}])
         page.goto(door.url("/deployments"))
         _on_sign_in_page(page, door, "/deployments")
+
+
+def _sealed_for(door: Door, issued_ago: int, lifetime: int, idle: int) -> str:
+    """A session of USER's sealed with the render's own key and their htpasswd line, ``issued_ago`` seconds
+    ago, ending ``lifetime`` (absolute) and ``idle`` seconds after issue: a cookie authgate itself could have
+    set, but already over."""
+    secret = door.render.one("Secret", RELEASE)["stringData"]
+    [line] = [line for line in secret["htpasswd"].splitlines() if line.startswith(f"{USER}:")]
+    user = User(name=USER, hash=line.split(":", 1)[1], kind="")
+    issued = int(time.time()) - issued_ago
+    session = Session(USER, "form", issued, issued + lifetime, issued + idle)
+    return sessions._seal(parse_session_keys(secret["session-keys"]), session, user)
+
+
+@pytest.mark.parametrize("over", ["lifetime", "idle"])
+def test_an_expired_cookie_goes_to_the_sign_in_page(door: Door, tmp_path: Path, over: str) -> None:
+    with Browser(tmp_path, resolve=door.resolve) as browser:
+        page = _signed_in(door, browser)
+        cookie = _session_cookie(browser)
+        # Issued 13 hours ago (lifetime 12h), or 2 hours ago and idle for more than the 1h idle timeout.
+        expired = (
+            _sealed_for(door, 13 * 3600, 12 * 3600, 3600)
+            if over == "lifetime"
+            else _sealed_for(door, 7200, 12 * 3600, 3600)
+        )
+        browser.context.add_cookies([{**cookie, "value": expired}])
+        page.goto(door.url("/deployments?page=2"))
+        _on_sign_in_page(page, door, "/deployments?page=2")
 
 
 def test_a_cookie_of_a_key_no_longer_listed_goes_to_the_sign_in_page(door: Door, tmp_path: Path) -> None:
