@@ -106,7 +106,7 @@ class SessionSettings:
     cookie_name: str = "__Host-authgate"
     lifetime_seconds: int = 12 * 3600  # absolute: a session ends this long after sign-in, used or not
     idle_timeout_seconds: int = 3600  # ... and this long after its last use (refreshed where a door can)
-    title: str | None = None  # the sign-in page's title; None: the first session route's realm
+    title: str | None = None  # the sign-in page's title; None: the realm of the route offering the session first
     configured: bool = False  # whether the policy has a sign_in block
 
     @property
