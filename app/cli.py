@@ -1,4 +1,5 @@
-"""The ``authgate`` command: serve, check, hash-token, new-token (and token/user through the Kubernetes API)."""
+"""The ``authgate`` command: serve, check, hash-token, new-token, new-session-key (and token/user through the
+Kubernetes API)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from app.errors import ConfigError
 from app.jwt_keys import secret_key_sets
 from app.kube.cli import add_commands, add_token_attributes, new_token_attributes
 from app.policy import load_policy
+from app.session_keys import new_key_line
+from app.sessions import require_keys
 from app.settings import (
     DEFAULT_HEALTH_PORT,
     DEFAULT_SERVER,
@@ -135,6 +138,7 @@ def _check(args: argparse.Namespace) -> int:
         credentials = load_secret_files(files, str(directory))
         issuers = [issuer for route in policy.routes.values() for issuer in route.jwt_issuers]
         jwks = secret_key_sets(files, {i.location for i in issuers if i.source == "secret"}, str(directory))
+        require_keys(credentials, policy)
     except (FileNotFoundError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -177,12 +181,20 @@ def _check(args: argparse.Namespace) -> int:
     print(f"users: {len(credentials.users)}")
     for user in sorted(credentials.users.values(), key=lambda u: u.name):
         print(f"  {user.name} {user.kind}")
+    if credentials.session_keys is not None:
+        sealing = credentials.session_keys.keys
+        print(f"session keys: {len(sealing)} (the first, line {sealing[0].line}, seals; every one opens)")
     if any(t.plain for t in credentials.tokens):
         print(
             "warning: plain tokens are readable by anyone who can read the Secret; "
             "store 'authgate hash-token' digests instead",
             file=sys.stderr,
         )
+    return 0
+
+
+def _new_session_key(args: argparse.Namespace) -> int:
+    print(new_key_line())
     return 0
 
 
@@ -232,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     hash_token = sub.add_parser("hash-token", help="read a token on stdin, print its sha256: digest")
     hash_token.set_defaults(func=_hash_token)
+
+    new_session_key = sub.add_parser(
+        "new-session-key", help="print a fresh key line for the Secret's session-keys file (put it first to seal)"
+    )
+    new_session_key.set_defaults(func=_new_session_key)
 
     new_token = sub.add_parser("new-token", help="make a strong random token and its Secret line")
     new_token.add_argument("name", type=_name)

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.errors import ConfigError
+from app.session_keys import SESSION_KEYS_FILE, SessionKeys, parse_session_keys
 
 TOKENS_FILE = "tokens"
 HTPASSWD_FILE = "htpasswd"
-SECRET_FILES = (TOKENS_FILE, HTPASSWD_FILE)
+SECRET_FILES = (TOKENS_FILE, HTPASSWD_FILE, SESSION_KEYS_FILE)
 # Keys that may hold a JWKS a route's JWT issuer names (app.jwt_policy.JWKS_SECRET_KEY_RE): read and
 # fingerprinted beside the two files above, so they rotate with them.
 JWKS_FILE_RE = re.compile(r"jwks[A-Za-z0-9._-]{0,58}\.json")
@@ -84,6 +85,7 @@ class Credentials:
     users: Mapping[str, User]
     source: str = ""
     fingerprint: bytes = b""
+    session_keys: SessionKeys | None = None  # the Secret's session-keys (app.session_keys); None: none listed
 
     @property
     def tokens(self) -> tuple[Token, ...]:
@@ -245,6 +247,7 @@ def load_secret_files(files: Mapping[str, bytes], source: str) -> Credentials:
     """
     tokens_text = _decode(files, TOKENS_FILE, source)
     htpasswd_text = _decode(files, HTPASSWD_FILE, source)
+    keys_text = _decode(files, SESSION_KEYS_FILE, source)
     if tokens_text is None and htpasswd_text is None:
         raise ConfigError(f"holds neither {TOKENS_FILE!r} nor {HTPASSWD_FILE!r}", source)
     tokens = parse_tokens(tokens_text, f"{source}/{TOKENS_FILE}") if tokens_text is not None else ()
@@ -264,6 +267,7 @@ def load_secret_files(files: Mapping[str, bytes], source: str) -> Credentials:
         users={u.name: u for u in users},
         source=source,
         fingerprint=files_fingerprint(files),
+        session_keys=parse_session_keys(keys_text, f"{source}/{SESSION_KEYS_FILE}") if keys_text is not None else None,
     )
 
 

@@ -26,6 +26,7 @@ from app.decision_log import DecisionLog
 from app.doors import FrontDoors
 from app.fast_lane import FastLane
 from app.policy import BY_PATH
+from app.sessions import read_browser
 from app.slow_checks import SlowChecks
 from app.state import AppState
 
@@ -38,9 +39,10 @@ class Decider:
     wire's answer, app.answers). Three of them are the hot path and are the helpers' own methods, bound here
     once, so that a wire reaches them without a call in between.
 
-    A new credential kind (a session cookie, a JWT) would plug in as one module of its own beside bearer and
-    basic, asked by :func:`app.decision.decide`, with the throttle, memo, metrics and logs around it as they
-    are and nothing kind-specific added here."""
+    Each credential kind (static bearer tokens and Basic passwords, JWTs in app.jwt_bearer, session cookies in
+    app.sessions) is a module of its own asked by :func:`app.decision.decide`, with the throttle, memo, metrics
+    and logs around it as they are; the one thing a kind needs here is what to read of the request (for
+    sessions: the cookie, and only on the routes that accept it)."""
 
     def __init__(self, state: AppState) -> None:
         self.state = state
@@ -59,6 +61,10 @@ class Decider:
         self._slow_decision = self.slow_checks.decide
         self._log_denial = decision_log.denied
         self._log_allow = decision_log.allowed
+        # The routes that accept the session cookie (app.sessions): decided once, so that no other route's
+        # request has its cookies read.
+        self.session_routes = state.policy.session_routes
+        self.session_cookie = state.policy.session.cookie_name.encode()
 
     @property
     def pending_slow_checks(self) -> int:
@@ -102,6 +108,11 @@ class Decider:
             client=reading.client,
             preflight=b"origin" in headers and b"access-control-request-method" in headers,
             problem=reading.problem,
+            browser=(
+                read_browser(headers, self.session_cookie)
+                if not authorization and route_name in self.session_routes
+                else None
+            ),
         )
         route_label = route_name if route_name in snapshot.policy.routes else UNKNOWN_ROUTE_LABEL
         if reading.problem is not None:

@@ -17,14 +17,18 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from app.allow_memo import AllowMemo
-from app.credentials import TOKEN68_RE, Credentials, Token
+from app.credentials import TOKEN68_RE, Credentials, Token, User
 from app.jwt_bearer import JwtAllow, JwtRefusal, NeedKeys, looks_like_jws, verify_jwt
 from app.jwt_keys import JwtKeys
 from app.passwords import Decoys, VerifiedCache, is_slow, verify_hash
 from app.policy import BY_PATH, Policy, RoutePolicy
+from app.sessions import BrowserFacts, cross_site
+from app.sessions import load as load_session
 from app.throttle import Throttle
 
 MAX_AUTHORIZATION_BYTES = 8192
+# A browser's page load on a session route with no credential: the wire may redirect it to sign in.
+SIGN_IN_REQUIRED = "sign_in_required"
 # A path that could mean something else to the application than its raw text says: percent-encoded '.',
 # '/', '\' or '%' (double encoding), a raw backslash, a raw '#' (not a fragment on the wire: nginx forwards
 # it), ';' path parameters, whitespace or control characters.
@@ -52,18 +56,27 @@ class RequestFacts(NamedTuple):
     # Why method and path are unknown, when the front door's account is missing or contradicted
     # (app.doors.reading): then no exception and no method/path-limited token can apply.
     problem: str | None = None
+    # On a route that accepts the session cookie, for a request without Authorization: what the browser sent
+    # (app.sessions). None everywhere else, so tokens and Basic never pay for cookie parsing.
+    browser: BrowserFacts | None = None
 
 
 class Decision(NamedTuple):
     status: int  # exactly 200, 401, 403 (503 is the HTTP layer's, before any snapshot exists)
     reason: str
-    scheme: str = "none"  # bearer, basic, none, other
+    scheme: str = "none"  # bearer, basic, session, none, other
     principal: str | None = None
     expires: dt.datetime | None = None
     bearer_error: str | None = None  # RFC 6750 error for the Bearer challenge
     # True when the same credential on the same route gets this same answer whatever else the request says,
     # until ``expires`` or the next snapshot: a wire may then answer repeats from the allow memo (app.allow_memo).
     rememberable: bool = False
+    # A browser's page load refused for want of a (valid) session: a wire whose door passes redirects answers
+    # it with the sign-in page (app.http, app.grpc_server) instead of the 401.
+    sign_in: bool = False
+    # A session allow past half its idle timeout: the refreshed sealed cookie, which the wire adds as a
+    # Set-Cookie to this one answer (never remembered or cached: it is this request's).
+    set_cookie: str | None = None
 
     @property
     def allowed(self) -> bool:
@@ -179,6 +192,39 @@ def route_for_path(policy: Policy, path: str | None) -> str | None:
     return None if prefix is None else policy.claims[prefix]
 
 
+def check_password(
+    snapshot: Snapshot, throttle: Throttle, client: str | None, name: str, password: str, slow_ok: bool
+) -> User | str | None:
+    """The user a name and password verify as, or why not (``throttled``, ``unknown_user``, ``bad_password``);
+    None only when ``slow_ok`` is False and a slow hash check is needed. Basic credentials and the sign-in form
+    (app.browser) are both checked here, under one throttle."""
+    user = snapshot.credentials.users.get(name)
+    if user is not None and snapshot.verified.contains(user, password):
+        return user
+    # Every name is counted and banned alike, existing or not, so neither the 11th answer nor its
+    # timing tells which names exist; an unknown name costs one check of a decoy hash of a kind and
+    # cost that real users in the file have (app.passwords.Decoys).
+    checked = user if user is not None else snapshot.decoys.for_name(name)
+    # A ban on the *name* must not lock its owner out: a hash cheap enough to check under any load
+    # ({SHA}: app.passwords.SLOW_KINDS) is checked anyway, so only a password that verifies passes.
+    # A slow one is refused unchecked (its owner passes through the verified cache). An address ban
+    # refuses every unverified attempt: it is what bounds guessing at one name from one address.
+    if throttle.banned(client, None):
+        return "throttled"
+    name_banned = throttle.banned(None, name)
+    if name_banned and is_slow(checked):
+        return "throttled"
+    if is_slow(checked) and not slow_ok:
+        return None
+    if not verify_hash(checked, password) or user is None:
+        throttle.record_failure(client, name)
+        if name_banned:  # the answer a ban gives, whether or not the name exists
+            return "throttled"
+        return "unknown_user" if user is None else "bad_password"
+    snapshot.verified.add(user, password)
+    return user
+
+
 def _forbidden_by_token(token: Token, route: RoutePolicy, facts: RequestFacts) -> str | None:
     if token.routes is not None and route.name not in token.routes:
         return "route_forbidden"
@@ -213,6 +259,10 @@ def decide(
 
     credential = parse_authorization(facts.authorization)
     if isinstance(credential, str):
+        if credential == "missing" and facts.browser is not None and "session" in route.schemes:
+            browser_decision = _decide_session(route, facts, facts.browser, snapshot, now)
+            if browser_decision is not None:
+                return browser_decision
         if credential == "malformed":
             throttle.record_failure(facts.client, None)
         return Decision(401, credential, scheme="none" if credential == "missing" else "other")
@@ -240,32 +290,14 @@ def decide(
         else:
             principal = token.name
     else:
-        user = snapshot.credentials.users.get(credential.user)
-        known_good = user is not None and snapshot.verified.contains(user, credential.password)
-        if not known_good:
-            # Every name is counted and banned alike, existing or not, so neither the 11th answer nor its
-            # timing tells which names exist; an unknown name costs one check of a decoy hash of a kind and
-            # cost that real users in the file have (app.passwords.Decoys).
-            checked = user if user is not None else snapshot.decoys.for_name(credential.user)
-            # A ban on the *name* must not lock its owner out: a hash cheap enough to check under any load
-            # ({SHA}: app.passwords.SLOW_KINDS) is checked anyway, so only a password that verifies passes.
-            # A slow one is refused unchecked (its owner passes through the verified cache). An address ban
-            # refuses every unverified attempt: it is what bounds guessing at one name from one address.
-            if throttle.banned(facts.client, None):
-                return Decision(403, "throttled", scheme=scheme)
-            name_banned = throttle.banned(None, credential.user)
-            if name_banned and is_slow(checked):
-                return Decision(403, "throttled", scheme=scheme)
-            if is_slow(checked) and not slow_ok:
-                return None
-            if not verify_hash(checked, credential.password) or user is None:
-                throttle.record_failure(facts.client, credential.user)
-                if name_banned:  # the answer a ban gives, whether or not the name exists
-                    return Decision(403, "throttled", scheme=scheme)
-                return Decision(401, "unknown_user" if user is None else "bad_password", scheme=scheme)
-            snapshot.verified.add(user, credential.password)
-        assert user is not None
-        principal = user.name
+        outcome = check_password(snapshot, throttle, facts.client, credential.user, credential.password, slow_ok)
+        if outcome is None:
+            return None
+        if outcome == "throttled":
+            return Decision(403, "throttled", scheme=scheme)
+        if isinstance(outcome, str):
+            return Decision(401, outcome, scheme=scheme)
+        principal = outcome.name
 
     if token is not None:
         forbidden = _forbidden_by_token(token, route, facts)
@@ -314,10 +346,39 @@ def _decide_jwt(
     return Decision(401, result.reason, scheme="bearer", bearer_error="invalid_token")
 
 
+def _decide_session(
+    route: RoutePolicy, facts: RequestFacts, browser: BrowserFacts, snapshot: Snapshot, now: dt.datetime
+) -> Decision | None:
+    """The third credential kind (app.sessions), for a request without Authorization on a session route; None
+    when the request carries no session cookie and is no page load (it is then answered like any request
+    without a credential: 401 with the route's challenges)."""
+    navigation = browser.is_navigation(facts.method)
+    if not browser.cookies:
+        return Decision(401, SIGN_IN_REQUIRED, scheme="session", sign_in=True) if navigation else None
+    session, reason, refreshed = load_session(
+        browser.cookies, snapshot.credentials, snapshot.policy.session, now.timestamp()
+    )
+    if session is None:
+        # Not counted by the throttle: a sealed value cannot be guessed (128-bit tag), and a session that just
+        # expired or lost its key is no attack; counting them would ban the office behind one address.
+        return Decision(401, reason, scheme="session", sign_in=navigation)
+    if cross_site(facts.method, browser):
+        return Decision(403, "cross_site", scheme="session", principal=session.user)
+    if route.principals is not None and session.user not in route.principals:
+        return Decision(403, "principal_forbidden", scheme="session", principal=session.user)
+    # Never remembered (the allow memo is keyed by Authorization, which a session request lacks; so no session
+    # outlives its expiry there) and never cached by a proxy (not rememberable: no-store). No ``expires``, so
+    # that the wire renders one answer per user and snapshot, not one per session.
+    return Decision(200, "allowed", scheme="session", principal=session.user, set_cookie=refreshed)
+
+
 def challenges(route: RoutePolicy, decision: Decision) -> list[str]:
-    """One WWW-Authenticate value per scheme the route accepts, in the route's order."""
+    """One WWW-Authenticate value per scheme the route accepts, in the route's order (none for ``session``:
+    cookies have no HTTP challenge)."""
     values = []
     for scheme in route.schemes:
+        if scheme == "session":
+            continue
         if scheme == "bearer":
             value = f'Bearer realm="{route.realm}"'
             if decision.bearer_error == "expired":

@@ -31,8 +31,17 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from app.decider import Decider
-from app.doors.envoy_grpc import GRPC_DOORS, WIRE, check_response, question
+from app.doors.envoy_grpc import (
+    ENVOY_GRPC,
+    GRPC_DOORS,
+    WIRE,
+    check_response,
+    question,
+    redirect_response,
+    with_response_cookie,
+)
 from app.logs import EveryInterval
+from app.sessions import set_cookie, sign_in_location
 from app.state import AppState
 
 log = logging.getLogger("authgate.grpc")
@@ -110,7 +119,19 @@ class AuthorizationService:
                 # An RPC error, not a denial: Envoy fails closed on it unless told to fail open
                 # (failure_mode_allow), exactly as it treats the HTTP wire's 503.
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "no credentials loaded yet")
-            return decider.answer(verdict, WIRE, check_response)
+            if verdict.decision.sign_in:
+                # A browser's page load without a session: Envoy sends the denial's 302 to the browser.
+                target = ENVOY_GRPC.raw_target(headers, None, scope)
+                origin = ENVOY_GRPC.origin(headers, scope)
+                return redirect_response(sign_in_location(verdict.snapshot.policy.session, target, origin))
+            answer = decider.answer(verdict, WIRE, check_response)
+            if verdict.decision.set_cookie is not None:
+                # A session allow with a refreshed cookie: Envoy adds it to the response to the browser.
+                session = verdict.snapshot.policy.session
+                answer = with_response_cookie(
+                    answer, set_cookie(session, verdict.decision.set_cookie, session.lifetime_seconds)
+                )
+            return answer
         finally:
             self.in_progress -= 1
 

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from litestar import Litestar, MediaType, Response, get
-from litestar.handlers import asgi
+from litestar.handlers import HTTPRouteHandler, asgi
 from litestar.types import HTTPResponseStartEvent, Receive, Scope, Send
 
 from app import probes
+from app.answers import Verdict
 from app.decider import Decider
 from app.decision import Decision, response_headers
 from app.doors import front_doors
 from app.policy import Policy
 from app.probes import ProbeAnswer
+from app.sessions import set_cookie, sign_in_location
 from app.state import AppState
 
 _AUTH_PREFIX = b"/auth/"
@@ -122,9 +124,40 @@ class DecisionEndpoint:
         )
         if start is None:
             verdict = await decider.decide(self.doors, route_name, headers, authorization, rest_or_none, scope)
-            start = _NOT_READY if verdict is None else decider.answer(verdict, WIRE, self.render)
+            if verdict is None:
+                start = _NOT_READY
+            elif verdict.decision.sign_in:
+                start = self._sign_in(verdict, headers, rest_or_none, scope)
+            elif verdict.decision.set_cookie is not None:
+                start = self._refreshing(verdict)
+            else:
+                start = decider.answer(verdict, WIRE, self.render)
         await send(start)
         await send(_EMPTY_BODY)
+
+    def _sign_in(self, verdict: Verdict, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> Any:
+        """A browser's page load without a session: a redirect to the sign-in page through a door that passes
+        one to the browser (Traefik, Envoy), else the 401 (ingress-nginx redirects it with auth-signin)."""
+        door = self.doors.redirecting_door(headers, rest, scope)
+        if door is None:
+            return self.decider.answer(verdict, WIRE, self.render)
+        policy = verdict.snapshot.policy
+        location = sign_in_location(policy.session, door.raw_target(headers, rest, scope), door.origin(headers, scope))
+        headers_out = [(b"location", location.encode("latin-1")), (b"cache-control", b"no-store")]
+        return {"type": "http.response.start", "status": 302, "headers": [*headers_out, (b"content-length", b"0")]}
+
+    def _refreshing(self, verdict: Verdict) -> Any:
+        """A session allow with a refreshed cookie (sliding idle expiry): rendered for this request alone, with
+        its Set-Cookie, which ingress-nginx (``auth-always-set-cookie``), Traefik (``addAuthCookiesToResponse``)
+        and Envoy (``allowed_client_headers_on_success``) hand to the browser."""
+        route_name, decision, snapshot = verdict
+        now = self.decider.state.clock()
+        start = self._render(decision, snapshot.policy, route_name, now)
+        session = snapshot.policy.session
+        assert decision.set_cookie is not None
+        max_age = session.lifetime_seconds  # the browser's copy; the sealed expiries are what count
+        cookie = set_cookie(session, decision.set_cookie, max_age).encode("latin-1")
+        return {**start, "headers": [(b"set-cookie", cookie), *start["headers"]]}
 
     def _render(self, decision: Decision, policy: Policy, route_name: str, now: dt.datetime) -> HTTPResponseStartEvent:
         """The answer's start message: the core's headers, plus what the trusted doors need on an allow. The
@@ -136,12 +169,18 @@ class DecisionEndpoint:
         return {"type": "http.response.start", "status": decision.status, "headers": headers}
 
 
-def create_http_app(state: AppState, decider: Decider, lifespan: Lifespan | None = None) -> Litestar:
+def create_http_app(
+    state: AppState,
+    decider: Decider,
+    lifespan: Lifespan | None = None,
+    pages: Sequence[HTTPRouteHandler] = (),
+) -> Litestar:
     """The HTTP wire's Litestar app: the decision endpoint mounted at ``/auth`` (for in-process use; ``authgate
     serve`` puts the same endpoint in front, see :meth:`DecisionEndpoint.__init__`), and ``/healthz``,
     ``/readyz`` and ``/metrics`` (app.probes) on the decision port, where deployments that predate
     ``--health-port`` probe them. ``lifespan`` is the composition root's (app.service): this wire starts
-    nothing itself."""
+    nothing itself. ``pages``: other wires' handlers served on the same port (the browser's sign-in forms,
+    app.browser), mounted by the root."""
     endpoint = DecisionEndpoint(state, decider)
 
     @asgi("/auth", is_mount=True, copy_scope=False)
@@ -166,7 +205,7 @@ def create_http_app(state: AppState, decider: Decider, lifespan: Lifespan | None
         return answer(probes.metrics(state))
 
     app = Litestar(
-        route_handlers=[auth, healthz, readyz, metrics],
+        route_handlers=[auth, healthz, readyz, metrics, *pages],
         lifespan=[] if lifespan is None else [lifespan],
         openapi_config=None,
         logging_config=None,

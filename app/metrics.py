@@ -100,6 +100,14 @@ class Metrics:
             ["route", "problem"],
             registry=self.registry,
         )
+        self.sign_ins = Counter(
+            "authgate_sign_ins",
+            "Posts of the browser sign-in and sign-out forms (app.browser), by result: signed_in, signed_out, "
+            "bad_credentials, throttled, busy (too many slow checks waiting), forbidden (cross-site or no form "
+            "token), bad_request, not_ready.",
+            ["result"],
+            registry=self.registry,
+        )
         self.throttled = Gauge(
             "authgate_throttled_clients", "Addresses and users banned right now.", ["kind"], registry=self.registry
         )

@@ -18,8 +18,11 @@ import yaml
 from app.errors import ConfigError
 from app.jwt_policy import JwtIssuer, parse_jwt_issuers
 
-Scheme = Literal["bearer", "basic"]
-SCHEMES: tuple[Scheme, ...] = ("bearer", "basic")
+Scheme = Literal["bearer", "basic", "session"]
+SCHEMES: tuple[Scheme, ...] = ("bearer", "basic")  # a route's default: machines' schemes only
+# Every scheme a route may list. ``session`` (app.sessions) is the browser's sealed cookie, issued by the sign-in
+# form (app.browser); it is off unless a route lists it.
+KNOWN_SCHEMES: tuple[Scheme, ...] = ("bearer", "basic", "session")
 ROUTE_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # The name a request gives when it names no route (``/auth/~/<original path>``; over gRPC, a CheckRequest with
 # no route context and no --grpc-default-route): the route is then the one whose ``path_prefixes`` claim the
@@ -34,6 +37,13 @@ PATH_PREFIX_RE = re.compile(r"[?*%#;\\\s\x00-\x1f\x7f]")
 KEY_PREFIX_RE = re.compile(r"[A-Za-z0-9:._-]{1,64}")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 REDIS_URL_FORM = "redis://[USER@]HOST[:PORT][/DB] (or rediss:// for TLS)"
+# RFC 6265 cookie-name (an RFC 7230 token).
+COOKIE_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+PREFIX_RE = re.compile(r"/[A-Za-z0-9._~/-]*[A-Za-z0-9._~-]/")
+MAX_SESSION_LIFETIME = 30 * 24 * 3600
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_PART_RE = re.compile(r"([0-9]{1,7})([smhd])")
+DURATION_RE = re.compile(r"(?:[0-9]{1,7}[smhd])+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +97,39 @@ class ThrottleSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """The policy's ``sign_in`` block: the browser session (app.sessions) and its pages (app.browser).
+
+    Needed by, and inert without, a route that lists the ``session`` scheme. The cookie is always ``Secure``,
+    ``HttpOnly``, ``SameSite=Lax``, ``Path=/`` and without ``Domain`` (so ``__Host-`` names work): the
+    protected host's own, which no sibling subdomain can set or overwrite."""
+
+    prefix: str = "/authgate/"  # where authgate serves sign_in, sign_out and userinfo
+    cookie_name: str = "__Host-authgate"
+    lifetime_seconds: int = 12 * 3600  # absolute: a session ends this long after sign-in, used or not
+    idle_timeout_seconds: int = 3600  # ... and this long after its last use (refreshed where a door can)
+    title: str | None = None  # the sign-in page's title; None: the realm of the route offering the session first
+    configured: bool = False  # whether the policy has a sign_in block
+
+    @property
+    def csrf_cookie_name(self) -> str:
+        """The sign-in and sign-out forms' double-submit cookie, beside the session cookie."""
+        return f"{self.cookie_name}-csrf"
+
+    @property
+    def sign_in_path(self) -> str:
+        return f"{self.prefix}sign_in"
+
+    @property
+    def sign_out_path(self) -> str:
+        return f"{self.prefix}sign_out"
+
+    @property
+    def userinfo_path(self) -> str:
+        return f"{self.prefix}userinfo"
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     routes: Mapping[str, RoutePolicy]
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
@@ -95,6 +138,12 @@ class Policy:
     source: str = "built-in default"
     # Every route's path_prefixes: prefix -> route name (no prefix is claimed twice).
     claims: Mapping[str, str] = field(default_factory=dict)
+    session: SessionSettings = field(default_factory=SessionSettings)
+
+    @property
+    def session_routes(self) -> frozenset[str]:
+        """The routes that accept the session cookie: only their requests have their cookies read."""
+        return frozenset(name for name, route in self.routes.items() if "session" in route.schemes)
 
 
 DEFAULT_POLICY = Policy(routes={"default": RoutePolicy(name="default")})
@@ -155,12 +204,12 @@ def _parse_route(name: str, raw: Any, source: str) -> RoutePolicy:
 
     schemes_raw = data.get("schemes", list(SCHEMES))
     if not isinstance(schemes_raw, list) or not schemes_raw:
-        raise ConfigError(f"{where}.schemes: a non-empty list of bearer, basic", source)
+        raise ConfigError(f"{where}.schemes: a non-empty list of bearer, basic, session", source)
     schemes: list[Scheme] = []
     for item in schemes_raw:
         scheme = str(item).lower()
-        if scheme not in SCHEMES or scheme in schemes:
-            raise ConfigError(f"{where}.schemes: {item!r} is not bearer or basic (or is repeated)", source)
+        if scheme not in KNOWN_SCHEMES or scheme in schemes:
+            raise ConfigError(f"{where}.schemes: {item!r} is not bearer or basic, nor session (or is repeated)", source)
         schemes.append(scheme)
 
     realm = data.get("realm", "authgate")
@@ -333,10 +382,63 @@ def _parse_redis(raw: Any, source: str) -> RedisSettings:
     )
 
 
+def _duration(data: Mapping[str, Any], key: str, default: int, where: str, source: str) -> int:
+    """Seconds from ``12h``, ``30m``, ``1h30m``, ``7d`` (or a number of seconds), at least a minute."""
+    value = data.get(key, default)
+    seconds: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    elif isinstance(value, str) and DURATION_RE.fullmatch(value.strip().lower()):
+        seconds = sum(
+            int(number) * DURATION_UNITS[unit] for number, unit in DURATION_PART_RE.findall(value.strip().lower())
+        )
+    if seconds is None or not 60 <= seconds <= MAX_SESSION_LIFETIME:
+        raise ConfigError(f"{where}.{key}: a duration from 1m to 30d such as 12h, 30m or 1h30m, got {value!r}", source)
+    return seconds
+
+
+def _parse_session(raw: Any, source: str) -> SessionSettings:
+    where = "sign_in"
+    data = _mapping(raw, where, source)
+    _check_keys(data, {"prefix", "cookie_name", "lifetime", "idle_timeout", "title"}, where, source)
+    defaults = SessionSettings()
+    prefix = data.get("prefix", defaults.prefix)
+    if (
+        not isinstance(prefix, str)
+        or not PREFIX_RE.fullmatch(prefix)
+        or "//" in prefix
+        or any(seg in (".", "..") for seg in prefix.split("/"))
+        or prefix.startswith("/auth/")
+    ):
+        raise ConfigError(
+            f"{where}.prefix: a path that starts and ends with / such as /authgate/ (of A-Z a-z 0-9 . _ ~ - /, not "
+            f"/ alone nor under /auth/, the decision endpoint), got {prefix!r}",
+            source,
+        )
+    name = data.get("cookie_name", defaults.cookie_name)
+    if not isinstance(name, str) or not COOKIE_NAME_RE.fullmatch(name):
+        raise ConfigError(f"{where}.cookie_name: 1-64 of A-Z a-z 0-9 and !#$%&'*+-.^_`|~, got {name!r}", source)
+    lifetime = _duration(data, "lifetime", defaults.lifetime_seconds, where, source)
+    idle = _duration(data, "idle_timeout", defaults.idle_timeout_seconds, where, source)
+    if idle > lifetime:
+        raise ConfigError(f"{where}.idle_timeout: longer than {where}.lifetime ({idle} s > {lifetime} s)", source)
+    title = data.get("title")
+    if title is not None and (not isinstance(title, str) or not REALM_RE.fullmatch(title)):
+        raise ConfigError(f"{where}.title: 1-128 printable characters without quotes or backslashes", source)
+    return SessionSettings(
+        prefix=prefix,
+        cookie_name=name,
+        lifetime_seconds=lifetime,
+        idle_timeout_seconds=idle,
+        title=title,
+        configured=raw is not None,
+    )
+
+
 def parse_policy(data: Any, source: str) -> Policy:
     """Validates a policy document (already parsed from YAML)."""
     top = _mapping(data, "policy", source)
-    _check_keys(top, {"routes", "throttle", "decision_cache", "verify_cache"}, "policy", source)
+    _check_keys(top, {"routes", "throttle", "decision_cache", "verify_cache", "sign_in"}, "policy", source)
     routes_raw = _mapping(top.get("routes"), "routes", source)
     if not routes_raw:
         raise ConfigError("routes: define at least one route", source)
@@ -378,6 +480,12 @@ def parse_policy(data: Any, source: str) -> Policy:
     if throttle.redis is not None and not throttle.enabled:
         raise ConfigError("throttle.redis: the throttle is off (throttle.enabled: false); drop one of them", source)
 
+    session = _parse_session(top.get("sign_in"), source)
+    needing = sorted(name for name, route in routes.items() if "session" in route.schemes)
+    if needing and not session.configured:
+        raise ConfigError(
+            f"routes.{needing[0]}.schemes: session needs a sign_in block (sign_in: {{}} takes every default)", source
+        )
     dc = _mapping(top.get("decision_cache"), "decision_cache", source)
     _check_keys(dc, {"max_age_seconds"}, "decision_cache", source)
     vc = _mapping(top.get("verify_cache"), "verify_cache", source)
@@ -389,6 +497,7 @@ def parse_policy(data: Any, source: str) -> Policy:
         verify_cache_max_entries=_number(vc, "max_entries", 10_000, "verify_cache", source, integer=True),
         source=source,
         claims=_claims(routes, source),
+        session=session,
     )
 
 

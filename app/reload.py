@@ -24,6 +24,7 @@ from app.jwt_keys import JwtKeys, remote_key_sets, secret_key_sets
 from app.metrics import Metrics
 from app.passwords import DecoyFactory, Decoys, VerifiedCache
 from app.policy import Policy
+from app.sessions import require_keys
 
 log = logging.getLogger("authgate.reload")
 
@@ -57,6 +58,7 @@ class Reloader:
             jwt_keys = (
                 JwtKeys(secret_key_sets(files, self.jwt_secret_keys, source), self.jwt_remote) if self.jwt else None
             )
+            require_keys(credentials, self.policy)
         except ConfigError as exc:
             return self._failed(source, exc)
         # Verified passwords stay verified across reloads, except those of users removed or whose hash changed

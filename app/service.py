@@ -1,6 +1,7 @@
 """The composition root: the one place that builds what the process owns (the state, the decision core) and
 starts and stops everything that runs — the credential source (the mounted directory or a Secret watch), the
-shared throttle, and every wire: HTTP (app.http, run by granian or uvicorn, app.server), Envoy's gRPC
+shared throttle, and every wire: HTTP (app.http, run by granian or uvicorn, app.server), the browser's
+sign-in pages on the same port (app.browser, when a route accepts sessions), Envoy's gRPC
 (app.grpc_server, on ``--grpc-port``) and the health wire (app.health_server, on ``--health-port``).
 
 The wires are peers: each imports the decision core and nothing of the others, and none starts anything. One
@@ -16,7 +17,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Litestar
+from litestar.handlers import HTTPRouteHandler
 
+from app.browser import BrowserEndpoints
 from app.decider import Decider
 from app.health import Heartbeat
 from app.health_server import serving_health
@@ -68,15 +71,21 @@ def create_app(settings: Settings, state: AppState | None = None) -> Litestar:
     """The HTTP wire's Litestar app with the service's lifespan: what in-process tests drive (the decision
     endpoint mounted at ``/auth``)."""
     service = Service(settings, state)
-    return create_http_app(service.state, service.decider, service.lifespan)
+    return create_http_app(service.state, service.decider, service.lifespan, browser_pages(service.state))
 
 
 def create_asgi(settings: Settings) -> DecisionEndpoint:
     """What ``authgate serve`` runs on either server: the decision endpoint in front of the Litestar app,
     which carries the probes and the service's lifespan."""
     service = Service(settings)
-    app = create_http_app(service.state, service.decider, service.lifespan)
+    app = create_http_app(service.state, service.decider, service.lifespan, browser_pages(service.state))
     return DecisionEndpoint(service.state, service.decider, others=app)  # type: ignore[arg-type]
+
+
+def browser_pages(state: AppState) -> list[HTTPRouteHandler]:
+    """The browser wire's sign-in and sign-out pages (app.browser), only when a route accepts sessions: with
+    none, /authgate/ answers 404 as before."""
+    return BrowserEndpoints(state).handlers() if state.policy.session_routes else []
 
 
 def credential_source(state: AppState) -> Any:

@@ -34,7 +34,7 @@ from google.rpc.status_pb2 import Status
 
 from app.decision import IDENTITY_HEADERS, Decision, response_headers
 from app.doors import HEADER_DOORS
-from app.doors.base import View, path_of
+from app.doors.base import View, origin_of, path_of
 from app.doors.reading import FrontDoors
 from app.policy import BY_PATH, Policy
 
@@ -50,6 +50,7 @@ class EnvoyGrpc:
     name = "envoy-grpc"
     mark_names = "the CheckRequest's attributes.request.http method and path"
     vouches_for_client = True
+    redirects_to_sign_in = True
 
     def view(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> View | None:
         http: tuple[bytes, bytes, bytes] | None = scope.get("envoy_http")
@@ -70,6 +71,11 @@ class EnvoyGrpc:
 
     def allow_headers(self, identified: bool) -> list[tuple[bytes, bytes]]:
         return []  # its answer is a CheckResponse: see check_response
+
+    def origin(self, headers: dict[bytes, bytes], scope: dict[str, Any]) -> str | None:
+        # attributes.request.http.scheme and .host: fields Envoy fills from the request it received.
+        origin: tuple[bytes, bytes] | None = scope.get("envoy_origin")
+        return origin_of(*origin) if origin is not None else None
 
 
 ENVOY_GRPC = EnvoyGrpc()
@@ -108,7 +114,10 @@ def question(
     route = attributes.context_extensions.get(ROUTE_KEY) or default_route or BY_PATH
     socket_address = attributes.source.address.socket_address
     source = socket_address.address
-    scope: dict[str, Any] = {"envoy_http": (http.method.encode(), http.path.encode(), source.encode())}
+    scope: dict[str, Any] = {
+        "envoy_http": (http.method.encode(), http.path.encode(), source.encode()),
+        "envoy_origin": (http.scheme.encode(), http.host.encode()),
+    }
     if source:
         # Envoy's peer stands for the client even when the request line says nothing usable (app.doors.reading).
         scope["client"] = (source, socket_address.port_value)
@@ -117,6 +126,29 @@ def question(
 
 def _option(name: bytes, value: bytes, action: int) -> HeaderValueOption:
     return HeaderValueOption(header=HeaderValue(key=name.decode(), value=value.decode()), append_action=action)
+
+
+def redirect_response(location: str) -> CheckResponse:
+    """A denial Envoy answers the browser with as a redirect (302 and Location): the sign-in page."""
+    denied = DeniedHttpResponse(
+        status=HttpStatus(code=302),  # envoy.type.v3.StatusCode.Found
+        headers=[
+            _option(b"location", location.encode("latin-1"), _OVERWRITE),
+            _option(b"cache-control", b"no-store", _OVERWRITE),
+        ],
+    )
+    return CheckResponse(status=Status(code=_UNAUTHENTICATED), denied_response=denied)
+
+
+def with_response_cookie(answer: CheckResponse, cookie: str) -> CheckResponse:
+    """An allow plus a Set-Cookie for the browser (``ok_response.response_headers_to_add``), on a copy: the
+    answer itself may be one the core keeps for repeats."""
+    response = CheckResponse()
+    response.CopyFrom(answer)
+    response.ok_response.response_headers_to_add.append(
+        _option(b"set-cookie", cookie.encode("latin-1"), HeaderValueOption.APPEND_IF_EXISTS_OR_ADD)
+    )
+    return response
 
 
 def check_response(decision: Decision, policy: Policy, route_name: str, now: dt.datetime) -> CheckResponse:

@@ -14,6 +14,7 @@ class IngressNginx:
     name = "ingress-nginx"
     mark_names = "X-Original-URL and X-Original-Method"
     vouches_for_client = True
+    redirects_to_sign_in = False
 
     def view(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> View | None:
         method = headers.get(b"x-original-method")
@@ -38,6 +39,9 @@ class IngressNginx:
 
     def allow_headers(self, identified: bool) -> list[tuple[bytes, bytes]]:
         return []
+
+    def origin(self, headers: dict[bytes, bytes], scope: dict[str, Any]) -> str | None:
+        return None  # it never passes a redirect of authgate's (auth-signin redirects the 401 itself)
 
 
 INGRESS_NGINX = IngressNginx()

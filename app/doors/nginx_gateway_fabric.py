@@ -20,6 +20,7 @@ class NginxGatewayFabric:
     name = "nginx-gateway-fabric"
     mark_names = "Path and Method"
     vouches_for_client = False
+    redirects_to_sign_in = False
 
     def view(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> View | None:
         method = headers.get(b"method")
@@ -37,6 +38,9 @@ class NginxGatewayFabric:
 
     def allow_headers(self, identified: bool) -> list[tuple[bytes, bytes]]:
         return []
+
+    def origin(self, headers: dict[bytes, bytes], scope: dict[str, Any]) -> str | None:
+        return None  # it never passes a redirect of authgate's
 
 
 NGINX_GATEWAY_FABRIC = NginxGatewayFabric()

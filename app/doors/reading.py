@@ -72,6 +72,17 @@ class FrontDoors:
                 return True
         return False
 
+    def redirecting_door(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> Door | None:
+        """The trusted door whose account of this request is believed, when a redirect reaches the browser
+        through it (:attr:`Door.redirects_to_sign_in`); None otherwise."""
+        reading = self.read(headers, rest, scope)
+        if reading.problem is not None:
+            return None
+        for door in self.trusted:
+            if door.name == reading.door:
+                return door if door.redirects_to_sign_in else None
+        return None
+
     def read(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> Reading:
         chosen: tuple[Door, View] | None = None
         accounts: list[tuple[Door, View]] = []

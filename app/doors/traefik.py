@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.doors.base import View, last_hop, path_of
+from app.doors.base import View, last_hop, origin_of, path_of
 
 
 class Traefik:
     name = "traefik"
     mark_names = "X-Forwarded-Method and X-Forwarded-Uri"
     vouches_for_client = True
+    redirects_to_sign_in = True
 
     def view(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> View | None:
         method = headers.get(b"x-forwarded-method")
@@ -30,6 +31,11 @@ class Traefik:
 
     def allow_headers(self, identified: bool) -> list[tuple[bytes, bytes]]:
         return []
+
+    def origin(self, headers: dict[bytes, bytes], scope: dict[str, Any]) -> str | None:
+        # Both overwritten by ForwardAuth from the request it received (a client's own are not kept), and
+        # needed: Traefik resolves a relative Location against the auth address (test_sign_in_wiring.py).
+        return origin_of(headers.get(b"x-forwarded-proto"), headers.get(b"x-forwarded-host"))
 
 
 TRAEFIK = Traefik()

@@ -160,6 +160,20 @@ SCENARIOS: dict[str, list[str]] = {
         "--set",
         "config.proxy=traefik",
     ],
+    # Sign-in (signIn.enabled) on every kind of front door the chart renders.
+    "sign-in": _prefect("signIn.enabled=true"),
+    "sign-in-traefik": _prefect(
+        "signIn.enabled=true", "ingress.provider=traefik", "ingress.className=traefik", "config.proxy=traefik"
+    ),
+    **{f"sign-in-{kind}": _gateway(kind, "signIn.enabled=true", *NO_INGRESS) for kind in GATEWAY_KINDS},
+    "sign-in-contour": _prefect(
+        *NO_INGRESS,
+        "ingress.namespace=apps",
+        "grpc.enabled=true",
+        "contour.enabled=true",
+        "signIn.enabled=true",
+        "signIn.prefix=/_auth/",
+    ),
 }
 
 

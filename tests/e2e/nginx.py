@@ -47,13 +47,23 @@ What is mirrored from ingress-nginx's ``nginx.tmpl`` (and why it matters to auth
   ``$authHeader0..N-1``, so with ``auth-response-headers`` set an allowed request fails (500). Needs Debian's
   ``libnginx-mod-http-lua``.
 
-Not mirrored: Lua balancer, TLS, snippets (refused by default on a real controller anyway), ``auth-signin``,
+- ``auth-signin`` (+ ``auth-signin-redirect-param``, default ``rd``): ``set_escape_uri $escaped_request_uri
+  $request_uri`` (Debian's ``libnginx-mod-http-set-misc``) and ``error_page 401 = @<sha1(path + url)>`` in the
+  main location, and that named location answering ``302`` to the URL built by the controller's
+  ``buildAuthSignURL`` (the URL as it is when it already carries the redirect parameter, else
+  ``?rd=$pass_access_scheme://$http_host$escaped_request_uri`` appended) with ``add_header Set-Cookie
+  $auth_cookie``; ``auth-always-set-cookie: "true"`` renders the main location's ``add_header Set-Cookie
+  $auth_cookie always`` (the auth answer's cookie on every status, not only nginx's 2xx/3xx list);
+- TLS: with ``tls=(certificate, key)`` every ``listen`` is ``ssl`` (the controller's HTTPS port).
+
+Not mirrored: Lua balancer, snippets (refused by default on a real controller anyway),
 ``auth-method``, ``auth-keepalive-share-vars``, global auth.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 import signal
@@ -63,7 +73,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from tests.support.procs import Process, free_port, wait_for
 from tests.support.tools import require_tool
@@ -75,6 +85,8 @@ DEFAULT_AUTH_CACHE_DURATION: tuple[str, ...] = ("200 202 401 5m",)
 
 # Debian's libnginx-mod-http-lua (and the NDK it needs), loaded only when a location authorises in Lua.
 LUA_MODULES = ("/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_lua_module.so")
+# Debian's libnginx-mod-http-set-misc (on the NDK): set_escape_uri, for auth-signin's $escaped_request_uri.
+SET_MISC_MODULES = ("/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_set_misc_module.so")
 
 # What the controller's rootfs/etc/nginx/lua/nginx/ngx_conf_external_auth.lua does (v1.12+), written
 # here from its behaviour. Note `"authHeader" .. i` with ipairs' 1-based i, against `$authHeader0..`.
@@ -112,6 +124,8 @@ class IngressSpec:
     ``auth_keepalive``/``auth_keepalive_requests``/``auth_keepalive_timeout`` = ``.../auth-keepalive``,
     ``-requests``, ``-timeout`` (0 connections = off, the controller's default; they take effect only
     under ``use_http2=False``, see :func:`render_nginx_conf`);
+    ``auth_signin``/``auth_signin_redirect_param``/``auth_always_set_cookie`` = ``.../auth-signin``,
+    ``.../auth-signin-redirect-param``, ``.../auth-always-set-cookie`` (``"true"``);
     ``name`` = ``metadata.name`` (only shown in comments and ``$ingress_name``).
     """
 
@@ -129,6 +143,9 @@ class IngressSpec:
     auth_keepalive: int = 0
     auth_keepalive_requests: int = 1000
     auth_keepalive_timeout: int = 60
+    auth_signin: str | None = None
+    auth_signin_redirect_param: str = "rd"
+    auth_always_set_cookie: bool = False
     name: str = "ingress"
 
     def __post_init__(self) -> None:
@@ -163,6 +180,12 @@ class _Location:
         return f"/_external-auth-{encoded}-{self.path_type}"
 
     @property
+    def signin_location(self) -> str:
+        """The controller's ``buildAuthSignURLLocation``: ``@`` + hex sha1(location path + auth-signin)."""
+        assert self.spec.auth_signin is not None
+        return "@" + hashlib.sha1((self.spec.path + self.spec.auth_signin).encode()).hexdigest()
+
+    @property
     def auth_upstream(self) -> str:
         """The controller's ``buildAuthUpstreamName``: ``<host>-<auth location without "/_">``."""
         return f"{self.spec.host}-{self.auth_location[2:]}"
@@ -176,6 +199,31 @@ def _auth_keepalive_applies(spec: IngressSpec, *, use_http2: bool) -> bool:
     if spec.auth_keepalive_requests <= 0 or spec.auth_keepalive_timeout <= 0:
         return False
     return "$" not in urlsplit(spec.auth_url).netloc
+
+
+def build_auth_sign_url(url: str, redirect_param: str = "rd") -> str:
+    """The controller's ``buildAuthSignURL``: ``url`` as it is when it already carries ``redirect_param``;
+    else the original request's absolute URL appended as that parameter."""
+    query = parse_qs(urlsplit(url).query)
+    if not query:
+        return f"{url}?{redirect_param}=$pass_access_scheme://$http_host$escaped_request_uri"
+    if query.get(redirect_param, [""])[0]:
+        return url
+    return f"{url}&{redirect_param}=$pass_access_scheme://$http_host$escaped_request_uri"
+
+
+def _signin_location_block(loc: _Location) -> str:
+    spec = loc.spec
+    assert spec.auth_signin is not None
+    return "\n".join(
+        [
+            f"        location {loc.signin_location} {{",
+            "            internal;",
+            "            add_header Set-Cookie $auth_cookie;",
+            f"            return 302 {build_auth_sign_url(spec.auth_signin, spec.auth_signin_redirect_param)};",
+            "        }",
+        ]
+    )
 
 
 def _auth_upstream_block(loc: _Location) -> str:
@@ -278,11 +326,12 @@ def _main_location_block(loc: _Location, *, keepalive: bool, lua_file: Path) -> 
             f"            access_by_lua_file {lua_file};",
         ]
     elif spec.auth_url is not None:
+        always_cookie = spec.auth_always_set_cookie
         lines += [
             "            # this location requires authentication",
             f"            auth_request        {loc.auth_location};",
             "            auth_request_set    $auth_cookie $upstream_http_set_cookie;",
-            "            add_header          Set-Cookie $auth_cookie;",
+            "            add_header          Set-Cookie $auth_cookie" + (" always;" if always_cookie else ";"),
         ]
         for i, header in enumerate(spec.auth_response_headers):
             var = header.lower().replace("-", "_")
@@ -290,6 +339,11 @@ def _main_location_block(loc: _Location, *, keepalive: bool, lua_file: Path) -> 
                 f"            auth_request_set $authHeader{i} $upstream_http_{var};",
                 f"            proxy_set_header '{header}' $authHeader{i};",
             ]
+    if spec.auth_url is not None and spec.auth_signin is not None:
+        lines += [
+            "            set_escape_uri $escaped_request_uri $request_uri;",
+            f"            error_page 401 = {loc.signin_location};",
+        ]
     lines += [
         "            client_max_body_size                    1m;",
         "            proxy_set_header Host                   $host;",
@@ -325,12 +379,20 @@ def _main_location_block(loc: _Location, *, keepalive: bool, lua_file: Path) -> 
     return "\n".join(lines)
 
 
-def render_nginx_conf(specs: Sequence[IngressSpec], *, listen_port: int, prefix: Path, use_http2: bool = True) -> str:
+def render_nginx_conf(
+    specs: Sequence[IngressSpec],
+    *,
+    listen_port: int,
+    prefix: Path,
+    use_http2: bool = True,
+    tls: tuple[Path, Path] | None = None,
+) -> str:
     """The whole nginx.conf for ``specs``: one ``server`` per host, every runtime path under ``prefix``.
 
     ``use_http2`` is the controller ConfigMap's ``use-http2`` (default ``"true"``), which turns every
     ``auth-keepalive`` annotation off. With keepalive in use the Lua file is expected at
-    ``prefix/ngx_conf_external_auth.lua`` (:class:`NginxProcess` writes it).
+    ``prefix/ngx_conf_external_auth.lua`` (:class:`NginxProcess` writes it). ``tls`` = (certificate, key)
+    serves HTTPS on ``listen_port``.
 
     Raises ``ValueError`` on two specs claiming the same host, path and path type (the controller would
     merge or reject them; the harness refuses rather than guess).
@@ -348,7 +410,10 @@ def render_nginx_conf(specs: Sequence[IngressSpec], *, listen_port: int, prefix:
     keepalive = {
         id(loc) for locs in by_host.values() for loc in locs if _auth_keepalive_applies(loc.spec, use_http2=use_http2)
     }
-    modules = "".join(f"load_module {m};\n" for m in LUA_MODULES) if keepalive else ""
+    wanted = [*(LUA_MODULES if keepalive else ()), *(SET_MISC_MODULES if any(s.auth_signin for s in specs) else ())]
+    modules = "".join(f"load_module {m};\n" for m in dict.fromkeys(sorted(wanted, key=lambda m: "ndk" not in m)))
+    listen = f"listen 127.0.0.1:{listen_port}" + (" ssl" if tls else "")
+    certificate = f"        ssl_certificate {tls[0]};\n        ssl_certificate_key {tls[1]};\n" if tls else ""
     upstreams = "".join(_auth_upstream_block(loc) for locs in by_host.values() for loc in locs if id(loc) in keepalive)
     servers = []
     for host, locs in by_host.items():
@@ -359,10 +424,12 @@ def render_nginx_conf(specs: Sequence[IngressSpec], *, listen_port: int, prefix:
             if loc.spec.auth_url is not None:
                 body.append(_auth_location_block(loc, keepalive=id(loc) in keepalive))
             body.append(_main_location_block(loc, keepalive=id(loc) in keepalive, lua_file=lua_file))
+            if loc.spec.auth_url is not None and loc.spec.auth_signin is not None:
+                body.append(_signin_location_block(loc))
         servers.append(
             "    server {\n"
             f"        server_name {host};\n"
-            f"        listen 127.0.0.1:{listen_port};\n" + "\n".join(body) + "\n    }\n"
+            f"        {listen};\n{certificate}" + "\n".join(body) + "\n    }\n"
         )
     return nginx_conf(
         prefix=prefix,
@@ -370,12 +437,25 @@ def render_nginx_conf(specs: Sequence[IngressSpec], *, listen_port: int, prefix:
         servers="".join(servers),
         head=f"# Rendered by tests/e2e/nginx.py in the shape of ingress-nginx v1.15's nginx.tmpl.\n{modules}",
         upstreams=upstreams,
+        listen=listen,
+        certificate=certificate,
     )
 
 
-def nginx_conf(*, prefix: Path, listen_port: int, servers: str, head: str = "", upstreams: str = "") -> str:
+def nginx_conf(
+    *,
+    prefix: Path,
+    listen_port: int,
+    servers: str,
+    head: str = "",
+    upstreams: str = "",
+    listen: str = "",
+    certificate: str = "",
+) -> str:
     """The nginx.conf around ``servers``: the process settings, temp paths under ``prefix``, the WebSocket
-    ``$connection_upgrade`` map, the auth cache zone and a default server answering 404."""
+    ``$connection_upgrade`` map, the auth cache zone and a default server answering 404. ``listen`` replaces
+    the default server's ``listen 127.0.0.1:PORT`` (e.g. with ``ssl``), ``certificate`` adds its TLS lines."""
+    listen = listen or f"listen 127.0.0.1:{listen_port}"
     user = "user root root;\n" if os.geteuid() == 0 else ""
     return f"""{head}{user}daemon off;
 master_process on;
@@ -401,14 +481,19 @@ http {{
         ''               close;
     }}
 
+    # The controller derives it from X-Forwarded-Proto when it trusts it; here nginx is the edge.
+    map $scheme $pass_access_scheme {{
+        default          $scheme;
+    }}
+
     proxy_cache_path {prefix}/nginx-cache-auth levels=1:2 keys_zone=auth_cache:10m max_size=128m
                      inactive=30m use_temp_path=off;
 
 {upstreams}
     # default server: answers 404
     server {{
-        listen 127.0.0.1:{listen_port} default_server;
-        server_name _;
+        {listen} default_server;
+{certificate}        server_name _;
         location / {{
             return 404;
         }}
@@ -442,14 +527,15 @@ class NginxProcess:
     use_http2: bool = True  # the controller ConfigMap's use-http2; False lets auth-keepalive apply
     # A configuration rendered elsewhere for ``port`` and ``workdir`` (e.g. tests/e2e/ngf.py), instead of specs.
     conf_text: str = ""
+    tls: tuple[Path, Path] | None = None  # (certificate, key): HTTPS on ``port``
 
     def __post_init__(self) -> None:
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf_path = self.workdir / "nginx.conf"
         if not self.conf_text:
             self.conf_text = render_nginx_conf(
-                self.specs, listen_port=self.port, prefix=self.workdir, use_http2=self.use_http2
+                self.specs, listen_port=self.port, prefix=self.workdir, use_http2=self.use_http2, tls=self.tls
             )
         self.conf_path.write_text(self.conf_text)
         (self.workdir / "ngx_conf_external_auth.lua").write_text(EXTERNAL_AUTH_LUA)

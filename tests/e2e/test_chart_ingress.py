@@ -32,9 +32,9 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from tests.chart.render import PREFECT_VALUES, RELEASE, Render
-from tests.e2e.chart import RenderedAuthgate, credential_values
+from tests.e2e.chart import RenderedAuthgate, credential_values, nginx_ingress_specs
 from tests.e2e.conftest import Gateway, Upstream, basic, bearer, new_test_id
-from tests.e2e.nginx import DEFAULT_AUTH_CACHE_DURATION, IngressSpec, NginxProcess, render_nginx_conf, to_loopback
+from tests.e2e.nginx import IngressSpec, NginxProcess, render_nginx_conf, to_loopback
 from tests.support.procs import AuthgateProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.helm]
@@ -47,46 +47,18 @@ AUTH_PREFIX = "nginx.ingress.kubernetes.io/"
 
 
 def ingress_specs(render: Render, *, authgate_port: int, backend: str) -> list[IngressSpec]:
-    """The rendered Ingresses as the harness's IngressSpecs, after checking they target the chart's Service."""
-    service = render.one("Service")
-    service_host = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
-    service_port = service["spec"]["ports"][0]["port"]
-    specs = []
+    """The rendered Ingresses as the harness's IngressSpecs (tests/e2e/chart.py), after checking that none
+    uses a snippet and that each sends its path to the application or, the sign-in Ingress, to authgate."""
     for ingress in render.all("Ingress"):
-        annotations: dict[str, str] = ingress["metadata"]["annotations"]
-        auth_url = annotations[AUTH_PREFIX + "auth-url"]
-        parts = urlsplit(auth_url)
-        assert (parts.scheme, parts.hostname, parts.port) == ("http", service_host, service_port), auth_url
+        annotations: dict[str, str] = ingress["metadata"].get("annotations") or {}
         assert not any("snippet" in key for key in annotations)
         for rule in ingress["spec"]["rules"]:
             for path in rule["http"]["paths"]:
-                assert path["backend"]["service"] == {"name": "prefect-server", "port": {"number": 4200}}
-                specs.append(
-                    IngressSpec(
-                        name=ingress["metadata"]["name"],
-                        host=rule["host"],
-                        path=path["path"],
-                        path_type=path["pathType"],
-                        backend=backend,
-                        auth_url=to_loopback(auth_url, authgate_port),
-                        auth_response_headers=tuple(
-                            h.strip()
-                            for h in annotations.get(AUTH_PREFIX + "auth-response-headers", "").split(",")
-                            if h
-                        ),
-                        proxy_read_timeout=int(annotations.get(AUTH_PREFIX + "proxy-read-timeout", 60)),
-                        proxy_send_timeout=int(annotations.get(AUTH_PREFIX + "proxy-send-timeout", 60)),
-                        auth_keepalive=int(annotations.get(AUTH_PREFIX + "auth-keepalive", 0)),
-                        auth_keepalive_requests=int(annotations.get(AUTH_PREFIX + "auth-keepalive-requests", 1000)),
-                        auth_keepalive_timeout=int(annotations.get(AUTH_PREFIX + "auth-keepalive-timeout", 60)),
-                        auth_cache_key=annotations.get(AUTH_PREFIX + "auth-cache-key"),
-                        auth_cache_duration=tuple(
-                            d.strip() for d in annotations.get(AUTH_PREFIX + "auth-cache-duration", "").split(",") if d
-                        )
-                        or DEFAULT_AUTH_CACHE_DURATION,
-                    )
-                )
-    return specs
+                if path["backend"]["service"] == {"name": "prefect-server", "port": {"number": 4200}}:
+                    assert AUTH_PREFIX + "auth-url" in annotations  # the application is never served without auth
+                else:
+                    assert path["backend"]["service"] == {"name": RELEASE, "port": {"name": "http"}}, path
+    return nginx_ingress_specs(render, authgate_port=authgate_port, backend=backend)
 
 
 @dataclass

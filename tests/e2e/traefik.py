@@ -38,6 +38,8 @@ class TraefikRoute:
     backend: str
     auth_address: str | None = None
     auth_response_headers: tuple[str, ...] = ()
+    # ForwardAuth ``addAuthCookiesToResponse``: cookies of the auth service's allow copied to the response.
+    auth_cookies: tuple[str, ...] = ()
     priority: int = 0
 
 
@@ -64,12 +66,13 @@ def render_traefik_config(
         if route.priority:
             router["priority"] = route.priority
         if route.auth_address is not None:
-            middlewares[f"auth-{route.name}"] = {
-                "forwardAuth": {
-                    "address": route.auth_address,
-                    "authResponseHeaders": list(route.auth_response_headers),
-                }
+            forward_auth: dict[str, object] = {
+                "address": route.auth_address,
+                "authResponseHeaders": list(route.auth_response_headers),
             }
+            if route.auth_cookies:
+                forward_auth["addAuthCookiesToResponse"] = list(route.auth_cookies)
+            middlewares[f"auth-{route.name}"] = {"forwardAuth": forward_auth}
             router["middlewares"] = [f"auth-{route.name}"]
         routers[route.name] = router
         services[route.name] = {"loadBalancer": {"servers": [{"url": f"http://{route.backend}"}]}}

@@ -69,6 +69,23 @@ def test_check_validates_and_lists_jwt_issuers(tmp_path):
     ) in result.stdout
 
 
+def test_check_requires_session_keys_when_a_route_accepts_sessions(tmp_path):
+    (tmp_path / "htpasswd").write_text("alice:{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M=\n")
+    policy = tmp_path / "p.yaml"
+    policy.write_text("routes: {ui: {schemes: [session, basic]}}\nsign_in: {}\n")
+    result = authgate("check", "--secret-dir", str(tmp_path), "--config", str(policy))
+    assert result.returncode == 1 and "holds no 'session-keys', and routes ui accept sessions" in result.stderr
+    made = authgate("new-session-key")
+    assert made.returncode == 0
+    keys = [made.stdout.strip(), authgate("new-session-key").stdout.strip()]
+    assert len(keys[0]) == 43 and keys[0] != keys[1]
+    (tmp_path / "session-keys").write_text("\n".join(keys) + "\n")
+    result = authgate("check", "--secret-dir", str(tmp_path), "--config", str(policy))
+    assert result.returncode == 0, result.stderr
+    assert "session keys: 2 (the first, line 1, seals; every one opens)" in result.stdout
+    assert keys[0] not in result.stdout + result.stderr
+
+
 def test_bad_arguments_name_themselves():
     result = authgate("serve", "--port", "http")
     assert result.returncode == 2 and "--port: must be an integer from 1 to 65535, got 'http'" in result.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.support.procs import REPO_ROOT
 
 APP = REPO_ROOT / "app"
-WIRES = {"app.http", "app.grpc_server", "app.health_server"}
+WIRES = {"app.http", "app.grpc_server", "app.health_server", "app.browser"}
 ROOT = "app.service"
 KUBE = "app.kube"
 

@@ -189,3 +189,72 @@ def test_a_path_prefix_decides_for_one_route_only():
     with pytest.raises(ConfigError) as err:
         parse_policy(yaml.safe_load("routes: {api: {path_prefixes: [/x]}, ui: {path_prefixes: [/, /x]}}"), "p.yaml")
     assert "routes.ui.path_prefixes: '/x' is already claimed by routes.api" in str(err.value)
+
+
+def test_sessions_are_off_unless_a_route_lists_them():
+    policy = parse_policy(yaml.safe_load("routes: {api: {}, ui: {schemes: [session, basic]}}\nsign_in: {}"), "p.yaml")
+    assert policy.session_routes == frozenset({"ui"})
+    assert policy.routes["api"].schemes == ("bearer", "basic")
+    assert parse_policy(yaml.safe_load("routes: {api: {}}"), "p.yaml").session_routes == frozenset()
+    session = policy.session
+    assert (session.prefix, session.cookie_name, session.lifetime_seconds, session.idle_timeout_seconds) == (
+        "/authgate/",
+        "__Host-authgate",
+        12 * 3600,
+        3600,
+    )
+    assert session.csrf_cookie_name == "__Host-authgate-csrf"
+    assert (session.sign_in_path, session.sign_out_path, session.userinfo_path) == (
+        "/authgate/sign_in",
+        "/authgate/sign_out",
+        "/authgate/userinfo",
+    )
+
+
+def test_a_session_route_needs_a_sign_in_block():
+    with pytest.raises(ConfigError) as err:
+        parse_policy(yaml.safe_load("routes: {api: {}, ui: {schemes: [session]}}"), "p.yaml")
+    assert "routes.ui.schemes: session needs a sign_in block" in str(err.value)
+
+
+def test_a_sign_in_block_is_read():
+    doc = """
+routes: {ui: {schemes: [session]}}
+sign_in:
+  prefix: /prefect/auth/
+  cookie_name: __Host-prefect
+  lifetime: 1h30m
+  idle_timeout: 900
+  title: Prefect
+"""
+    session = parse_policy(yaml.safe_load(doc), "p.yaml").session
+    assert (session.prefix, session.cookie_name, session.title) == ("/prefect/auth/", "__Host-prefect", "Prefect")
+    assert (session.lifetime_seconds, session.idle_timeout_seconds) == (5400, 900)
+
+
+@pytest.mark.parametrize(
+    ("sign_in", "message"),
+    [
+        ("{cookie_name: 'a b'}", "sign_in.cookie_name"),
+        ("{cookie_name: 'a;b'}", "sign_in.cookie_name"),
+        ("{prefix: /authgate}", "sign_in.prefix"),
+        ("{prefix: authgate/}", "sign_in.prefix"),
+        ("{prefix: /}", "sign_in.prefix"),
+        ("{prefix: /auth/x/}", "sign_in.prefix"),
+        ("{prefix: '/a//b/'}", "sign_in.prefix"),
+        ("{prefix: /a/../b/}", "sign_in.prefix"),
+        ("{prefix: '/a?b/'}", "sign_in.prefix"),
+        ("{lifetime: 10s}", "sign_in.lifetime"),
+        ("{lifetime: 31d}", "sign_in.lifetime"),
+        ("{lifetime: soon}", "sign_in.lifetime"),
+        ("{lifetime: true}", "sign_in.lifetime"),
+        ("{idle_timeout: 2h, lifetime: 1h}", "sign_in.idle_timeout: longer than sign_in.lifetime"),
+        ("{title: 'a\"b'}", "sign_in.title"),
+        ("{cookie: x}", "unknown key(s) 'cookie'"),
+        ("[]", "expected a mapping"),
+    ],
+)
+def test_bad_sign_in_blocks_name_the_key(sign_in, message):
+    with pytest.raises(ConfigError) as err:
+        parse_policy(yaml.safe_load(f"routes: {{ui: {{schemes: [session]}}}}\nsign_in: {sign_in}"), "p.yaml")
+    assert message in str(err.value)

@@ -141,7 +141,89 @@ either, but authgate decides it on the route claiming the original path (config.
 {{- $_ := set $throttle "redis" $redis }}
 {{- $_ := set $policy "throttle" $throttle }}
 {{- end }}
+{{- if .Values.signIn.enabled }}
+{{- $routes := $policy.routes }}
+{{- range $route := splitList "," (include "authgate.signInRoutes" (dict "root" . "part" "ui")) }}
+{{- $r := deepCopy (index $routes $route) }}
+{{- if not (has "session" $r.schemes) }}
+{{- $_ := set $r "schemes" (prepend $r.schemes "session") }}
+{{- end }}
+{{- $_ := set $routes $route $r }}
+{{- end }}
+{{- range $route := splitList "," (include "authgate.signInRoutes" (dict "root" . "part" "api")) }}
+{{- $r := deepCopy (index $routes $route) }}
+{{- if not (has "session" $r.schemes) }}
+{{- $_ := set $r "schemes" (append $r.schemes "session") }}
+{{- end }}
+{{- $_ := set $routes $route $r }}
+{{- end }}
+{{- $signIn := deepCopy (default (dict) (index $policy "sign_in")) }}
+{{- $_ := set $signIn "prefix" .Values.signIn.prefix }}
+{{- $_ := set $signIn "lifetime" .Values.signIn.lifetime }}
+{{- $_ := set $signIn "idle_timeout" .Values.signIn.idleTimeout }}
+{{- with .Values.signIn.title }}
+{{- $_ := set $signIn "title" . }}
+{{- end }}
+{{- $_ := set $policy "sign_in" $signIn }}
+{{- end }}
 {{- toYaml $policy }}
+{{- end }}
+
+{{/* The policy routes of one part ("ui" or "api") of every enabled front door, without repeats, comma-joined:
+signIn.enabled adds `session` to them. */}}
+{{- define "authgate.signInRoutes" -}}
+{{- $v := .root.Values }}
+{{- $routes := list }}
+{{- $ing := index $v.ingress .part }}
+{{- if $ing.enabled }}{{ $routes = append $routes $ing.route }}{{ end }}
+{{- if $v.gateway.enabled }}
+{{- $gw := index $v.gateway .part }}
+{{- if $gw.enabled }}{{ $routes = append $routes $gw.route }}{{ end }}
+{{- end }}
+{{- if $v.contour.enabled }}
+{{- $c := index $v.contour .part }}
+{{- if $c.enabled }}{{ $routes = append $routes $c.route }}{{ end }}
+{{- end }}
+{{- $routes | uniq | join "," }}
+{{- end }}
+
+{{/* The session cookie's name: the policy's sign_in.cookie_name, else authgate's default. */}}
+{{- define "authgate.sessionCookie" -}}
+{{- dig "sign_in" "cookie_name" "__Host-authgate" .Values.config.policy }}
+{{- end }}
+
+{{/* The request headers a gateway sends to authgate: gateway.headersToAuth, plus with signIn.enabled what a
+browser's sign-in needs (the session cookie; Accept and Sec-Fetch-Mode tell a navigation from an API call;
+Sec-Fetch-Site and Origin guard unsafe methods), without repeats (case-insensitive). A YAML list. */}}
+{{- define "authgate.headersToAuth" -}}
+{{- $headers := list }}
+{{- $seen := list }}
+{{- $wanted := .Values.gateway.headersToAuth }}
+{{- if .Values.signIn.enabled }}
+{{- $wanted = concat $wanted (list "Cookie" "Accept" "Sec-Fetch-Mode" "Sec-Fetch-Site" "Origin") }}
+{{- end }}
+{{- range $wanted }}
+{{- if not (has (lower .) $seen) }}
+{{- $seen = append $seen (lower .) }}
+{{- $headers = append $headers . }}
+{{- end }}
+{{- end }}
+{{- toYaml $headers }}
+{{- end }}
+
+{{/* The session keys: signIn.sessionKeys, else those of the installed Secret (kept across upgrades), else one
+generated key (URL-safe base64 of 32 random bytes, as `authgate new-session-key` prints). */}}
+{{- define "authgate.sessionKeys" -}}
+{{- if .Values.signIn.sessionKeys }}
+{{- join "\n" .Values.signIn.sessionKeys }}
+{{- else }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "authgate.secretName" .) }}
+{{- if and $existing $existing.data (hasKey $existing.data "session-keys") }}
+{{- index $existing.data "session-keys" | b64dec | trim }}
+{{- else }}
+{{- randBytes 32 | replace "+" "-" | replace "/" "_" }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Whether more than one pod runs (PodDisruptionBudget only then). */}}
@@ -348,6 +430,18 @@ The schema catches wrong types and unknown keys; this catches combinations.
 {{- end }}
 {{- if and $redis.tlsCASecret (not (hasPrefix "rediss://" $redis.url)) }}
 {{- fail (printf "throttle.redis.tlsCASecret is for TLS, but throttle.redis.url=%q is not rediss://" $redis.url) }}
+{{- end }}
+{{- if $v.signIn.enabled }}
+{{- $policyPrefix := dig "sign_in" "prefix" "" $v.config.policy }}
+{{- if and $policyPrefix (ne $policyPrefix $v.signIn.prefix) }}
+{{- fail (printf "config.policy.sign_in.prefix (%s) and signIn.prefix (%s) contradict each other: with signIn.enabled the chart sets the policy's prefix, drop config.policy.sign_in.prefix" $policyPrefix $v.signIn.prefix) }}
+{{- end }}
+{{- if not (include "authgate.signInRoutes" (dict "root" . "part" "ui")) }}
+{{- fail "signIn.enabled=true but no UI part is rendered (ingress.ui, gateway.ui or contour.ui): nothing would send a browser to the sign-in page" }}
+{{- end }}
+{{- if and (not $v.secret.create) $v.signIn.sessionKeys }}
+{{- fail "signIn.sessionKeys go into the chart's Secret (secret.create=true); with secret.existingSecret put the session-keys key in your own Secret" }}
+{{- end }}
 {{- end }}
 {{- if and $v.tests.enabled (not (hasKey $routes $v.tests.route)) }}
 {{- fail (printf "tests.route=%q is not a route of config.policy.routes" $v.tests.route) }}
