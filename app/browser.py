@@ -21,7 +21,6 @@ the composition root (app.service) mounts it only when a route lists ``session``
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hmac
 import html
@@ -39,6 +38,7 @@ from app.decision import check_password
 from app.doors.base import last_hop
 from app.redirects import safe_redirect
 from app.sessions import cookie_values, issue, load, set_cookie
+from app.slow_checks import SlowChecks
 from app.state import AppState
 
 log = logging.getLogger("authgate.browser")
@@ -59,8 +59,9 @@ _STYLE = (
 class BrowserEndpoints:
     """The pages and their checks; :meth:`handlers` are the Litestar route handlers that serve them."""
 
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: AppState, slow_checks: SlowChecks) -> None:
         self.state = state
+        self.slow_checks = slow_checks  # the decision core's bound on waiting slow checks, shared
         self.settings = state.policy.session
         # Default: the realm of the browsers' route, the one offering the session first (the chart's UI parts),
         # else of any session route (route names sort, so "api" would come before "ui").
@@ -69,7 +70,6 @@ class BrowserEndpoints:
             (route.realm for route in routes if route.schemes[:1] == ("session",)),
             next((route.realm for route in routes if "session" in route.schemes), "authgate"),
         )
-        self.pending_slow_checks = 0
         self.security_headers = {
             "cache-control": "no-store",
             "content-security-policy": (
@@ -204,22 +204,16 @@ class BrowserEndpoints:
         return request.client.host if request.client is not None else None
 
     async def _verify(self, client: str | None, name: str, password: str) -> User | str:
-        """check_password, a slow hash check in a worker thread; past the bound on waiting checks, ``busy``."""
+        """check_password, a slow hash check in a worker thread under the decision core's one bound on waiting
+        checks (app.slow_checks, shared with HTTP and gRPC decisions); past it, ``busy``."""
         snapshot = self.state.store.current
         assert snapshot is not None
         throttle = self.state.throttle
         outcome = check_password(snapshot, throttle, client, name, password, False)
         if outcome is not None:
             return outcome
-        if self.pending_slow_checks >= self.state.policy.throttle.max_pending_slow_checks:
-            return "busy"
-        self.pending_slow_checks += 1
-        try:
-            outcome = await asyncio.to_thread(check_password, snapshot, throttle, client, name, password, True)
-        finally:
-            self.pending_slow_checks -= 1
-        assert outcome is not None
-        return outcome
+        outcome = await self.slow_checks.run(check_password, snapshot, throttle, client, name, password, True)
+        return "busy" if outcome is None else outcome
 
     def _count(self, result: str) -> None:
         self.state.metrics.sign_ins.labels(result=result).inc()

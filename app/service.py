@@ -71,21 +71,25 @@ def create_app(settings: Settings, state: AppState | None = None) -> Litestar:
     """The HTTP wire's Litestar app with the service's lifespan: what in-process tests drive (the decision
     endpoint mounted at ``/auth``)."""
     service = Service(settings, state)
-    return create_http_app(service.state, service.decider, service.lifespan, browser_pages(service.state))
+    return create_http_app(
+        service.state, service.decider, service.lifespan, browser_pages(service.state, service.decider)
+    )
 
 
 def create_asgi(settings: Settings) -> DecisionEndpoint:
     """What ``authgate serve`` runs on either server: the decision endpoint in front of the Litestar app,
     which carries the probes and the service's lifespan."""
     service = Service(settings)
-    app = create_http_app(service.state, service.decider, service.lifespan, browser_pages(service.state))
+    app = create_http_app(
+        service.state, service.decider, service.lifespan, browser_pages(service.state, service.decider)
+    )
     return DecisionEndpoint(service.state, service.decider, others=app)  # type: ignore[arg-type]
 
 
-def browser_pages(state: AppState) -> list[HTTPRouteHandler]:
+def browser_pages(state: AppState, decider: Decider) -> list[HTTPRouteHandler]:
     """The browser wire's sign-in and sign-out pages (app.browser), only when a route accepts sessions: with
-    none, /authgate/ answers 404 as before."""
-    return BrowserEndpoints(state).handlers() if state.policy.session_routes else []
+    none, /authgate/ answers 404 as before. Their password checks wait under the decider's one bound."""
+    return BrowserEndpoints(state, decider.slow_checks).handlers() if state.policy.session_routes else []
 
 
 def credential_source(state: AppState) -> Any:
