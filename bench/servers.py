@@ -245,24 +245,7 @@ class Stack:
                 auth["authreq_baseline" + suffix(server)] = AuthTarget(baseline + "/auth/api")
             cacheable = self.authgate("cacheable", self.small_files(), policy=POLICY_CACHEABLE)
             auth["authreq_cache"] = AuthTarget(f"http://127.0.0.1:{cacheable.port}/auth/api", cache=True)
-            prefix = self.workdir / "nginx"
-            (prefix / "www" / "api").mkdir(parents=True, exist_ok=True)
-            (prefix / "www" / "api" / "ok").write_text("ok\n")
-            (prefix / "htpasswd-sha").write_text(self.creds.sha_line + "\n")
-            (prefix / "htpasswd-bcrypt").write_text(self.creds.bcrypt_line + "\n")
-            ports = {v: free_port() for v in ("none", "sha", "bcrypt", "backend", *auth)}
-            conf = prefix / "nginx.conf"
-            conf.write_text(render_nginx_conf(prefix, ports, auth))
-            nginx = find_tool("nginx")
-            argv = [nginx, "-p", str(prefix), "-c", str(conf)]
-            check = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
-            if check.returncode != 0:
-                raise RuntimeError(f"nginx -t refused {conf}:\n{check.stderr}")
-            proc = NginxProc(argv, prefix / "nginx.out")
-            self._procs.append(proc)
-            wait_for(lambda: all(_listening(p) for p in ports.values()), timeout=15, what="nginx")
-            self._started["nginx"] = {v: f"http://127.0.0.1:{p}" for v, p in ports.items()}
-            self.pids["nginx"] = proc.proc.pid
+            self._start_nginx("nginx", auth)
         return self._started["nginx"]  # type: ignore[return-value]
 
     def nginx_jwt(self, files: dict[str, str], policy: str) -> dict[str, str]:
@@ -271,24 +254,29 @@ class Stack:
         if "nginx_jwt" not in self._started:
             ag = self.authgate("jwt", files, policy=policy)
             auth = {"authreq_jwt": AuthTarget(f"http://127.0.0.1:{ag.port}/auth/api")}
-            prefix = self.workdir / "nginx-jwt"
-            (prefix / "www" / "api").mkdir(parents=True, exist_ok=True)
-            (prefix / "www" / "api" / "ok").write_text("ok\n")
-            (prefix / "htpasswd-sha").write_text(self.creds.sha_line + "\n")
-            (prefix / "htpasswd-bcrypt").write_text(self.creds.bcrypt_line + "\n")
-            ports = {v: free_port() for v in ("none", "sha", "bcrypt", "backend", *auth)}
-            conf = prefix / "nginx.conf"
-            conf.write_text(render_nginx_conf(prefix, ports, auth))
-            argv = [find_tool("nginx"), "-p", str(prefix), "-c", str(conf)]
-            check = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
-            if check.returncode != 0:
-                raise RuntimeError(f"nginx -t refused {conf}:\n{check.stderr}")
-            proc = NginxProc(argv, prefix / "nginx.out")
-            self._procs.append(proc)
-            wait_for(lambda: all(_listening(p) for p in ports.values()), timeout=15, what="nginx (jwt)")
-            self._started["nginx_jwt"] = {v: f"http://127.0.0.1:{p}" for v, p in ports.items()}
-            self.pids["nginx_jwt"] = proc.proc.pid
+            self._start_nginx("nginx_jwt", auth)
         return self._started["nginx_jwt"]  # type: ignore[return-value]
+
+    def _start_nginx(self, key: str, auth: dict[str, AuthTarget]) -> None:
+        """One nginx (``worker_processes 1``) with the servers every conf has (no auth, {SHA}, bcrypt, the
+        backend) and one ``auth_request`` server per ``auth`` entry, recorded under ``key``."""
+        prefix = self.workdir / key.replace("_", "-")
+        (prefix / "www" / "api").mkdir(parents=True, exist_ok=True)
+        (prefix / "www" / "api" / "ok").write_text("ok\n")
+        (prefix / "htpasswd-sha").write_text(self.creds.sha_line + "\n")
+        (prefix / "htpasswd-bcrypt").write_text(self.creds.bcrypt_line + "\n")
+        ports = {v: free_port() for v in ("none", "sha", "bcrypt", "backend", *auth)}
+        conf = prefix / "nginx.conf"
+        conf.write_text(render_nginx_conf(prefix, ports, auth))
+        argv = [find_tool("nginx"), "-p", str(prefix), "-c", str(conf)]
+        check = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
+        if check.returncode != 0:
+            raise RuntimeError(f"nginx -t refused {conf}:\n{check.stderr}")
+        proc = NginxProc(argv, prefix / "nginx.out")
+        self._procs.append(proc)
+        wait_for(lambda: all(_listening(p) for p in ports.values()), timeout=15, what=key)
+        self._started[key] = {v: f"http://127.0.0.1:{p}" for v, p in ports.items()}
+        self.pids[key] = proc.proc.pid
 
     # -- Traefik ----------------------------------------------------------------------------------
     def traefik(self) -> dict[str, str]:
