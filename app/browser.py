@@ -21,6 +21,7 @@ the composition root (app.service) mounts it only when a route lists ``session``
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
 import html
@@ -36,8 +37,10 @@ from litestar.handlers import HTTPRouteHandler
 from app.credentials import User
 from app.decision import check_password
 from app.doors.base import last_hop
+from app.oidc_client import OidcClient, Person, Refusal, new_secret
+from app.oidc_flow import FLOW_SECONDS, FlowState, open_flow, seal_flow, state_matches
 from app.redirects import safe_redirect
-from app.sessions import cookie_values, issue, load, set_cookie
+from app.sessions import cookie_values, issue, issue_oidc, load, set_cookie
 from app.slow_checks import SlowChecks
 from app.state import AppState
 
@@ -48,12 +51,28 @@ FORM_MAX_BYTES = 8192
 MAX_NAME_CHARS = 255
 MAX_PASSWORD_CHARS = 1024
 CSRF_MAX_AGE = 3600
+# A session cookie past this is refused at sign-in (browsers keep at most 4096 bytes a cookie, name included).
+MAX_SESSION_COOKIE_CHARS = 3800
+# OpenID code exchanges at once (each a worker thread waiting on the provider); more answer 503.
+MAX_PENDING_EXCHANGES = 16
 _FORM_TYPE = "application/x-www-form-urlencoded"
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:22rem;margin:4rem auto;padding:0 1rem}"
     "label,input,button{display:block;width:100%;box-sizing:border-box;margin:.4rem 0}"
-    "input,button{padding:.5rem;font-size:1rem}.error{color:#b00020}"
+    "input,button,a.button{padding:.5rem;font-size:1rem}.error{color:#b00020}"
+    "a.button{display:block;text-align:center;border:1px solid #555;border-radius:3px;color:inherit;"
+    "text-decoration:none;box-sizing:border-box}"
 )
+
+
+_REFUSED = "The sign-in provider's answer was not accepted."
+_REFUSALS = {
+    "code_refused": "This sign-in was already used or has expired.",
+    "email_unverified": "Your e-mail address is not verified by the sign-in provider.",
+    "no_principal": "The sign-in provider did not say who you are.",
+    "provider_unreachable": "The sign-in provider cannot be reached; try again shortly.",
+    "provider_unavailable": "The sign-in provider cannot be reached; try again shortly.",
+}
 
 
 class BrowserEndpoints:
@@ -70,16 +89,28 @@ class BrowserEndpoints:
             (route.realm for route in routes if route.schemes[:1] == ("session",)),
             next((route.realm for route in routes if "session" in route.schemes), "authgate"),
         )
+        # Sign-in with an OpenID provider (app.oidc_client): its metadata and keys, fetched on first need.
+        self.oidc = OidcClient(self.settings.oidc) if self.settings.oidc is not None else None
+        self.exchanges = 0
         self.security_headers = {
             "cache-control": "no-store",
-            "content-security-policy": (
-                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; "
-                "base-uri 'none'"
-            ),
+            "content-security-policy": self._csp(),
             "x-frame-options": "DENY",
             "x-content-type-options": "nosniff",
             "referrer-policy": "no-referrer",
         }
+
+    def _csp(self) -> str:
+        # The sign-out form's answer may send the browser on to the provider's end-session endpoint, which
+        # form-action must allow (browsers apply it to the redirects after a form's submission too).
+        form_action = "'self'"
+        if self.oidc is not None and self.oidc.metadata is not None and self.oidc.metadata.end_session_endpoint:
+            parts = urllib.parse.urlsplit(self.oidc.metadata.end_session_endpoint)
+            form_action += f" {parts.scheme}://{parts.netloc}"
+        return (
+            f"default-src 'none'; style-src 'unsafe-inline'; form-action {form_action}; frame-ancestors 'none'; "
+            "base-uri 'none'"
+        )
 
     # -- answers ----------------------------------------------------------------------------------------------
 
@@ -96,7 +127,7 @@ class BrowserEndpoints:
             document.encode(),
             status_code=status,
             media_type="text/html; charset=utf-8",
-            headers={**self.security_headers, **(headers or {})},
+            headers={**self.security_headers, "content-security-policy": self._csp(), **(headers or {})},
             cookies=cookies,
         )
 
@@ -128,17 +159,50 @@ class BrowserEndpoints:
     ) -> Response[bytes]:
         token = self._csrf_token(request)
         message = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
-        body = (
-            f'{message}<form method="post" action="{self.settings.sign_in_path}">'
-            f'<input type="hidden" name="csrf" value="{token}">'
-            f'<input type="hidden" name="rd" value="{html.escape(rd, quote=True)}">'
-            '<label for="username">User name</label>'
-            '<input id="username" name="username" autocomplete="username" required autofocus>'
-            '<label for="password">Password</label>'
-            '<input id="password" name="password" type="password" autocomplete="current-password" required>'
-            '<button type="submit">Sign in</button></form>'
-        )
+        body = message
+        if self.oidc is not None:
+            start = f"{self.settings.oidc_start_path}?{urllib.parse.urlencode({'rd': safe_redirect(rd)})}"
+            name = html.escape(self.oidc.settings.display_name)
+            body += (
+                f'<p><a class="button" id="oidc" href="{html.escape(start, quote=True)}">Sign in with {name}</a></p>'
+            )
+        snapshot = self.state.store.current
+        # The password form only where there is a password to check (htpasswd users), or nothing loaded yet.
+        if self.oidc is None or snapshot is None or snapshot.credentials.users:
+            body += (
+                f'<form method="post" action="{self.settings.sign_in_path}">'
+                f'<input type="hidden" name="csrf" value="{token}">'
+                f'<input type="hidden" name="rd" value="{html.escape(rd, quote=True)}">'
+                '<label for="username">User name</label>'
+                '<input id="username" name="username" autocomplete="username" required autofocus>'
+                '<label for="password">Password</label>'
+                '<input id="password" name="password" type="password" autocomplete="current-password" required>'
+                '<button type="submit">Sign in</button></form>'
+            )
         return self._page(status, self.title, body, [self._csrf_cookie(token)], headers)
+
+    def sign_in_again(
+        self, request: Request[Any, Any, Any], status: int, message: str, rd: str = "/", clear_flow: bool = True
+    ) -> Response[bytes]:
+        """A failed OpenID sign-in: what went wrong in one sentence, and a link to sign in again."""
+        again = f"{self.settings.sign_in_path}?{urllib.parse.urlencode({'rd': safe_redirect(rd)})}"
+        body = (
+            f'<p class="error" role="alert">{html.escape(message)}</p>'
+            f'<p><a id="again" href="{html.escape(again, quote=True)}">Sign in again</a></p>'
+        )
+        cookies = [self._flow_cookie("", 0)] if clear_flow else []
+        return self._page(status, self.title, body, cookies)
+
+    def _flow_cookie(self, value: str, max_age: int) -> Cookie:
+        return Cookie(
+            key=self.settings.flow_cookie_name,
+            value=value,
+            max_age=max_age,
+            path="/",
+            secure=True,
+            httponly=True,
+            samesite="lax",
+        )
 
     def sign_out_form(self, request: Request[Any, Any, Any], status: int = 200) -> Response[bytes]:
         token = self._csrf_token(request)
@@ -263,7 +327,162 @@ class BrowserEndpoints:
             self._count("forbidden" if fields is not None else "bad_request")
             return self.sign_out_form(request, 403 if fields is not None else 400)
         self._count("signed_out")
-        return self._redirect(self.settings.sign_in_path, set_cookie(self.settings, "", 0))
+        session = self._session(request)
+        location = self.settings.sign_in_path
+        if self.oidc is not None and session is not None and session.via == "oidc":
+            # The provider's own sign-out too, where it lists one; it sends the browser back to the sign-in page.
+            ended = self.oidc.end_session_url(self._origin(request) + self.settings.sign_in_path)
+            if ended is not None:
+                self._count_oidc("signed_out_at_provider")
+                location = ended
+        return self._redirect(location, set_cookie(self.settings, "", 0))
+
+    def _session(self, request: Request[Any, Any, Any]) -> Any:
+        snapshot = self.state.store.current
+        values = cookie_values(request.headers.get("cookie", "").encode("latin-1"), self.settings.cookie_name.encode())
+        if snapshot is None or not values:
+            return None
+        session, _, _ = load(values, snapshot.credentials, self.settings, self.state.clock().timestamp())
+        return session
+
+    # -- sign-in with an OpenID provider ----------------------------------------------------------------------
+
+    @staticmethod
+    def _origin(request: Request[Any, Any, Any]) -> str:
+        """``scheme://host`` as the browser used it: the proxy's X-Forwarded-Proto (https when it says
+        nothing), and the Host header, which the ingress passes on. A forged one only makes a redirect_uri the
+        provider does not have registered, which it refuses."""
+        proto = request.headers.get("x-forwarded-proto", "").split(",", 1)[0].strip().lower()
+        host = BrowserEndpoints.own_host(request) or "localhost"
+        return f"{proto if proto in ('http', 'https') else 'https'}://{host}"
+
+    def _count_oidc(self, result: str) -> None:
+        self.state.metrics.oidc_sign_ins.labels(result=result).inc()
+
+    def _oidc_failed(
+        self, request: Request[Any, Any, Any], result: str, status: int, message: str, rd: str = "/"
+    ) -> Response[bytes]:
+        self._count_oidc(result)
+        log.info(
+            "OpenID sign-in refused",
+            extra={"event": "oidc_sign_in", "result": result, "client": self.client(request)},
+        )
+        return self.sign_in_again(request, status, message, rd)
+
+    async def oidc_start(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        """The start of an OpenID sign-in: a new state, nonce and PKCE verifier sealed into the flow cookie,
+        and the browser sent to the provider's authorization endpoint."""
+        assert self.oidc is not None
+        rd = safe_redirect(request.query_params.get("rd", "/"))
+        snapshot = self.state.store.current
+        if snapshot is None:
+            return self._oidc_failed(request, "not_ready", 503, "Sign-in is not available yet; try again.", rd)
+        if snapshot.credentials.oidc_secrets.get(self.oidc.settings.client_secret_key) is None:
+            return self._oidc_failed(
+                request, "no_client_secret", 503, "Sign-in with the provider is not set up (no client secret).", rd
+            )
+        metadata = self.oidc.metadata if self.oidc.ready else await asyncio.to_thread(self.oidc.discover)
+        if metadata is None:
+            return self._oidc_failed(
+                request, "provider_unavailable", 503, "The sign-in provider cannot be reached; try again shortly.", rd
+            )
+        keys = snapshot.credentials.session_keys
+        assert keys is not None, "a policy with session routes is never loaded without session-keys"
+        redirect_uri = self.oidc.settings.redirect_url or self._origin(request) + self.settings.oidc_callback_path
+        now = int(self.state.clock().timestamp())
+        flow = FlowState(new_secret(), new_secret(), new_secret(), rd, redirect_uri, now + FLOW_SECONDS)
+        location = self.oidc.authorization_url(metadata, redirect_uri, flow.state, flow.nonce, flow.verifier)
+        self._count_oidc("started")
+        response: Response[bytes] = Response(
+            b"",
+            status_code=303,
+            headers={**self.security_headers, "location": location},
+            cookies=[self._flow_cookie(seal_flow(keys, flow), FLOW_SECONDS)],
+        )
+        return response
+
+    async def oidc_callback(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        """The provider's redirect back: the flow cookie's state against the one sent (constant time), the
+        code traded for tokens (in a worker thread), the ID token checked, then a session as for the form.
+        Every failure is a page that offers to sign in again, and the flow cookie is cleared either way."""
+        assert self.oidc is not None
+        snapshot = self.state.store.current
+        if snapshot is None:
+            return self._oidc_failed(request, "not_ready", 503, "Sign-in is not available yet; try again.")
+        now = self.state.clock().timestamp()
+        values = cookie_values(
+            request.headers.get("cookie", "").encode("latin-1"), self.settings.flow_cookie_name.encode()
+        )
+        flow = open_flow(snapshot.credentials.session_keys, values, now)
+        if isinstance(flow, str):
+            return self._oidc_failed(request, flow, 400, "This sign-in has expired or was not started here.")
+        params = request.query_params
+        if not state_matches(flow, params.get("state")):
+            return self._oidc_failed(request, "bad_state", 400, "This sign-in does not match the one started here.")
+        if params.get("error") is not None or not params.get("code"):
+            return self._oidc_failed(
+                request, "provider_refused", 401, "The sign-in provider did not sign you in.", flow.rd
+            )
+        secret = snapshot.credentials.oidc_secrets.get(self.oidc.settings.client_secret_key)
+        if secret is None:
+            return self._oidc_failed(
+                request, "no_client_secret", 503, "Sign-in with the provider is not set up.", flow.rd
+            )
+        if self.exchanges >= MAX_PENDING_EXCHANGES:
+            return self._oidc_failed(request, "busy", 503, "Too many sign-ins at once; try again.", flow.rd)
+        self.exchanges += 1
+        try:
+            outcome = await asyncio.to_thread(
+                self.oidc.exchange,
+                params.get("code", ""),
+                flow.redirect_uri,
+                flow.verifier,
+                flow.nonce,
+                secret,
+                now,
+                self.settings.groups,
+            )
+        finally:
+            self.exchanges -= 1
+        if isinstance(outcome, Refusal):
+            status = 503 if outcome.reason in ("provider_unreachable", "provider_unavailable") else 401
+            return self._oidc_failed(request, outcome.reason, status, _REFUSALS.get(outcome.reason, _REFUSED), flow.rd)
+        return self._oidc_signed_in(request, outcome, flow, now)
+
+    def _oidc_signed_in(
+        self, request: Request[Any, Any, Any], person: Person, flow: FlowState, now: float
+    ) -> Response[bytes]:
+        snapshot = self.state.store.current
+        assert snapshot is not None
+        value, session = issue_oidc(
+            snapshot.credentials, person.principal, person.groups, person.email, now, self.settings
+        )
+        if len(value) + len(self.settings.cookie_name) > MAX_SESSION_COOKIE_CHARS:
+            log.warning(
+                "OpenID sign-in refused: the session would not fit in a cookie",
+                extra={"event": "oidc_sign_in", "result": "too_large", "principal": person.principal},
+            )
+            return self._oidc_failed(request, "too_large", 401, _REFUSED, flow.rd)
+        self._count_oidc("signed_in")
+        log.info(
+            "signed in",
+            extra={
+                "event": "oidc_sign_in",
+                "result": "signed_in",
+                "principal": person.principal,
+                "groups": list(person.groups),
+                "client": self.client(request),
+            },
+        )
+        headers = {**self.security_headers, "location": flow.rd}
+        response: Response[bytes] = Response(
+            b"",
+            status_code=303,
+            headers=headers,
+            cookies=[self._flow_cookie("", 0)],
+        )
+        response.headers["set-cookie"] = set_cookie(self.settings, value, session.expires - session.issued)
+        return response
 
     def userinfo(self, request: Request[Any, Any, Any]) -> Response[Any]:
         """Who the browser's session is: ``{"user", "via", "expires"}`` (``expires``: when it ends unless used
@@ -277,7 +496,10 @@ class BrowserEndpoints:
         if session is None:
             return Response({"error": "not signed in"}, status_code=401, headers=headers)
         ends = dt.datetime.fromtimestamp(session.ends, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return Response({"user": session.user, "via": session.via, "expires": ends}, headers=headers)
+        body: dict[str, Any] = {"user": session.user, "via": session.via, "expires": ends}
+        if session.via == "oidc":
+            body.update(groups=list(session.groups), email=session.email)
+        return Response(body, headers=headers)
 
     def handlers(self) -> list[HTTPRouteHandler]:
         """The Litestar route handlers of these pages (bodies capped at FORM_MAX_BYTES: 413 beyond)."""
@@ -304,4 +526,16 @@ class BrowserEndpoints:
         def userinfo(request: Request[Any, Any, Any]) -> Response[Any]:
             return endpoints.userinfo(request)
 
-        return [sign_in_page, sign_in, sign_out_page, sign_out, userinfo]
+        handlers = [sign_in_page, sign_in, sign_out_page, sign_out, userinfo]
+        if self.oidc is not None:
+
+            @get(settings.oidc_start_path)
+            async def oidc_start(request: Request[Any, Any, Any]) -> Response[bytes]:
+                return await endpoints.oidc_start(request)
+
+            @get(settings.oidc_callback_path)
+            async def oidc_callback(request: Request[Any, Any, Any]) -> Response[bytes]:
+                return await endpoints.oidc_callback(request)
+
+            handlers += [oidc_start, oidc_callback]
+        return handlers

@@ -27,6 +27,10 @@ SECRET_FILES = (TOKENS_FILE, HTPASSWD_FILE, SESSION_KEYS_FILE)
 # Keys that may hold a JWKS a route's JWT issuer names (app.jwt_policy.JWKS_SECRET_KEY_RE): read and
 # fingerprinted beside the two files above, so they rotate with them.
 JWKS_FILE_RE = re.compile(r"jwks[A-Za-z0-9._-]{0,58}\.json")
+# Keys that may hold an OpenID client secret the policy's sign_in.oidc names (app.oidc_policy): read and
+# fingerprinted like the JWKS files, so a new secret reaches the running process with the next reload.
+OIDC_FILE_RE = re.compile(r"oidc[A-Za-z0-9._-]{0,60}")
+MAX_CLIENT_SECRET_BYTES = 4096
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 NAME_RE = re.compile(r"[A-Za-z0-9._@-]{1,128}")
@@ -86,6 +90,8 @@ class Credentials:
     source: str = ""
     fingerprint: bytes = b""
     session_keys: SessionKeys | None = None  # the Secret's session-keys (app.session_keys); None: none listed
+    # The Secret's oidc* files (app.oidc_policy's client_secret_key), stripped: key -> the client secret.
+    oidc_secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def tokens(self) -> tuple[Token, ...]:
@@ -262,12 +268,25 @@ def load_secret_files(files: Mapping[str, bytes], source: str) -> Credentials:
                 "(rename one of them)",
                 f"{source}/{TOKENS_FILE}",
             )
+    oidc_secrets: dict[str, str] = {}
+    for key in sorted(k for k in files if OIDC_FILE_RE.fullmatch(k)):
+        data = files[key]
+        if len(data) > MAX_CLIENT_SECRET_BYTES:
+            raise ConfigError(f"larger than {MAX_CLIENT_SECRET_BYTES} bytes", f"{source}/{key}")
+        try:
+            secret = data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise ConfigError("not valid UTF-8", f"{source}/{key}") from None
+        if not secret or not secret.isprintable():
+            raise ConfigError("empty, or holds a line break or control character", f"{source}/{key}")
+        oidc_secrets[key] = secret
     return Credentials(
         tokens_by_digest={t.digest: t for t in tokens},
         users={u.name: u for u in users},
         source=source,
         fingerprint=files_fingerprint(files),
         session_keys=parse_session_keys(keys_text, f"{source}/{SESSION_KEYS_FILE}") if keys_text is not None else None,
+        oidc_secrets=oidc_secrets,
     )
 
 
@@ -277,7 +296,7 @@ def files_fingerprint(files: Mapping[str, bytes]) -> bytes:
     for key in SECRET_FILES:
         data = files.get(key)
         fingerprint.update(key.encode() + (b"\0" + data if data is not None else b"\1") + b"\0")
-    for key in sorted(k for k in files if JWKS_FILE_RE.fullmatch(k)):
+    for key in sorted(k for k in files if JWKS_FILE_RE.fullmatch(k) or OIDC_FILE_RE.fullmatch(k)):
         fingerprint.update(b"%d:%s\0%d:%s" % (len(key), key.encode(), len(files[key]), files[key]))
     return fingerprint.digest()
 
@@ -290,7 +309,9 @@ def read_secret_dir(directory: Path) -> dict[str, bytes]:
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such directory")
     files: dict[str, bytes] = {}
-    jwks_keys = sorted(p.name for p in directory.iterdir() if JWKS_FILE_RE.fullmatch(p.name))
+    jwks_keys = sorted(
+        p.name for p in directory.iterdir() if JWKS_FILE_RE.fullmatch(p.name) or OIDC_FILE_RE.fullmatch(p.name)
+    )
     for key in (*SECRET_FILES, *jwks_keys):
         path = directory / key
         try:

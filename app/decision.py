@@ -21,7 +21,7 @@ from app.credentials import TOKEN68_RE, Credentials, Token, User
 from app.jwt_bearer import JwtAllow, JwtRefusal, NeedKeys, looks_like_jws, verify_jwt
 from app.jwt_keys import JwtKeys
 from app.passwords import Decoys, VerifiedCache, is_slow, verify_hash
-from app.policy import BY_PATH, Policy, RoutePolicy
+from app.policy import BY_PATH, DOMAIN_PREFIX, GROUP_PREFIX, Policy, RoutePolicy
 from app.sessions import BrowserFacts, cross_site
 from app.sessions import load as load_session
 from app.throttle import Throttle
@@ -364,12 +364,24 @@ def _decide_session(
         return Decision(401, reason, scheme="session", sign_in=navigation)
     if cross_site(facts.method, browser):
         return Decision(403, "cross_site", scheme="session", principal=session.user)
-    if route.principals is not None and session.user not in route.principals:
+    if route.principals is not None and not admits(route.principals, session.user, session.groups, session.email):
         return Decision(403, "principal_forbidden", scheme="session", principal=session.user)
     # Never remembered (the allow memo is keyed by Authorization, which a session request lacks; so no session
     # outlives its expiry there) and never cached by a proxy (not rememberable: no-store). No ``expires``, so
     # that the wire renders one answer per user and snapshot, not one per session.
     return Decision(200, "allowed", scheme="session", principal=session.user, set_cookie=refreshed)
+
+
+def admits(principals: frozenset[str], name: str, groups: tuple[str, ...] = (), email: str | None = None) -> bool:
+    """Whether a route's principals admit a principal: by its name, by one of its groups (``group:<name>``) or
+    by the domain of its e-mail address (``domain:<example.com>``). Only OpenID sessions carry groups and an
+    e-mail address, and the address only when the provider verified it (app.oidc_client): a free-form name
+    (an htpasswd user, a token's name) never matches a ``domain:`` or ``group:`` entry."""
+    if name in principals:
+        return True
+    if any(GROUP_PREFIX + group in principals for group in groups):
+        return True
+    return email is not None and DOMAIN_PREFIX + email.rpartition("@")[2].lower() in principals
 
 
 def challenges(route: RoutePolicy, decision: Decision) -> list[str]:

@@ -108,6 +108,15 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.oidc_sign_ins = Counter(
+            "authgate_oidc_sign_ins",
+            "OpenID Connect sign-ins (app.browser, app.oidc_client), by result: started, signed_in, "
+            "signed_out_at_provider, and why one was refused (bad_state, flow_missing, flow_expired, flow_invalid, "
+            "code_refused, id_token_*, email_unverified, no_principal, provider_*, not_ready, busy, too_large...). "
+            "Never a credential in a label.",
+            ["result"],
+            registry=self.registry,
+        )
         self.throttled = Gauge(
             "authgate_throttled_clients", "Addresses and users banned right now.", ["kind"], registry=self.registry
         )

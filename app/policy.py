@@ -6,6 +6,7 @@ errors, so a typo never silently widens access.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import urllib.parse
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ import yaml
 
 from app.errors import ConfigError
 from app.jwt_policy import JwtIssuer, parse_jwt_issuers
+from app.oidc_policy import MAX_SESSION_GROUPS, OidcSettings, parse_oidc
 
 Scheme = Literal["bearer", "basic", "session"]
 SCHEMES: tuple[Scheme, ...] = ("bearer", "basic")  # a route's default: machines' schemes only
@@ -44,6 +46,11 @@ MAX_SESSION_LIFETIME = 30 * 24 * 3600
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DURATION_PART_RE = re.compile(r"([0-9]{1,7})([smhd])")
 DURATION_RE = re.compile(r"(?:[0-9]{1,7}[smhd])+")
+# A route's principals: plain names, ``group:<name>`` (a group the OpenID provider lists, app.oidc_client) and
+# ``domain:<example.com>`` (the domain of an e-mail address the provider has verified).
+GROUP_PREFIX, DOMAIN_PREFIX = "group:", "domain:"
+GROUP_NAME_RE = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,127}")
+DOMAIN_RE = re.compile(r"(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +117,9 @@ class SessionSettings:
     idle_timeout_seconds: int = 3600  # ... and this long after its last use (refreshed where a door can)
     title: str | None = None  # the sign-in page's title; None: the realm of the route offering the session first
     configured: bool = False  # whether the policy has a sign_in block
+    oidc: OidcSettings | None = None  # sign-in with an OpenID provider (app.oidc_policy); None: the form only
+    # Every group some route admits (``group:<name>``): the only groups an OIDC session keeps.
+    groups: frozenset[str] = frozenset()
 
     @property
     def csrf_cookie_name(self) -> str:
@@ -127,6 +137,19 @@ class SessionSettings:
     @property
     def userinfo_path(self) -> str:
         return f"{self.prefix}userinfo"
+
+    @property
+    def oidc_start_path(self) -> str:
+        return f"{self.prefix}oidc/start"
+
+    @property
+    def oidc_callback_path(self) -> str:
+        return f"{self.prefix}oidc/callback"
+
+    @property
+    def flow_cookie_name(self) -> str:
+        """The short-lived cookie that carries one OpenID sign-in's state, nonce and PKCE verifier."""
+        return f"{self.cookie_name}-oidc"
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +242,7 @@ def _parse_route(name: str, raw: Any, source: str) -> RoutePolicy:
     principals_raw = data.get("principals", ["*"])
     if not isinstance(principals_raw, list) or not principals_raw:
         raise ConfigError(f'{where}.principals: a non-empty list of names, or ["*"]', source)
-    principals = frozenset(str(p) for p in principals_raw)
+    principals = frozenset(_principal(p, where, source) for p in principals_raw)
     if "*" in principals and len(principals) > 1:
         raise ConfigError(f'{where}.principals: "*" already allows everyone; list names or "*"', source)
 
@@ -252,6 +275,19 @@ def _parse_route(name: str, raw: Any, source: str) -> RoutePolicy:
         path_prefixes=_parse_path_prefixes(data.get("path_prefixes", []), where, source),
         jwt_issuers=jwt_issuers,
     )
+
+
+def _principal(raw: Any, where: str, source: str) -> str:
+    """One entry of a route's principals: a name, ``group:<name>`` or ``domain:<example.com>`` (lower-cased)."""
+    text = str(raw)
+    if text.startswith(GROUP_PREFIX) and not GROUP_NAME_RE.fullmatch(text[len(GROUP_PREFIX) :]):
+        raise ConfigError(f"{where}.principals: {text!r}: group:<name>, 1-128 printable characters", source)
+    if text.startswith(DOMAIN_PREFIX):
+        domain = text[len(DOMAIN_PREFIX) :].lower().rstrip(".")
+        if not DOMAIN_RE.fullmatch(domain):
+            raise ConfigError(f"{where}.principals: {text!r}: domain:<a DNS domain such as example.com>", source)
+        return DOMAIN_PREFIX + domain
+    return text
 
 
 def _parse_path_prefixes(raw: Any, where: str, source: str) -> tuple[str, ...]:
@@ -400,7 +436,7 @@ def _duration(data: Mapping[str, Any], key: str, default: int, where: str, sourc
 def _parse_session(raw: Any, source: str) -> SessionSettings:
     where = "sign_in"
     data = _mapping(raw, where, source)
-    _check_keys(data, {"prefix", "cookie_name", "lifetime", "idle_timeout", "title"}, where, source)
+    _check_keys(data, {"prefix", "cookie_name", "lifetime", "idle_timeout", "title", "oidc"}, where, source)
     defaults = SessionSettings()
     prefix = data.get("prefix", defaults.prefix)
     if (
@@ -432,6 +468,7 @@ def _parse_session(raw: Any, source: str) -> SessionSettings:
         idle_timeout_seconds=idle,
         title=title,
         configured=raw is not None,
+        oidc=parse_oidc(data.get("oidc"), prefix, source),
     )
 
 
@@ -486,6 +523,23 @@ def parse_policy(data: Any, source: str) -> Policy:
         raise ConfigError(
             f"routes.{needing[0]}.schemes: session needs a sign_in block (sign_in: {{}} takes every default)", source
         )
+    named_groups = frozenset(
+        entry[len(GROUP_PREFIX) :]
+        for route in routes.values()
+        for entry in route.principals or ()
+        if entry.startswith(GROUP_PREFIX)
+    )
+    for name, route in sorted(routes.items()):
+        rules = sorted(e for e in route.principals or () if e.startswith((GROUP_PREFIX, DOMAIN_PREFIX)))
+        if rules and ("session" not in route.schemes or session.oidc is None):
+            raise ConfigError(
+                f"routes.{name}.principals: {rules[0]!r}: groups and e-mail domains come only from OpenID sign-in "
+                "(a route with session, and sign_in.oidc)",
+                source,
+            )
+    if len(named_groups) > MAX_SESSION_GROUPS:
+        raise ConfigError(f"routes: more than {MAX_SESSION_GROUPS} distinct group:<name> principals", source)
+    session = dataclasses.replace(session, groups=named_groups)
     dc = _mapping(top.get("decision_cache"), "decision_cache", source)
     _check_keys(dc, {"max_age_seconds"}, "decision_cache", source)
     vc = _mapping(top.get("verify_cache"), "verify_cache", source)

@@ -170,25 +170,37 @@ def hash_tag(key: SessionKey, user: User) -> str:
 
 class Session(NamedTuple):
     user: str
-    via: str  # how they signed in: "form"
+    via: str  # how they signed in: "form" or "oidc" (an OpenID provider, app.oidc_client)
     issued: int  # Unix seconds
     expires: int  # Unix seconds: the absolute end
     idle_expires: int  # Unix seconds: the end unless used again
+    groups: tuple[str, ...] = ()  # "oidc": the provider's groups that some route admits (policy ``group:``)
+    email: str | None = None  # "oidc": the e-mail address the provider verified (policy ``domain:``)
 
     @property
     def ends(self) -> int:
         return min(self.expires, self.idle_expires)
 
 
-def _seal(keys: SessionKeys, session: Session, user: User) -> str:
-    payload = {
+def provider_tag(key: SessionKey, settings: SessionSettings) -> str:
+    """A keyed digest of the OpenID client (issuer and client id), sealed into its sessions: another provider or
+    client ends them (there is no htpasswd line to tie them to)."""
+    config = settings.oidc.config_tag if settings.oidc is not None else b"no oidc"
+    return hmac.new(key.tag_key, config, hashlib.sha256).hexdigest()[:32]
+
+
+def _seal(keys: SessionKeys, session: Session, user: User | SessionSettings) -> str:
+    payload: dict[str, object] = {
         "u": session.user,
         "v": session.via,
         "i": session.issued,
         "e": session.expires,
         "x": session.idle_expires,
-        "h": hash_tag(keys.sealing, user),
+        "h": hash_tag(keys.sealing, user) if isinstance(user, User) else provider_tag(keys.sealing, user),
     }
+    if session.via == "oidc":
+        payload["g"] = list(session.groups)
+        payload["m"] = session.email
     return keys.seal(json.dumps(payload, separators=(",", ":")).encode())
 
 
@@ -203,6 +215,33 @@ def issue(credentials: Credentials, user: User, now: float, settings: SessionSet
     return _seal(keys, session, user), session
 
 
+def issue_oidc(
+    credentials: Credentials,
+    principal: str,
+    groups: tuple[str, ...],
+    email: str | None,
+    now: float,
+    settings: SessionSettings,
+) -> tuple[str, Session]:
+    """A new session for a person an OpenID provider vouched for (app.oidc_client checked the ID token)."""
+    keys = credentials.session_keys
+    assert keys is not None, "a policy with session routes is never loaded without session-keys"
+    issued = int(now)
+    expires = issued + settings.lifetime_seconds
+    idle = min(expires, issued + settings.idle_timeout_seconds)
+    session = Session(principal, "oidc", issued, expires, idle, groups, email)
+    return _seal(keys, session, settings), session
+
+
+def _oidc_fields(payload: dict[str, object]) -> tuple[tuple[str, ...], str | None] | None:
+    groups, email = payload.get("g", []), payload.get("m")
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        return None
+    if email is not None and not isinstance(email, str):
+        return None
+    return tuple(groups), email
+
+
 def load(
     values: tuple[str, ...], credentials: Credentials, settings: SessionSettings, now: float
 ) -> tuple[Session | None, str, str | None]:
@@ -210,7 +249,8 @@ def load(
     the idle timeout, the refreshed cookie value (its idle expiry renewed, never past the absolute one); or None
     and why not (the decision's reason): ``session_malformed``, ``session_unknown_key`` (sealed under a key no
     longer listed), ``session_invalid`` (forged or altered), ``session_expired``, ``session_idle``,
-    ``session_user_gone``, ``session_password_changed``, ``no_session_keys``."""
+    ``session_user_gone``, ``session_password_changed``, ``session_provider_changed`` (an OpenID session whose
+    issuer or client is no longer the policy's), ``no_session_keys``."""
     keys = credentials.session_keys
     if keys is None:
         return None, "no_session_keys", None
@@ -239,14 +279,26 @@ def load(
         return None, "session_expired", None
     if now >= idle_expires:
         return None, "session_idle", None
-    user = credentials.users.get(name)
-    if user is None:
-        return None, "session_user_gone", None
-    if not hmac.compare_digest(tag.encode(), hash_tag(key, user).encode()):
-        return None, "session_password_changed", None
-    session = Session(name, via, issued, expires, idle_expires)
+    owner: User | SessionSettings
+    if via == "oidc":
+        # Tied to the provider, not to an htpasswd line: another issuer or client (or none) ends it.
+        if settings.oidc is None or not hmac.compare_digest(tag.encode(), provider_tag(key, settings).encode()):
+            return None, "session_provider_changed", None
+        extra = _oidc_fields(payload)
+        if extra is None:
+            return None, "session_malformed", None
+        session = Session(name, via, issued, expires, idle_expires, *extra)
+        owner = settings
+    else:
+        user = credentials.users.get(name)
+        if user is None:
+            return None, "session_user_gone", None
+        if not hmac.compare_digest(tag.encode(), hash_tag(key, user).encode()):
+            return None, "session_password_changed", None
+        session = Session(name, via, issued, expires, idle_expires)
+        owner = user
     refreshed = None
     if idle_expires - now < settings.idle_timeout_seconds / 2 and idle_expires < expires:
         session = session._replace(idle_expires=min(expires, int(now) + settings.idle_timeout_seconds))
-        refreshed = _seal(keys, session, user)
+        refreshed = _seal(keys, session, owner)
     return session, "allowed", refreshed
