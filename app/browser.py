@@ -419,6 +419,10 @@ class BrowserEndpoints:
         params = request.query_params
         if not state_matches(flow, params.get("state")):
             return self._oidc_failed(request, "bad_state", 400, "This sign-in does not match the one started here.")
+        sent_iss = params.get("iss")
+        if sent_iss is not None and sent_iss != self.oidc.settings.issuer:
+            # RFC 9207: the answer names another provider (a mix-up): its code must go nowhere.
+            return self._oidc_failed(request, "wrong_issuer", 400, _REFUSED, flow.rd)
         if params.get("error") is not None or not params.get("code"):
             return self._oidc_failed(
                 request, "provider_refused", 401, "The sign-in provider did not sign you in.", flow.rd

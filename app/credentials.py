@@ -254,20 +254,6 @@ def load_secret_files(files: Mapping[str, bytes], source: str) -> Credentials:
     tokens_text = _decode(files, TOKENS_FILE, source)
     htpasswd_text = _decode(files, HTPASSWD_FILE, source)
     keys_text = _decode(files, SESSION_KEYS_FILE, source)
-    if tokens_text is None and htpasswd_text is None:
-        raise ConfigError(f"holds neither {TOKENS_FILE!r} nor {HTPASSWD_FILE!r}", source)
-    tokens = parse_tokens(tokens_text, f"{source}/{TOKENS_FILE}") if tokens_text is not None else ()
-    users = parse_htpasswd(htpasswd_text, f"{source}/{HTPASSWD_FILE}") if htpasswd_text is not None else ()
-    # A token and a user of one name would be one principal to every route's `principals` and to the
-    # application (X-Auth-Request-User): whoever holds the token would act as the user.
-    user_names = {user.name for user in users}
-    for token in tokens:
-        if token.name in user_names:
-            raise ConfigError(
-                f"token name {token.name!r} is also an htpasswd user: a token would act as that user "
-                "(rename one of them)",
-                f"{source}/{TOKENS_FILE}",
-            )
     oidc_secrets: dict[str, str] = {}
     for key in sorted(k for k in files if OIDC_FILE_RE.fullmatch(k)):
         data = files[key]
@@ -280,6 +266,20 @@ def load_secret_files(files: Mapping[str, bytes], source: str) -> Credentials:
         if not secret or not secret.isprintable():
             raise ConfigError("empty, or holds a line break or control character", f"{source}/{key}")
         oidc_secrets[key] = secret
+    if tokens_text is None and htpasswd_text is None and not oidc_secrets:
+        raise ConfigError(f"holds neither {TOKENS_FILE!r} nor {HTPASSWD_FILE!r} (nor an OpenID client secret)", source)
+    tokens = parse_tokens(tokens_text, f"{source}/{TOKENS_FILE}") if tokens_text is not None else ()
+    users = parse_htpasswd(htpasswd_text, f"{source}/{HTPASSWD_FILE}") if htpasswd_text is not None else ()
+    # A token and a user of one name would be one principal to every route's `principals` and to the
+    # application (X-Auth-Request-User): whoever holds the token would act as the user.
+    user_names = {user.name for user in users}
+    for token in tokens:
+        if token.name in user_names:
+            raise ConfigError(
+                f"token name {token.name!r} is also an htpasswd user: a token would act as that user "
+                "(rename one of them)",
+                f"{source}/{TOKENS_FILE}",
+            )
     return Credentials(
         tokens_by_digest={t.digest: t for t in tokens},
         users={u.name: u for u in users},
