@@ -164,6 +164,13 @@ either, but authgate decides it on the route claiming the original path (config.
 {{- with .Values.signIn.title }}
 {{- $_ := set $signIn "title" . }}
 {{- end }}
+{{- $o := .Values.signIn.oidc }}
+{{- if $o.enabled }}
+{{- $oidc := dict "issuer" $o.issuer "client_id" $o.clientId "scopes" $o.scopes "principal_claim" $o.principalClaim "require_email_verified" $o.requireEmailVerified "groups_claim" (default nil $o.groupsClaim) "algorithms" $o.algorithms "end_session" $o.endSession }}
+{{- with $o.redirectUrl }}{{ $_ := set $oidc "redirect_url" . }}{{ end }}
+{{- with $o.displayName }}{{ $_ := set $oidc "display_name" . }}{{ end }}
+{{- $_ := set $signIn "oidc" $oidc }}
+{{- end }}
 {{- $_ := set $policy "sign_in" $signIn }}
 {{- end }}
 {{- toYaml $policy }}
@@ -287,6 +294,20 @@ The schema catches wrong types and unknown keys; this catches combinations.
 {{- $hash := regexReplaceAll "^[^:]*:" (trim $line) "" }}
 {{- if not (regexMatch "^(\\$2[aby]\\$|\\$apr1\\$|\\{SHA\\}|\\$5\\$|\\$6\\$)" $hash) }}
 {{- fail (printf "secret.htpasswd[%d]: the hash must be bcrypt ($2y$), $apr1$, {SHA}, $5$ or $6$ - plain-text and DES crypt passwords are rejected by authgate" $i) }}
+{{- end }}
+{{- end }}
+{{- if $v.signIn.oidc.enabled }}
+{{- if not $v.signIn.enabled }}
+{{- fail "signIn.oidc.enabled needs signIn.enabled=true (the OpenID sign-in issues the same session cookie)" }}
+{{- end }}
+{{- if or (not $v.signIn.oidc.issuer) (not $v.signIn.oidc.clientId) }}
+{{- fail "signIn.oidc: set issuer (the provider's issuer URL) and clientId (the client authgate is registered as)" }}
+{{- end }}
+{{- if and $v.watchSecret.enabled $v.signIn.oidc.clientSecret.existingSecret }}
+{{- fail "signIn.oidc.clientSecret.existingSecret is projected into the mounted credential directory, which watch mode does not use: put the key oidc-client-secret in secret.existingSecret instead" }}
+{{- end }}
+{{- if and $v.secret.create (not $v.signIn.oidc.clientSecret.existingSecret) }}
+{{- fail "signIn.oidc: with secret.create the chart's Secret cannot hold the client secret; name the Secret that does in signIn.oidc.clientSecret.existingSecret" }}
 {{- end }}
 {{- end }}
 {{- if and $v.rbac.operator.create $v.secret.create }}
