@@ -65,6 +65,7 @@ _STYLE = (
 )
 
 
+_DEFAULT_PORTS = {"https": "443", "http": "80"}
 _REFUSED = "The sign-in provider's answer was not accepted."
 _REFUSALS = {
     "code_refused": "This sign-in was already used or has expired.",
@@ -353,8 +354,14 @@ class BrowserEndpoints:
         nothing), and the Host header, which the ingress passes on. A forged one only makes a redirect_uri the
         provider does not have registered, which it refuses."""
         proto = request.headers.get("x-forwarded-proto", "").split(",", 1)[0].strip().lower()
+        scheme = proto if proto in ("http", "https") else "https"
         host = BrowserEndpoints.own_host(request) or "localhost"
-        return f"{proto if proto in ('http', 'https') else 'https'}://{host}"
+        # ingress-nginx passes Host without the port and says it in X-Forwarded-Port: a port other than the
+        # scheme's own is the browser's too.
+        port = request.headers.get("x-forwarded-port", "").strip()
+        if port.isdigit() and not host.endswith("]") and ":" not in host and port != _DEFAULT_PORTS[scheme]:
+            host = f"{host}:{port}"
+        return f"{scheme}://{host}"
 
     def _count_oidc(self, result: str) -> None:
         self.state.metrics.oidc_sign_ins.labels(result=result).inc()
