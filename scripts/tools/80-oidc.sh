@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A real OpenID provider for the JWT tests (tests/e2e/test_jwt_oidc.py): the npm package oidc-provider, pinned by
+# A real OpenID provider for the JWT tests (tests/e2e/test_jwt_oidc.py) and the sign-in of people
+# (tests/oidc/people.mjs: tests/integration/test_oidc_sign_in.py, tests/e2e/test_oidc_sign_in_doors.py): the npm package oidc-provider, pinned by
 # tests/oidc/package-lock.json, run on the machine's Node.js (20 works; the package prefers 22 and says so).
 # `npm ci` only when node_modules does not already match the lock file.
 source "$(dirname "$0")/../lib.sh"
