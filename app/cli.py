@@ -184,6 +184,19 @@ def _check(args: argparse.Namespace) -> int:
     if credentials.session_keys is not None:
         sealing = credentials.session_keys.keys
         print(f"session keys: {len(sealing)} (the first, line {sealing[0].line}, seals; every one opens)")
+    oidc = policy.session.oidc
+    if oidc is not None:
+        held = oidc.client_secret_key in credentials.oidc_secrets
+        print(
+            f"openid sign-in: issuer={oidc.issuer} client_id={oidc.client_id} "
+            f"principal_claim={oidc.principal_claim} client secret ({oidc.client_secret_key}): "
+            f"{'present' if held else 'MISSING'}"
+        )
+        if not held:
+            print(
+                f"warning: the Secret holds no {oidc.client_secret_key!r}: sign-in with the provider answers 503",
+                file=sys.stderr,
+            )
     if any(t.plain for t in credentials.tokens):
         print(
             "warning: plain tokens are readable by anyone who can read the Secret; "

@@ -109,6 +109,10 @@ def test_authgate_check_loads_the_rendered_oidc_policy(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "app", "check", "--secret-dir", str(secret_dir), "--config", str(config)]
     checked = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert checked.returncode == 0, checked.stderr
+    assert (
+        "openid sign-in: issuer=https://id.example.com client_id=prefect principal_claim=email "
+        "client secret (oidc-client-secret): present"
+    ) in checked.stdout
     assert "the-client-secret" not in checked.stdout + checked.stderr
 
 

@@ -370,3 +370,13 @@ def test_a_form_session_never_matches_a_domain_rule() -> None:
     carol = _oidc_cookie("carol@example.com", (), None)
     assert _decide("corp", carol).status == 200
     assert _decide("ops", carol).status == 403
+
+
+def test_a_refreshed_oidc_session_keeps_its_groups_and_address() -> None:
+    cookie = _oidc_cookie("alice@example.com", ("ops",), "alice@example.com")
+    credentials = load_secret_files({"session-keys": SESSION_KEYS.encode(), "oidc-client-secret": b"x"}, "t")
+    later = NOW + POLICY.session.idle_timeout_seconds * 0.75
+    _, reason, refreshed = load_session((cookie,), credentials, POLICY.session, later)
+    assert reason == "allowed" and refreshed is not None
+    again, _, _ = load_session((refreshed,), credentials, POLICY.session, later)
+    assert again is not None and (again.via, again.groups, again.email) == ("oidc", ("ops",), "alice@example.com")
