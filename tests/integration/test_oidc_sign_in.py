@@ -20,6 +20,9 @@ from tests.support.kubelet import KubeletSecretDir
 from tests.support.oidc_people import CLIENT_SECRET, PeopleProvider
 from tests.support.procs import AuthgateProcess, free_port, metric_value
 
+# One provider and one authgate for the module: its tests run on one worker.
+pytestmark = pytest.mark.xdist_group("oidc-sign-in")
+
 HOST = "prefect.example.com"
 COOKIE, FLOW = "__Host-authgate", "__Host-authgate-oidc"
 SESSION_KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
