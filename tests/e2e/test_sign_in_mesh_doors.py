@@ -6,17 +6,19 @@ chart's render with ``signIn.enabled`` — the doors test_sign_in_doors.py does 
   ``authPolicy.disabled`` (tests/e2e/envoy_doors.py ``contour``);
 - ``istio-http`` / ``istio-grpc``: the ``sign-in-istio`` scenario (with ``grpc.enabled`` for gRPC): the
   HTTPRoutes (the sign-in one to authgate's Service), the one ``action: CUSTOM`` AuthorizationPolicy leaving the
-  prefix out (``notPaths``), and the extension provider the NOTES print (tests/e2e/istio.py).
+  prefix out (``notPaths``), and the extension provider the NOTES print (tests/e2e/istio.py);
+- ``envoy-gateway-grpc``: the ``sign-in-envoy-gateway`` scenario with ``grpc.enabled`` (SecurityPolicies with
+  ``extAuth.grpc``; the HTTP variant is test_sign_in_doors.py's Chromium flow).
 
 authgate runs on the render's policy and Secret (its generated ``session-keys``). Raw HTTP clients send what
 Chromium sends (tests/e2e/sign_in_http.py) and every status and header asserted is exact. The flow: a
 navigation without a session is sent to the sign-in page on the original host; the form, fetched and posted
-through the prefix's route (no ext_authz there), sets the cookie; the cookie passes a page and a same-origin
-POST to ``/api``; an API call without credentials gets 401, a machine's token 200. And what each door does
-with the refreshed cookie of an allow past half the idle timeout (``Set-Cookie``): over gRPC authgate puts it
-in ``ok_response.response_headers_to_add`` and Envoy adds it to the response, so the idle expiry slides
-behind Contour and Istio's gRPC provider; over Istio's HTTP provider the printed
-``headersToDownstreamOnAllow: [set-cookie]`` lets it through.
+through the prefix's route (no ext_authz there), sets the cookie; the cookie passes a page, a same-origin
+POST and a WebSocket to ``/api``; an API call without credentials gets 401, a machine's token 200. And what
+each door does with the refreshed cookie of an allow past half the idle timeout (``Set-Cookie``): over gRPC
+authgate puts it in ``ok_response.response_headers_to_add`` and Envoy adds it to the response, so the idle
+expiry slides behind Contour, Istio's gRPC provider and Envoy Gateway's ``extAuth.grpc``; over Istio's HTTP
+provider the printed ``headersToDownstreamOnAllow: [set-cookie]`` lets it through.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from app.sessions import Session
 from tests.chart.render import RELEASE, SCENARIOS, Render
 from tests.e2e.chart import RenderedAuthgate, credential_values
 from tests.e2e.conftest import Gateway, Upstream, bearer, new_test_id
-from tests.e2e.envoy_doors import LISTENER, contour
+from tests.e2e.envoy_doors import LISTENER, contour, envoy_gateway
 from tests.e2e.sign_in_http import COOKIE, NAVIGATION, SAME_ORIGIN_FETCH, set_cookies, sign_in
 from tests.e2e.test_istio import ADMIN, ADMIN_PASSWORD, TOKENS, WORKER, istio_gateway
 from tests.support.envoy import EnvoyProcess
@@ -47,7 +49,7 @@ from tests.support.procs import AuthgateProcess, free_port
 pytestmark = [pytest.mark.e2e, pytest.mark.helm, pytest.mark.xdist_group("sign-in-mesh-doors")]
 
 HOST = "prefect.example.com"
-DOORS = ("contour", "istio-http", "istio-grpc")
+DOORS = ("contour", "istio-http", "istio-grpc", "envoy-gateway-grpc")
 
 
 @dataclass
@@ -61,9 +63,16 @@ class MeshDoor:
     sign_in_base: str
 
 
-def _contour(workdir: Path, upstream: Upstream, stack: ExitStack) -> MeshDoor:
-    values = [*SCENARIOS["sign-in-contour"], *credential_values(TOKENS, {ADMIN: ADMIN_PASSWORD})]
-    render = Render.of("sign-in-mesh-contour", values)
+def _envoy_door(name: str, workdir: Path, upstream: Upstream, stack: ExitStack) -> MeshDoor:
+    """Contour, or Envoy Gateway with ``extAuth.grpc``: authgate with its gRPC port, Envoy as that controller
+    translates the render (tests/e2e/envoy_doors.py)."""
+    scenario = (
+        [*SCENARIOS["sign-in-contour"]]
+        if name == "contour"
+        else [*SCENARIOS["sign-in-envoy-gateway"], "--set", "grpc.enabled=true"]
+    )
+    values = [*scenario, *credential_values(TOKENS, {ADMIN: ADMIN_PASSWORD})]
+    render = Render.of(f"sign-in-mesh-{name}", values)
     files = RenderedAuthgate.lay_out(render, workdir)
     authgate = AuthgateProcess(
         files.secret.path,
@@ -81,16 +90,18 @@ def _contour(workdir: Path, upstream: Upstream, stack: ExitStack) -> MeshDoor:
 
     def address(ref: Mapping[str, Any]) -> int:
         if ref["name"] == RELEASE:
-            assert ref["namespace"] == service["metadata"]["namespace"], ref
+            assert ref.get("namespace", service["metadata"]["namespace"]) == service["metadata"]["namespace"], ref
             assert authgate.grpc_port is not None
             return {ports["grpc"]: authgate.grpc_port, ports["http"]: authgate.port}[ref["port"]]
         assert (ref["name"], ref["port"]) == ("prefect-server", 4200), ref
         return upstream.port
 
-    envoy = EnvoyProcess(contour(render, listen_port=free_port(), address=address), workdir / "envoy", name="contour")
+    translate = contour if name == "contour" else envoy_gateway
+    envoy = EnvoyProcess(translate(render, listen_port=free_port(), address=address), workdir / "envoy", name=name)
     stack.enter_context(envoy)
-    gateway = Gateway("contour", envoy.listener_port(LISTENER), upstream, host=HOST)
-    return MeshDoor("contour", gateway, _mounted(files), "/_auth/", f"http://{HOST}/_auth/sign_in")
+    gateway = Gateway(name, envoy.listener_port(LISTENER), upstream, host=HOST)
+    prefix = "/_auth/" if name == "contour" else "/authgate/"
+    return MeshDoor(name, gateway, _mounted(files), prefix, f"http://{HOST}{prefix}sign_in")
 
 
 def _istio(kind: str, workdir: Path, upstream: Upstream, stack: ExitStack) -> MeshDoor:
@@ -111,8 +122,8 @@ def door(
     name: str = request.param
     workdir = tmp_path_factory.mktemp(f"sign-in-{name}")
     with ExitStack() as stack:
-        if name == "contour":
-            yield _contour(workdir, upstream, stack)
+        if name in ("contour", "envoy-gateway-grpc"):
+            yield _envoy_door(name, workdir, upstream, stack)
         else:
             yield _istio(name.removeprefix("istio-"), workdir, upstream, stack)
 
@@ -146,10 +157,14 @@ def test_a_person_signs_in_through_the_prefix_and_the_cookie_passes_pages_and_ap
     assert gateway.request("GET", "/flows", {**NAVIGATION, **cookie}).status == 200
     fetch = {**SAME_ORIGIN_FETCH, "Origin": f"http://{HOST}", **cookie}
     assert gateway.request("POST", "/api/flows/filter", fetch).status == 200
+    # The UI's WebSocket to /api rides on the same cookie.
+    with gateway.websocket("/api/events/out", {"Origin": f"http://{HOST}", **cookie}) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "hello"
     # Machines keep their tokens on the same routes.
     assert gateway.request("GET", "/api/flows", {**bearer(WORKER), "X-Test-Id": test_id}).status == 200
     users = [r["headers"].get("x-auth-request-user") for r in gateway.upstream.records(test_id)]
-    assert users == [[ADMIN], [ADMIN], ["worker"]]
+    assert users == [[ADMIN], [ADMIN], [ADMIN], ["worker"]]
     # The same POST from another site with the cookie: refused (403), never passed.
     test_id = new_test_id()
     cross_site = {**fetch, "Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example", "X-Test-Id": test_id}
