@@ -22,8 +22,12 @@ GATEWAY_KINDS = ("filter", "envoy-gateway", "istio")
 
 
 def _prefect(*settings: str) -> list[str]:
-    """The Prefect example values with each of ``settings`` (``key=value``, or ``key:=json``) on top."""
+    """The Prefect example values with each of ``settings`` (``key=value``, or ``key:=json``) on top. The
+    example turns sign-in on; the scenarios about other parts turn it off unless they set it themselves (the
+    ``sign-in*`` scenarios and ``prefect`` itself render it)."""
     args = ["-f", str(PREFECT_VALUES)]
+    if not any(s.startswith("signIn.enabled=") for s in settings):
+        args += ["--set", "signIn.enabled=false"]
     for setting in settings:
         key, json_sep, json_value = setting.partition(":=")
         args += ["--set-json", f"{key}={json_value}"] if json_sep else ["--set", setting]
@@ -43,17 +47,21 @@ def _gateway(kind: str, *settings: str) -> list[str]:
     )
 
 
+# The example with sign-in off: the scenarios about other parts of the chart (sign-in has its own).
+PREFECT_WITHOUT_SIGN_IN = ["-f", str(PREFECT_VALUES), "--set", "signIn.enabled=false"]
+
 NO_INGRESS = ("ingress.api.enabled=false", "ingress.ui.enabled=false")
 
 
 # Named value sets the tests render once per session (each `helm template` takes ~0.1 s).
 SCENARIOS: dict[str, list[str]] = {
     "defaults": [],
+    # The example as shipped: sign-in on.
     "prefect": ["-f", str(PREFECT_VALUES)],
+    "prefect-without-sign-in": PREFECT_WITHOUT_SIGN_IN,
     "existing-secret": ["--set", "secret.create=false", "--set", "secret.existingSecret=prefect-auth"],
     "separate-hosts": [
-        "-f",
-        str(PREFECT_VALUES),
+        *PREFECT_WITHOUT_SIGN_IN,
         "--set",
         "ingress.api.host=api.prefect.example.com",
         "--set",
@@ -64,8 +72,7 @@ SCENARIOS: dict[str, list[str]] = {
         "ingress.ui.tlsSecretName=ui-tls",
     ],
     "extras": [
-        "-f",
-        str(PREFECT_VALUES),
+        *PREFECT_WITHOUT_SIGN_IN,
         "--set",
         "autoscaling.enabled=true",
         "--set",
@@ -78,8 +85,7 @@ SCENARIOS: dict[str, list[str]] = {
         "dashboard.enabled=true",
     ],
     "jwt-kubernetes": [
-        "-f",
-        str(PREFECT_VALUES),
+        *PREFECT_WITHOUT_SIGN_IN,
         "--set",
         "jwt.kubernetesIssuer.enabled=true",
         "--set",
@@ -100,8 +106,7 @@ SCENARIOS: dict[str, list[str]] = {
         'rbac.operator.subjects=[{"kind":"Group","name":"platform-admins","apiGroup":"rbac.authorization.k8s.io"}]',
     ],
     "keepalive": [
-        "-f",
-        str(PREFECT_VALUES),
+        *PREFECT_WITHOUT_SIGN_IN,
         "--set",
         "ingress.authKeepalive=32",
         "--set",
@@ -112,8 +117,7 @@ SCENARIOS: dict[str, list[str]] = {
         "ingress.authResponseHeaders=[]",
     ],
     "auth-cache": [
-        "-f",
-        str(PREFECT_VALUES),
+        *PREFECT_WITHOUT_SIGN_IN,
         "--set",
         "ingress.authCache.enabled=true",
         "--set",
@@ -151,8 +155,7 @@ SCENARIOS: dict[str, list[str]] = {
         'config.extraEnv=[{"name":"TZ","value":"UTC"}]',
     ],
     "traefik": [
-        "-f",
-        str(PREFECT_VALUES),
+        *PREFECT_WITHOUT_SIGN_IN,
         "--set",
         "ingress.provider=traefik",
         "--set",

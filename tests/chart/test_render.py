@@ -241,12 +241,29 @@ def test_prefect_ingresses_point_auth_url_at_the_service_route(rendered: Rendere
     )
     assert url == SERVICE_URL
     ing = ingresses(r)
-    assert set(ing) == {"api-ingress", "ui-ingress"}
-    api, ui = ing["api-ingress"], ing["ui-ingress"]
+    # The example turns sign-in on: a third Ingress serves authgate's own pages on the same host, unprotected.
+    assert set(ing) == {"api-ingress", "ui-ingress", "sign-in-ingress"}
+    api, ui, sign_in = ing["api-ingress"], ing["ui-ingress"], ing["sign-in-ingress"]
     assert api["metadata"]["annotations"][AUTH_URL] == f"{url}/auth/api"
     assert ui["metadata"]["annotations"][AUTH_URL] == f"{url}/auth/ui"
+    # Only the UI sends a browser to the sign-in page; the API answers its callers' 401 as is.
+    signin = "nginx.ingress.kubernetes.io/auth-signin"
+    assert ui["metadata"]["annotations"][signin] == "https://$host/authgate/sign_in?rd=$escaped_request_uri"
+    assert signin not in api["metadata"]["annotations"]
+    assert AUTH_URL not in (sign_in["metadata"].get("annotations") or {})
+    [sign_in_rule] = sign_in["spec"]["rules"]
+    assert sign_in_rule["host"] == "prefect.example.com"
+    assert sign_in_rule["http"]["paths"] == [
+        {
+            "path": "/authgate",
+            "pathType": "Prefix",
+            "backend": {"service": {"name": RELEASE, "port": {"name": "http"}}},
+        }
+    ]
     policy_routes = yaml.safe_load(r.one("ConfigMap")["data"]["policy.yaml"])["routes"]
-    assert {"api", "ui"} <= set(policy_routes)
+    # People: the session first on the UI; the UI's calls to /api: the session after the machines' schemes.
+    assert policy_routes["ui"]["schemes"] == ["session", "basic"]
+    assert policy_routes["api"]["schemes"] == ["bearer", "basic", "session"]
     for o in (api, ui):
         assert (
             o["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-response-headers"]
@@ -275,7 +292,7 @@ KEEPALIVE = ("auth-keepalive", "auth-keepalive-requests", "auth-keepalive-timeou
 
 
 def keepalive_annotations(ingress: dict[str, Any]) -> dict[str, str]:
-    annotations = ingress["metadata"]["annotations"]
+    annotations = ingress["metadata"].get("annotations") or {}
     return {
         k: annotations[f"nginx.ingress.kubernetes.io/{k}"]
         for k in KEEPALIVE
@@ -288,7 +305,7 @@ def test_auth_keepalive_is_off_by_default(rendered: Rendered) -> None:
     # with auth-response-headers set: docs/proxies.md, "Keepalive to authgate".
     for ingress in ingresses(rendered("prefect")).values():
         assert keepalive_annotations(ingress) == {}
-        assert not any("keepalive" in k for k in ingress["metadata"]["annotations"])
+        assert not any("keepalive" in k for k in ingress["metadata"].get("annotations") or {})
 
 
 def test_auth_keepalive_on_the_api_ingress_only(rendered: Rendered) -> None:
@@ -327,7 +344,7 @@ def policy(render: Render) -> dict[str, Any]:
 
 def test_auth_cache_is_off_by_default(rendered: Rendered) -> None:
     for ingress in ingresses(rendered("prefect")).values():
-        assert not any(key in ingress["metadata"]["annotations"] for key in CACHE_KEYS)
+        assert not any(key in (ingress["metadata"].get("annotations") or {}) for key in CACHE_KEYS)
     assert "decision_cache" not in policy(rendered("prefect"))
 
 
@@ -338,7 +355,7 @@ def test_auth_cache_keys_on_the_credential_and_sets_authgates_bound_to_the_same_
         assert annotations[CACHE_KEYS[0]] == "$remote_user$http_authorization"
         assert annotations[CACHE_KEYS[1]] == "200 30s"  # only allows, never longer than authgate's max-age
     assert policy(r)["decision_cache"] == {"max_age_seconds": 30}
-    assert policy(r)["routes"] == policy(rendered("prefect"))["routes"]
+    assert policy(r)["routes"] == policy(rendered("prefect-without-sign-in"))["routes"]
 
 
 def test_the_server_is_the_images_default_unless_set(rendered: Rendered) -> None:

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.render import CHART, NAMESPACE, RELEASE, SCENARIOS, Render, helm, template
+from tests.chart.render import CHART, NAMESPACE, PREFECT_VALUES, RELEASE, SCENARIOS, Render, helm, template
+from tests.kube.fake_apiserver import FakeApiServer, write_kubeconfig
+from tests.support.browser import self_signed_certificate
 
 pytestmark = [pytest.mark.helm, pytest.mark.xdist_group("chart")]
 
@@ -49,7 +51,7 @@ def session_keys(render: Render) -> list[str]:
 
 
 def test_off_by_default_nothing_of_sign_in_is_rendered(rendered: Rendered) -> None:
-    for scenario in ("defaults", "prefect", "traefik", "gateway-envoy-gateway", "grpc-contour"):
+    for scenario in ("defaults", "prefect-without-sign-in", "traefik", "gateway-envoy-gateway", "grpc-contour"):
         r = rendered(scenario)
         loaded = policy(r)
         assert "sign_in" not in loaded
@@ -122,12 +124,33 @@ def test_given_session_keys_are_used_in_order() -> None:
     assert session_keys(r) == keys
 
 
-def test_upgrades_keep_the_installed_session_keys() -> None:
-    """The template reads the installed Secret back with ``lookup`` (helm template has no cluster, so this
-    checks the lookup is there and decoded, not a live upgrade)."""
-    text = (CHART / "templates" / "_helpers.tpl").read_text()
-    assert 'lookup "v1" "Secret" .Release.Namespace (include "authgate.secretName" .)' in text
-    assert 'index $existing.data "session-keys" | b64dec' in text
+def test_upgrades_keep_the_installed_session_keys(tmp_path: Path) -> None:
+    """What ``helm upgrade`` renders: the real helm with a cluster to ``lookup`` in (``--dry-run=server``
+    against the fake API server of tests/kube, holding the Secret an earlier install made) reads the installed
+    key back, on every render: the Prefect example (sign-in on, no keys given) keeps everyone signed in."""
+    installed = base64.urlsafe_b64encode(bytes(range(32))).decode()
+    plain = Render.of("sign-in-installed-kinds", ["-f", str(PREFECT_VALUES)])
+    helm_owned = (
+        {"app.kubernetes.io/managed-by": "Helm"},
+        {"meta.helm.sh/release-name": RELEASE, "meta.helm.sh/release-namespace": NAMESPACE},
+    )
+    tls = self_signed_certificate(tmp_path / "tls", ["127.0.0.1", "localhost"])
+    with FakeApiServer(tls=tls) as cluster:
+        cluster.discovery_kinds = {(o["apiVersion"], o["kind"]) for o in plain.objects}
+        files = {"tokens": b"", "htpasswd": b"", "session-keys": installed.encode() + b"\n"}
+        cluster.put_secret(NAMESPACE, RELEASE, files, labels=helm_owned[0], annotations=helm_owned[1])
+        # The helm-test token an install made, read back the same way: the whole Secret renders the same.
+        test_token = {"token": b"installed-test-token-0123456789abcdef0123"}
+        cluster.put_secret(
+            NAMESPACE, f"{RELEASE}-test-token", test_token, labels=helm_owned[0], annotations=helm_owned[1]
+        )
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", cluster.url, insecure=True)
+        server = ["--dry-run=server", "--disable-openapi-validation", "--kubeconfig", str(kubeconfig)]
+        renders = [Render.of(f"sign-in-upgrade-{i}", ["-f", str(PREFECT_VALUES), *server]) for i in (1, 2)]
+        assert ("GET", f"/api/v1/namespaces/{NAMESPACE}/secrets/{RELEASE}") in cluster.requests.log
+    for r in renders:
+        assert session_keys(r) == [installed]
+    assert renders[0].one("Secret", RELEASE) == renders[1].one("Secret", RELEASE)
 
 
 def test_ingress_nginx_redirects_the_ui_to_the_sign_in_page_and_passes_cookies(rendered: Rendered) -> None:

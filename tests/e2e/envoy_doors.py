@@ -27,8 +27,9 @@ over xDS for those objects. ``address(ref)`` maps an in-cluster Service referenc
   ``include_peer_certificate``, ``transport_api_version: V3``; per route ``authPolicy.context`` as
   ``check_settings.context_extensions``; ``enableWebsockets`` as the route's upgrade config;
   ``timeoutPolicy.response``/``idle`` as the route's ``timeout``/``idle_timeout``; conditions ``prefix`` as
-  a plain ``prefix`` match. Not mirrored: the TLS of the virtual host (Contour puts authorization on the
-  HTTPS listener only; here the same filter chain listens in clear).
+  a plain ``prefix`` match; an included HTTPProxy's routes under the include's prefix. Not mirrored: the
+  TLS of the virtual host (Contour puts authorization on the HTTPS listener only; here the same filter
+  chain listens in clear).
 - :func:`gateway_api` — the Gateway API ``ExternalAuth`` filter as an Envoy-based implementation (Cilium 1.20)
   runs it, from the filter's definition (kubernetes-sigs/gateway-api GEP-1494, ``apis/v1/httproute_types.go``
   ``HTTPExternalAuthFilter``: "prepended to the path", "MUST fail closed"): one ext_authz filter per rule,
@@ -191,8 +192,11 @@ def _envoy_gateway_filter(policy: Mapping[str, Any], clusters: dict[str, dict[st
 
 
 def contour(render: Render, *, listen_port: int, address: Address) -> dict[str, Any]:
-    """Contour's xDS for the rendered HTTPProxy (root, with authorization) and ExtensionService."""
-    [proxy] = render.all("HTTPProxy")
+    """Contour's xDS for the rendered root HTTPProxy (with authorization), the HTTPProxies it includes and the
+    ExtensionService. An included proxy's routes join the root's virtual host with the include's prefix
+    before their own (Contour's ``includes``: conditions concatenated, ``/_auth`` + ``/`` = ``/_auth/``), its
+    Services resolved in its own namespace."""
+    [proxy] = [p for p in render.all("HTTPProxy") if "virtualhost" in p["spec"]]
     namespace = proxy["metadata"]["namespace"]
     authorization = proxy["spec"]["virtualhost"]["authorization"]
     ref = authorization["extensionRef"]
@@ -222,10 +226,20 @@ def contour(render: Render, *, listen_port: int, address: Address) -> dict[str, 
         }
     )
     routes = []
-    for proxy_route in sorted(proxy["spec"]["routes"], key=lambda r: -len(r["conditions"][0]["prefix"])):
-        [condition] = proxy_route["conditions"]
+    # (prefix, route, namespace of its Services): the root's own, then each included proxy's.
+    merged = [(r["conditions"][0]["prefix"], r, namespace) for r in proxy["spec"]["routes"]]
+    for include in proxy["spec"].get("includes", []):
+        included = render.one("HTTPProxy", include["name"])
+        included_namespace = included["metadata"]["namespace"]
+        assert included_namespace == include.get("namespace", namespace)
+        [include_condition] = include["conditions"]
+        for r in included["spec"]["routes"]:
+            prefix = include_condition["prefix"].rstrip("/") + r["conditions"][0]["prefix"]
+            merged.append((prefix, r, included_namespace))
+    for prefix, proxy_route, services_namespace in sorted(merged, key=lambda m: -len(m[0])):
         [backend] = proxy_route["services"]
-        upstream = _cluster_for(clusters, _service_cluster(backend, namespace), address(backend))
+        backend = {**backend, "namespace": backend.get("namespace", services_namespace)}
+        upstream = _cluster_for(clusters, _service_cluster(backend, services_namespace), address(backend))
         action: dict[str, Any] = {"cluster": upstream}
         timeouts = proxy_route.get("timeoutPolicy", {})
         if "response" in timeouts:
@@ -234,7 +248,7 @@ def contour(render: Render, *, listen_port: int, address: Address) -> dict[str, 
             action["idle_timeout"] = timeouts["idle"]
         if proxy_route.get("enableWebsockets"):
             action["upgrade_configs"] = [{"upgrade_type": "websocket"}]
-        xds_route: dict[str, Any] = {"match": _route_for_prefix(condition["prefix"], separated=False), "route": action}
+        xds_route: dict[str, Any] = {"match": _route_for_prefix(prefix, separated=False), "route": action}
         policy = proxy_route.get("authPolicy", {})
         if policy.get("disabled"):
             xds_route["typed_per_filter_config"] = {EXT_AUTHZ: {"@type": EXT_AUTHZ_PER_ROUTE, "disabled": True}}

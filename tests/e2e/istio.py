@@ -11,8 +11,9 @@ provider the chart's NOTES print. Written from istio/istio's source:
 * ``pilot/pkg/security/authz/builder/extauthz.go`` (``generateHTTPConfig``, ``generateGRPCConfig``,
   ``generateHeaders``, ``timeoutOrDefault``): ``pathPrefix`` → ``path_prefix``,
   ``includeRequestHeadersInCheck`` → ``allowed_headers``, ``headersToUpstreamOnAllow`` →
-  ``allowed_upstream_headers``, ``headersToDownstreamOnDeny`` → ``allowed_client_headers`` (exact,
-  ignore case), ``statusOnError`` → ``status_on_error`` (unset: Envoy's 403), ``failOpen`` →
+  ``allowed_upstream_headers``, ``headersToDownstreamOnDeny`` → ``allowed_client_headers``,
+  ``headersToDownstreamOnAllow`` → ``allowed_client_headers_on_success`` (exact, ignore case),
+  ``statusOnError`` → ``status_on_error`` (unset: Envoy's 403), ``failOpen`` →
   ``failure_mode_allow`` (unset: false); the gRPC service's authority is the cluster name with ``|`` → ``_.``.
 * ``pilot/pkg/security/authz/model/generator.go`` and its golden files
   (``builder/testdata/http/allow-full-rule-out.yaml``): ``hosts`` → ``:authority`` exact, ignoring case;
@@ -23,7 +24,7 @@ provider the chart's NOTES print. Written from istio/istio's source:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -88,6 +89,8 @@ def ext_authz_config(provider: Mapping[str, Any]) -> dict[str, Any]:
             response["allowed_upstream_headers"] = _string_list(spec["headersToUpstreamOnAllow"])
         if spec.get("headersToDownstreamOnDeny"):
             response["allowed_client_headers"] = _string_list(spec["headersToDownstreamOnDeny"])
+        if spec.get("headersToDownstreamOnAllow"):
+            response["allowed_client_headers_on_success"] = _string_list(spec["headersToDownstreamOnAllow"])
         if response:
             service["authorization_response"] = response
         config: dict[str, Any] = {"http_service": service}
@@ -187,20 +190,23 @@ def custom_filters(
     return filters
 
 
-def gateway_routes(httproutes: Sequence[Mapping[str, Any]], upstream_cluster: str) -> list[dict[str, Any]]:
+def gateway_routes(
+    httproutes: Sequence[Mapping[str, Any]], upstream_cluster: str | Callable[[Mapping[str, Any]], str]
+) -> list[dict[str, Any]]:
     """The HTTPRoutes' rules as Envoy routes, longest path first (as istiod sorts them); the WebSocket
-    upgrade is allowed on the connection manager."""
+    upgrade is allowed on the connection manager. ``upstream_cluster``: one cluster for every rule, or the
+    cluster of a rule's one ``backendRef``."""
     routes = []
     for route in httproutes:
         for rule in route["spec"]["rules"]:
+            [backend] = rule["backendRefs"]
+            target = upstream_cluster if isinstance(upstream_cluster, str) else upstream_cluster(backend)
             [match] = rule["matches"]
             assert match["path"]["type"] == "PathPrefix"
             value = match["path"]["value"]
             envoy_match = {"prefix": "/"} if value == "/" else {"path_separated_prefix": value}
             timeout = rule.get("timeouts", {}).get("request", "0s")
-            routes.append(
-                (len(value), {"match": envoy_match, "route": {"cluster": upstream_cluster, "timeout": timeout}})
-            )
+            routes.append((len(value), {"match": envoy_match, "route": {"cluster": target, "timeout": timeout}}))
     return [r for _, r in sorted(routes, key=lambda item: -item[0])]
 
 
@@ -210,7 +216,7 @@ def gateway_listener(
     hostnames: Sequence[str],
     httproutes: Sequence[Mapping[str, Any]],
     filters: Sequence[Mapping[str, Any]],
-    upstream_cluster: str,
+    upstream_cluster: str | Callable[[Mapping[str, Any]], str],
 ) -> dict[str, Any]:
     hosts = [domain for host in hostnames for domain in (host, f"{host}:*")]
     return http_listener(

@@ -49,7 +49,7 @@ def _auth_location(name: str, auth_target: str, allowed_headers: Sequence[str]) 
     return "\n".join(lines)
 
 
-def _proxy_location(modifier: str, path: str, auth: str, backend: str, response_headers: Sequence[str]) -> str:
+def _proxy_location(modifier: str, path: str, auth: str | None, backend: str, response_headers: Sequence[str]) -> str:
     sets = []
     for number, header in enumerate(response_headers):
         var = f"$ngf_auth_{number}"
@@ -60,7 +60,7 @@ def _proxy_location(modifier: str, path: str, auth: str, backend: str, response_
     return "\n".join(
         [
             f"        location {modifier}{path} {{",
-            f"            auth_request {auth};",
+            *([f"            auth_request {auth};"] if auth is not None else []),
             *sets,
             "            proxy_http_version 1.1;",
             "            proxy_set_header Host $host;",
@@ -89,6 +89,7 @@ def render_servers(
                 backend = translate(backend_ref)
                 auth_name = f"/_ngf-internal-{route['metadata']['name']}-rule{rule_number}-ext-auth"
                 response_headers: Sequence[str] = ()
+                auth: str | None = None  # a rule without the filter has no auth_request
                 for flt in rule.get("filters", []):
                     if flt["type"] == "ExternalAuth":
                         external = flt["externalAuth"]
@@ -96,12 +97,13 @@ def render_servers(
                         target = f"http://{translate(external['backendRef'])}{external['http']['path']}"
                         blocks.append(_auth_location(auth_name, target, external["http"].get("allowedHeaders", [])))
                         response_headers = external["http"].get("allowedResponseHeaders", [])
+                        auth = auth_name
                 if prefix == "/":
-                    blocks.append(_proxy_location("", "/", auth_name, backend, response_headers))
+                    blocks.append(_proxy_location("", "/", auth, backend, response_headers))
                 else:
                     stripped = prefix.rstrip("/")
-                    blocks.append(_proxy_location("= ", stripped, auth_name, backend, response_headers))
-                    blocks.append(_proxy_location("", stripped + "/", auth_name, backend, response_headers))
+                    blocks.append(_proxy_location("= ", stripped, auth, backend, response_headers))
+                    blocks.append(_proxy_location("", stripped + "/", auth, backend, response_headers))
     return "".join(
         "    server {\n"
         f"        server_name {host};\n"

@@ -4,7 +4,8 @@ The Prefect example values are rendered with the real helm; everything below com
 never from hand-written configuration:
 
 - nginx's configuration from the rendered Ingress objects (host, path, path type, ``auth-url``,
-  ``auth-response-headers``, ``proxy-read-timeout``/``proxy-send-timeout``) through tests/e2e/nginx.py;
+  ``auth-response-headers``, ``proxy-read-timeout``/``proxy-send-timeout``; the example turning sign-in on,
+  ``auth-signin``, ``auth-always-set-cookie`` and the sign-in Ingress to authgate) through tests/e2e/nginx.py;
 - authgate's credentials from the rendered Secret (laid out the way kubelet mounts it) and its policy
   from the rendered ConfigMap, its ``--proxy``/``--log-level`` from the Deployment's args;
 - the ``helm test`` pod's script, run here against that authgate.
@@ -35,6 +36,7 @@ from tests.chart.render import PREFECT_VALUES, RELEASE, Render
 from tests.e2e.chart import RenderedAuthgate, credential_values, nginx_ingress_specs
 from tests.e2e.conftest import Gateway, Upstream, basic, bearer, new_test_id
 from tests.e2e.nginx import IngressSpec, NginxProcess, render_nginx_conf, to_loopback
+from tests.e2e.sign_in_http import NAVIGATION, SAME_ORIGIN_FETCH, sign_in
 from tests.support.procs import AuthgateProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.helm]
@@ -197,10 +199,10 @@ def test_auth_keepalive_reuses_connections_to_authgate_and_keeps_the_decisions(
     token = base64.b64decode(keepalive_stack.render.one("Secret", f"{RELEASE}-test-token")["data"]["token"]).decode()
     assert gateway.request("GET", "/api/flows", {**bearer(token), "X-Test-Id": test_id}).status == 403
     assert len(gateway.upstream.records(test_id)) == 1
-    # The UI Ingress never gets keepalive from the chart: its browser prompt still works.
-    challenge = gateway.request("GET", "/", {})
-    assert challenge.status == 401
-    assert any(c.startswith('Basic realm="prefect"') for c in challenge.headers.get_all("WWW-Authenticate") or [])
+    # The UI Ingress never gets keepalive from the chart: its redirect to the sign-in page still works.
+    redirect = gateway.request("GET", "/", NAVIGATION)
+    assert redirect.status == 302
+    assert redirect.headers["Location"] == f"https://{HOST}/authgate/sign_in?rd=%2F"
 
 
 def test_auth_keepalive_with_auth_response_headers_fails_every_allowed_request(keepalive_stack: ChartStack) -> None:
@@ -227,8 +229,10 @@ def test_the_rendered_ingresses_became_nginx_locations(chart_stack: ChartStack) 
     assert f"server_name {HOST};" in conf
     assert "location = /api {" in conf and "location /api/ {" in conf and "location / {" in conf
     assert "/auth/api;" in conf and "/auth/ui;" in conf
+    # The sign-in Ingress (the example turns sign-in on): authgate's own pages, on the same host.
+    assert "location = /authgate {" in conf and "location /authgate/ {" in conf
     assert conf.count("proxy_read_timeout                      3600s;") == 2  # location = /api and /api/
-    assert conf.count("proxy_read_timeout                      60s;") == 1  # the UI keeps the default
+    assert conf.count("proxy_read_timeout                      60s;") == 3  # the UI and the sign-in pages
 
 
 def test_api_accepts_the_bearer_token_and_passes_the_user(chart_stack: ChartStack) -> None:
@@ -258,20 +262,42 @@ def test_api_health_is_anonymous_and_a_forged_user_is_dropped(chart_stack: Chart
     assert "x-auth-request-user" not in record["headers"]
 
 
-def test_ui_challenges_with_basic_and_accepts_the_htpasswd_user(chart_stack: ChartStack) -> None:
+def test_ui_sends_a_browser_without_a_session_to_the_sign_in_page(chart_stack: ChartStack) -> None:
+    """The example turns sign-in on: authgate's 401 on the UI Ingress becomes ingress-nginx's redirect to the
+    sign-in page (auth-signin), for a navigation and for anything else without a credential on the UI, and
+    nothing reaches Prefect; the browser never gets the 401 that would make it prompt for Basic."""
     test_id = new_test_id()
-    answer = chart_stack.gateway.request("GET", "/", {"X-Test-Id": test_id})
-    assert answer.status == 401
-    challenges = answer.headers.get_all("WWW-Authenticate") or []
-    assert any(c.startswith('Basic realm="prefect"') for c in challenges), challenges
-    assert not any(c.startswith("Bearer") for c in challenges)
+    for headers in (NAVIGATION, {}, bearer(WORKER_TOKEN)):  # a token is not a browser credential
+        answer = chart_stack.gateway.request("GET", "/flows/run-1?tab=logs", {**headers, "X-Test-Id": test_id})
+        assert answer.status == 302
+        assert answer.headers["Location"] == f"https://{HOST}/authgate/sign_in?rd=%2Fflows%2Frun-1%3Ftab%3Dlogs"
+        # (nginx keeps authgate's Basic challenge on the 302; a browser prompts only on a 401, so none shows.)
     assert chart_stack.gateway.upstream.records(test_id) == []
-    # A token is not a browser credential: the UI route accepts Basic only.
-    assert chart_stack.gateway.request("GET", "/", bearer(WORKER_TOKEN)).status == 401
-    answer = chart_stack.gateway.request("GET", "/flows", {**basic(UI_USER, UI_PASSWORD), "X-Test-Id": test_id})
-    assert answer.status == 200
-    [record] = chart_stack.gateway.upstream.records(test_id)
-    assert record["headers"]["x-auth-request-user"] == [UI_USER]
+
+
+def test_a_person_signs_in_and_the_session_passes_the_ui_and_its_api_calls(chart_stack: ChartStack) -> None:
+    gateway = chart_stack.gateway
+    signed_in, session = sign_in(
+        gateway, prefix="/authgate/", user=UI_USER, password=UI_PASSWORD, rd="/flows", origin=f"http://{HOST}"
+    )
+    assert signed_in.headers["Location"] == "/flows"
+    test_id = new_test_id()
+    cookie = {"Cookie": session, "X-Test-Id": test_id}
+    assert gateway.request("GET", "/flows", {**NAVIGATION, **cookie}).status == 200
+    # The UI's same-origin fetch (a POST) and its WebSocket to /api ride on the same cookie.
+    origin = {"Origin": f"http://{HOST}"}
+    assert gateway.request("POST", "/api/flows/filter", {**SAME_ORIGIN_FETCH, **origin, **cookie}).status == 200
+    with gateway.websocket("/api/events/out", {**origin, **cookie}) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "hello"
+    users = [r["headers"].get("x-auth-request-user") for r in gateway.upstream.records(test_id)]
+    assert users == [[UI_USER]] * 3
+    # Basic keeps working on the UI route for anyone who sends it (scripts, sign-in turned off).
+    assert gateway.request("GET", "/flows", basic(UI_USER, UI_PASSWORD)).status == 200
+    # A cookie not sealed by this authgate is no session: the navigation goes to the sign-in page.
+    forged = {"Cookie": "__Host-authgate=" + "A" * 80}
+    assert gateway.request("GET", "/flows", {**NAVIGATION, **forged}).status == 302
+    assert gateway.request("GET", "/api/flows", {**SAME_ORIGIN_FETCH, **forged}).status == 401
 
 
 def test_api_websocket_handshake_with_the_token(chart_stack: ChartStack) -> None:

@@ -1,14 +1,17 @@
 """The chart's own Ingresses behind both doors they meet today, and authgate behind a door it was not
 configured for: no header a client adds ever changes a decision (the hardening issue, both directions).
 
-Everything comes from one render of the Prefect example values with the real helm:
+Everything comes from one render of the Prefect example values (sign-in on, as shipped) with the real helm:
 
 - **nginx** as ingress-nginx renders those Ingresses (tests/e2e/nginx.py);
 - **Traefik** set up exactly as its ``kubernetesIngressNGINX`` provider translates them: per Ingress path a
   router ``Host && PathPrefix`` with a ForwardAuth middleware whose ``address`` is the ``auth-url`` and whose
   ``authResponseHeaders`` are ``auth-response-headers`` split at commas (traefik
   ``pkg/provider/kubernetes/ingress-nginx``: ``ForwardAuth{Address: authURL, AuthResponseHeaders: ...}``;
-  ``trustForwardHeader`` stays false);
+  ``trustForwardHeader`` stays false); the sign-in Ingress a router to authgate without auth. Traefik 3.7
+  makes ``auth-signin`` a redirect of authgate's *401* (``pkg/middlewares/ingressnginx/snippet``), which a
+  file-provider ForwardAuth cannot express; this harness leaves it out, so the navigations here are answered
+  by authgate's own 302, which Traefik passes as it is on either path (docs/proxies.md);
 - five authgate processes on the rendered Secret and policy: ``--proxy`` as the chart renders it (the
   default, ``ingress-nginx,traefik``), and each other door alone. Each has its own
   host on both proxies (``<mode>.example.com``), so one nginx and one Traefik serve every combination.
@@ -27,6 +30,7 @@ from tests.chart.render import PREFECT_VALUES, Render
 from tests.e2e.chart import RenderedAuthgate, credential_values
 from tests.e2e.conftest import Gateway, Upstream, basic, bearer, new_test_id
 from tests.e2e.nginx import NginxProcess, to_loopback
+from tests.e2e.sign_in_http import NAVIGATION, SAME_ORIGIN_FETCH, sign_in
 from tests.e2e.test_chart_ingress import AUTH_PREFIX, ingress_specs
 from tests.e2e.traefik import TraefikProcess, TraefikRoute
 from tests.support.procs import AuthgateProcess
@@ -65,23 +69,26 @@ def host(mode: str) -> str:
 
 
 def traefik_routes(render: Render, *, authgate_port: int, backend: str, mode: str) -> list[TraefikRoute]:
-    """What Traefik's ingress-nginx provider makes of the rendered Ingresses, on ``mode``'s host."""
+    """What Traefik's ingress-nginx provider makes of the rendered Ingresses, on ``mode``'s host. The sign-in
+    Ingress (no ``auth-url``, authgate's Service as its backend) becomes a router to authgate without auth."""
     routes = []
     for ingress in render.all("Ingress"):
-        annotations: dict[str, str] = ingress["metadata"]["annotations"]
-        auth_url = annotations[AUTH_PREFIX + "auth-url"]
+        annotations: dict[str, str] = ingress["metadata"].get("annotations") or {}
+        auth_url = annotations.get(AUTH_PREFIX + "auth-url")
         response_headers = annotations.get(AUTH_PREFIX + "auth-response-headers", "")
         for rule in ingress["spec"]["rules"]:
             for number, path in enumerate(rule["http"]["paths"]):
                 assert path["pathType"] == "Prefix"
+                to_authgate = path["backend"]["service"]["name"] == render.one("Service")["metadata"]["name"]
+                assert to_authgate == (auth_url is None), ingress["metadata"]["name"]
                 routes.append(
                     TraefikRoute(
                         name=f"{mode}-{ingress['metadata']['name']}-{number}",
                         host=host(mode),
                         path_prefix=path["path"],
-                        backend=backend,
-                        auth_address=to_loopback(auth_url, authgate_port),
-                        auth_response_headers=tuple(response_headers.split(",")),
+                        backend=f"127.0.0.1:{authgate_port}" if to_authgate else backend,
+                        auth_address=None if auth_url is None else to_loopback(auth_url, authgate_port),
+                        auth_response_headers=tuple(response_headers.split(",")) if auth_url else (),
                     )
                 )
     return sorted(routes, key=lambda r: -len(r.path_prefix))
@@ -168,12 +175,50 @@ def test_the_chart_defaults_keep_the_decision_table_behind_either_door(doors: Fr
     assert gateway.request("POST", "/api/flows/filter", {"X-Test-Id": test_id}).status == 401
     assert gateway.request("POST", "/api/flows/filter", {**bearer(DASHBOARDS), "X-Test-Id": test_id}).status == 403
     assert gateway.request("GET", "/api/healthz", {"X-Test-Id": test_id}).status == 401
-    ui = gateway.request("GET", "/", {"X-Test-Id": test_id})
-    assert ui.status == 401
-    assert (ui.headers.get_all("WWW-Authenticate") or [""])[0].startswith('Basic realm="prefect"')
+    # The example turns sign-in on: a browser opening the UI goes to the sign-in page (ingress-nginx:
+    # auth-signin; Traefik: authgate's own redirect, which ForwardAuth passes as it is).
+    ui = gateway.request("GET", "/", {**NAVIGATION, "X-Test-Id": test_id})
+    assert ui.status == 302
+    assert ui.headers["Location"] == SIGN_IN_LOCATION[door].format(host=host("chart"), rd="%2F")
     assert gateway.upstream.records(test_id) == []
     # Normal traffic through the door the chart expects raises no alarm.
     assert doors.problems("chart", "missing") == 0
+
+
+# Where each door sends a browser without a session: ingress-nginx builds auth-signin's URL (https://$host...);
+# behind Traefik authgate answers the navigation itself, absolute on the host and scheme Traefik wrote.
+SIGN_IN_LOCATION = {
+    "nginx": "https://{host}/authgate/sign_in?rd={rd}",
+    "traefik": "http://{host}/authgate/sign_in?rd={rd}",
+}
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_a_person_signs_in_behind_either_door_and_machines_keep_their_tokens(doors: FrontDoors, door: str) -> None:
+    """The Prefect example's sign-in behind ingress-nginx and behind Traefik's ingress-nginx provider (the same
+    Ingresses): the navigation goes to the sign-in page, the form posted through the sign-in Ingress sets the
+    cookie, the cookie passes the UI and its same-origin API calls; an API call without credentials stays a
+    401 (the API Ingress has no auth-signin) and tokens keep working on the same routes."""
+    gateway = doors.gateway(door, "chart")
+    test_id = new_test_id()
+    first = gateway.request("GET", "/flows/run-1?tab=logs", {**NAVIGATION, "X-Test-Id": test_id})
+    assert first.status == 302
+    rd = "%2Fflows%2Frun-1%3Ftab%3Dlogs"
+    assert first.headers["Location"] == SIGN_IN_LOCATION[door].format(host=host("chart"), rd=rd)
+    scheme = first.headers["Location"].split(":", 1)[0]
+    origin = f"{scheme}://{host('chart')}"
+    answer, session = sign_in(
+        gateway, prefix="/authgate/", user=UI_USER, password=UI_PASSWORD, rd="/flows/run-1?tab=logs", origin=origin
+    )
+    assert answer.headers["Location"] == "/flows/run-1?tab=logs"
+    cookie = {"Cookie": session, "X-Test-Id": test_id}
+    assert gateway.request("GET", "/flows/run-1?tab=logs", {**NAVIGATION, **cookie}).status == 200
+    fetch = {**SAME_ORIGIN_FETCH, "Origin": origin, **cookie}
+    assert gateway.request("POST", "/api/flows/filter", fetch).status == 200
+    assert gateway.request("POST", "/api/flows/filter", {**SAME_ORIGIN_FETCH, "X-Test-Id": test_id}).status == 401
+    assert gateway.request("GET", "/api/flows", {**bearer(WORKER), "X-Test-Id": test_id}).status == 200
+    users = [r["headers"].get("x-auth-request-user") for r in gateway.upstream.records(test_id)]
+    assert users == [[UI_USER], [UI_USER], ["worker"]]
 
 
 FORGED_IDENTITY = {"X-Auth-Request-User": "admin", "X-Auth-Request-Scheme": "forged"}

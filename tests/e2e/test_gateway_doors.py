@@ -14,19 +14,27 @@ runs with the ``--proxy`` the chart derives for the filter: ``path-prefix,nginx-
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from app import sessions
+from app.credentials import User
+from app.session_keys import parse_session_keys
+from app.sessions import Session
 from tests.chart.render import RELEASE, SCENARIOS, Render
 from tests.e2e.chart import RenderedAuthgate, credential_values
 from tests.e2e.conftest import Gateway, Upstream, basic, bearer, new_test_id
 from tests.e2e.ngf import render_ngf_conf
 from tests.e2e.nginx import NginxProcess
+from tests.e2e.sign_in_http import COOKIE, NAVIGATION, SAME_ORIGIN_FETCH, sign_in
 from tests.support.procs import AuthgateProcess, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.helm, pytest.mark.xdist_group("gateway-doors")]
@@ -168,3 +176,89 @@ def test_path_prefix_ignores_other_doors_headers_even_if_a_gateway_let_them_thro
 ) -> None:
     assert doors.envoy("POST", "/api/flows/filter", forged).status_code == 401
     assert doors.envoy("POST", "/api/admin/settings", {**forged, **bearer(DASHBOARDS)}).status_code == 403
+
+
+def test_gateway_fabric_with_sign_in_answers_a_browser_401_and_passes_a_session_but_never_its_refresh(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """``signIn.enabled`` with the filter (scenario ``sign-in-filter``) behind NGINX Gateway Fabric: NGF's
+    ``auth_request`` knows only 2xx, 401 and 403, and authgate never answers it with a redirect (its
+    ``nginx-gateway-fabric`` door does not pass one), so a browser opening the UI gets 401 with the UI route's
+    Basic challenge - the browser's prompt, not the sign-in page - and nothing else of authgate's answer
+    (no Location, no Set-Cookie, no body). The sign-in HTTPRoute has no filter: someone who opens
+    ``/authgate/sign_in`` signs in, and the session cookie then passes (the filter's ``allowedHeaders`` bring
+    ``Cookie`` and the ``Sec-Fetch-*`` headers to authgate). NGF hands no header of an allow to the browser,
+    so the refreshed cookie never arrives: the idle expiry does not slide."""
+    values = [
+        *SCENARIOS["sign-in-filter"],
+        *credential_values({"worker": (WORKER, "routes=api")}, {UI_USER: UI_PASSWORD}),
+    ]
+    render = Render.of("gateway-doors-sign-in", values)
+    files = RenderedAuthgate.lay_out(render, tmp_path)
+    assert files.proxy == "path-prefix,nginx-gateway-fabric"
+    service = render.one("Service", RELEASE)
+    with contextlib.ExitStack() as stack:
+        authgate = files.process(tmp_path / "authgate.log")
+        stack.callback(authgate.stop)
+
+        def translate(ref: dict[str, Any]) -> str:
+            if ref["name"] == RELEASE:
+                assert ref.get("namespace") == service["metadata"]["namespace"]
+                assert ref["port"] == service["spec"]["ports"][0]["port"]
+                return f"127.0.0.1:{authgate.port}"
+            assert (ref["name"], ref["port"]) == ("prefect-server", 4200)
+            return upstream.address
+
+        authgate.wait_ready()
+        port = free_port()
+        conf = render_ngf_conf(render.all("HTTPRoute"), listen_port=port, prefix=tmp_path / "ngf", translate=translate)
+        assert "location = /authgate {" in conf and "location /authgate/ {" in conf
+        nginx = NginxProcess((), tmp_path / "ngf", port=port, conf_text=conf)
+        nginx.start()
+        stack.callback(nginx.stop)
+        gateway = Gateway("nginx-gateway-fabric", port, upstream, host=HOST)
+
+        test_id = new_test_id()
+        page = gateway.request("GET", "/flows/run-1", {**NAVIGATION, "X-Test-Id": test_id})
+        assert page.status == 401
+        assert page.headers.get_all("WWW-Authenticate") == ['Basic realm="prefect", charset="UTF-8"']
+        assert page.headers.get_all("Location") is None and page.headers.get_all("Set-Cookie") is None
+        assert b"<title>401 Authorization Required</title>" in page.body  # nginx's own page, not authgate's body
+        api = gateway.request("GET", "/api/flows", {**SAME_ORIGIN_FETCH, "X-Test-Id": test_id})
+        assert api.status == 401 and api.headers.get_all("Set-Cookie") is None
+        assert gateway.upstream.records(test_id) == []
+
+        answer, session = sign_in(
+            gateway, prefix="/authgate/", user=UI_USER, password=UI_PASSWORD, rd="/flows", origin=f"http://{HOST}"
+        )
+        assert answer.headers["Location"] == "/flows"
+        test_id = new_test_id()
+        cookie = {"Cookie": session, "X-Test-Id": test_id}
+        assert gateway.request("GET", "/flows", {**NAVIGATION, **cookie}).status == 200
+        fetch = {**SAME_ORIGIN_FETCH, "Origin": f"http://{HOST}", **cookie}
+        assert gateway.request("POST", "/api/flows/filter", fetch).status == 200
+        assert gateway.request("GET", "/api/flows", {**bearer(WORKER), "X-Test-Id": test_id}).status == 200
+        users = [r["headers"].get("x-auth-request-user") for r in gateway.upstream.records(test_id)]
+        assert users == [[UI_USER], [UI_USER], ["worker"]]
+
+        # A session used 40 minutes after issue (idle timeout 1h): allowed, and authgate refreshes it (its own
+        # answer, asked directly, carries the cookie) - but NGF's allow carries no Set-Cookie to the browser.
+        stale = f"{COOKIE}={_sealed(files, issued_ago=40 * 60)}"
+        allowed = gateway.request("GET", "/flows", {**NAVIGATION, "Cookie": stale})
+        assert allowed.status == 200 and allowed.headers.get_all("Set-Cookie") is None
+        direct = httpx.get(
+            authgate.base_url + "/auth/ui",
+            headers={**NAVIGATION, "Cookie": stale, "Host": HOST, "Path": "/flows", "Method": "GET"},
+            timeout=10,
+        )
+        assert direct.status_code == 200 and COOKIE in direct.headers.get("set-cookie", "")
+
+
+def _sealed(files: RenderedAuthgate, *, issued_ago: int) -> str:
+    """UI_USER's session sealed with the mounted key, issued ``issued_ago`` s ago (lifetime 12h, idle 1h)."""
+    secret = {key: (files.secret.path / key).read_text() for key in ("htpasswd", "session-keys")}
+    [line] = [line for line in secret["htpasswd"].splitlines() if line.startswith(f"{UI_USER}:")]
+    user = User(name=UI_USER, hash=line.split(":", 1)[1], kind="")
+    issued = int(time.time()) - issued_ago
+    session = Session(UI_USER, "form", issued, issued + 12 * 3600, issued + 3600)
+    return sessions._seal(parse_session_keys(secret["session-keys"]), session, user)

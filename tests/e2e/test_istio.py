@@ -53,10 +53,10 @@ UI_CHALLENGE = ['Basic realm="prefect", charset="UTF-8"']
 IDENTITY = ("x-auth-request-user", "x-auth-request-scheme")
 
 
-def render_istio(kind: str) -> tuple[Render, str]:
-    """The chart's Istio render (``gateway-istio`` / ``grpc-istio``, both parts) with the test credentials,
-    and its NOTES."""
-    args = [*SCENARIOS[f"{'gateway' if kind == 'http' else 'grpc'}-istio"]]
+def render_istio(kind: str, values: Sequence[str] = ()) -> tuple[Render, str]:
+    """The chart's Istio render (``gateway-istio`` / ``grpc-istio``, both parts; ``values`` instead when given)
+    with the test credentials, and its NOTES."""
+    args = list(values) or [*SCENARIOS[f"{'gateway' if kind == 'http' else 'grpc'}-istio"]]
     args += credential_values(TOKENS, {ADMIN: ADMIN_PASSWORD})
     notes = helm("install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE, *args).stdout
     return Render.of(f"istio-{kind}", args), notes.split("NOTES:", 1)[1]
@@ -90,21 +90,42 @@ def envoy_for(
     workdir: Path,
     *,
     multiple_custom_providers: bool = False,
+    authgate_http_port: int | None = None,
 ) -> EnvoyProcess:
-    """The Gateway's Envoy (not yet ready): ``backends`` maps each provider name to authgate's local port."""
-    backend = render.all("HTTPRoute")[0]["spec"]["rules"][0]["backendRefs"][0]
-    upstream_cluster = cluster_name(f"{backend['name']}.apps.svc.cluster.local", backend["port"])
+    """The Gateway's Envoy (not yet ready): ``backends`` maps each provider name to authgate's local port; a
+    route to authgate's own Service (the sign-in HTTPRoute) goes to ``authgate_http_port``."""
+    [app] = {
+        (b["name"], b["port"])
+        for r in render.all("HTTPRoute")
+        for rule in r["spec"]["rules"]
+        for b in rule["backendRefs"]
+        if b["name"] != RELEASE
+    }
+    upstream_cluster = cluster_name(f"{app[0]}.apps.svc.cluster.local", app[1])
+    clusters = [cluster(upstream_cluster, upstream.port)]
+
+    def route_cluster(backend: Mapping[str, Any]) -> str:
+        if backend["name"] != RELEASE:
+            return upstream_cluster
+        assert authgate_http_port is not None and backend.get("namespace") == NAMESPACE, backend
+        name = cluster_name(f"{RELEASE}.{NAMESPACE}.svc.cluster.local", backend["port"])
+        if all(c["name"] != name for c in clusters):
+            clusters.append(cluster(name, authgate_http_port))
+        return name
+
     filters = custom_filters(policies, providers, multiple_custom_providers=multiple_custom_providers)
-    listener = gateway_listener("gateway", free_port(), [HOST], render.all("HTTPRoute"), filters, upstream_cluster)
+    listener = gateway_listener("gateway", free_port(), [HOST], render.all("HTTPRoute"), filters, route_cluster)
     # Providers naming one Service share its outbound cluster.
-    clusters = list({c["name"]: c for c in (provider_cluster(p, backends[p["name"]]) for p in providers)}.values())
-    clusters.append(cluster(upstream_cluster, upstream.port))
+    for provider in providers:
+        built = provider_cluster(provider, backends[provider["name"]])
+        if all(c["name"] != built["name"] for c in clusters):
+            clusters.append(built)
     return EnvoyProcess(bootstrap(listeners=[listener], clusters=clusters), workdir)
 
 
 @contextlib.contextmanager
-def istio_gateway(kind: str, workdir: Path, upstream: Upstream) -> Iterator[IstioGateway]:
-    render, notes = render_istio(kind)
+def istio_gateway(kind: str, workdir: Path, upstream: Upstream, values: Sequence[str] = ()) -> Iterator[IstioGateway]:
+    render, notes = render_istio(kind, values)
     [container] = render.one("Deployment")["spec"]["template"]["spec"]["containers"]
     # No route in the request and none by default: every check is decided by the original path.
     assert "--grpc-default-route" not in container["args"]
@@ -124,7 +145,10 @@ def istio_gateway(kind: str, workdir: Path, upstream: Upstream) -> Iterator[Isti
         port = authgate.grpc_port if kind == "grpc" else authgate.port
         assert port is not None
         policies = render.all("AuthorizationPolicy")
-        with envoy_for(render, [provider], policies, {provider["name"]: port}, upstream, workdir / "envoy") as envoy:
+        backends = {provider["name"]: port}
+        with envoy_for(
+            render, [provider], policies, backends, upstream, workdir / "envoy", authgate_http_port=authgate.port
+        ) as envoy:
             gateway = Gateway(f"istio-{kind}", envoy.listener_port("gateway"), upstream, host=HOST)
             yield IstioGateway(kind, gateway, authgate, rendered, envoy, provider)
     finally:

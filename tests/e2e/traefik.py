@@ -118,8 +118,9 @@ class TraefikProcess:
             raise RuntimeError(f"traefik exited: {self._process.output()}\n{self.log()}")
         if httpx.get(f"http://127.0.0.1:{self.ping_port}/ping", timeout=1.0).status_code != 200:
             return False
-        # The file provider loads asynchronously: ready once the first route no longer answers 404.
-        first = self.routes[0]
+        # The file provider loads asynchronously: ready once the first route no longer answers 404 (one with
+        # ForwardAuth when there is one: a probe sent straight to authgate's own pages is no decision).
+        first = next((r for r in self.routes if r.auth_address is not None), self.routes[0])
         probe = httpx.get(self.base_url + first.path_prefix, headers={"Host": first.host}, timeout=2.0)
         return probe.status_code != 404
 

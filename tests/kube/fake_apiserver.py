@@ -16,6 +16,9 @@ against it over HTTP (or HTTPS, given a certificate):
   history an ``ERROR`` event holding a 410 ``Expired`` Status; the stream ends cleanly after
   ``timeoutSeconds``.
 
+Discovery, as a client reads it before asking for a resource (Helm's ``lookup`` under ``--dry-run=server``):
+``GET /version``, ``/api``, ``/apis`` (no groups), ``/api/v1`` (Secrets only).
+
 The cluster's ServiceAccount token issuer, as a real API server serves it to a client bound to
 ``system:service-account-issuer-discovery`` (here: the kubeconfig's token):
 
@@ -61,6 +64,16 @@ from urllib.parse import parse_qs, urlsplit
 SECRET_PATH = "/api/v1/namespaces/{ns}/secrets"
 TOKEN = "fake-apiserver-token"  # what the kubeconfig written by write_kubeconfig presents
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+
+def plural(kind: str) -> str:
+    """The resource name of a kind, as the API names it (Ingress -> ingresses, NetworkPolicy -> networkpolicies)."""
+    lower = kind.lower()
+    if lower.endswith("y"):
+        return lower[:-1] + "ies"
+    if lower.endswith("s"):
+        return lower + "es"
+    return lower + "s"
 
 
 def status(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -141,6 +154,8 @@ class FakeApiServer:
         self.service_account_issuer = SERVICE_ACCOUNT_ISSUER
         self.service_account_keys: list[Any] = []  # tests.support.jose.SigningKey
         self.deleted_pods: set[str] = set()  # their bound tokens fail TokenReview
+        # discovery: (apiVersion, kind) of every other resource a client must find ("apps/v1", "Deployment")
+        self.discovery_kinds: set[tuple[str, str]] = set()
 
     def service_account_token(
         self, namespace: str, name: str, audiences: list[str], issued_at: int, lifetime: int = 3600, **extra: Any
@@ -240,8 +255,17 @@ class FakeApiServer:
         self._history.append(Event(int(obj["metadata"]["resourceVersion"]), kind, copy.deepcopy(obj)))
         self._cond.notify_all()
 
-    def put_secret(self, namespace: str, name: str, files: Mapping[str, bytes]) -> str:
-        """Creates or replaces the Secret's data; returns its new resourceVersion."""
+    def put_secret(
+        self,
+        namespace: str,
+        name: str,
+        files: Mapping[str, bytes],
+        *,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+    ) -> str:
+        """Creates or replaces the Secret's data (a new one with ``labels`` and ``annotations``); returns its
+        new resourceVersion."""
         with self._cond:
             rv = str(self._next_rv())
             existing = self._secrets.get((namespace, name))
@@ -258,6 +282,8 @@ class FakeApiServer:
                         "uid": str(uuid.uuid4()),
                         "resourceVersion": rv,
                         "creationTimestamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        **({"labels": dict(labels)} if labels else {}),
+                        **({"annotations": dict(annotations)} if annotations else {}),
                     },
                 }
                 self._secrets[(namespace, name)] = obj
@@ -503,9 +529,48 @@ def _handler_for(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 )
             return True
 
+        def _discovery(self) -> bool:
+            """The version and discovery documents a client reads before it asks for a resource (Helm's
+            ``lookup`` and its manifest checks do, with ``--dry-run=server``): Secrets and ``discovery_kinds``
+            (names only: nothing but Secrets is served); False for other paths."""
+            path = urlsplit(self.path).path
+            kinds = {("v1", "Secret"), *fake.discovery_kinds}
+            versions: dict[str, list[str]] = {}
+            for api_version, kind in sorted(kinds):
+                versions.setdefault(api_version, []).append(kind)
+            groups = sorted({v.split("/")[0] for v in versions if "/" in v})
+            if path == "/version":
+                self._send_json(200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0", "platform": "linux/amd64"})
+            elif path == "/api":
+                self._send_json(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
+            elif path == "/apis":
+                listed = []
+                for group in groups:
+                    group_versions = [
+                        {"groupVersion": v, "version": v.split("/")[1]} for v in versions if v.startswith(group + "/")
+                    ]
+                    listed.append({"name": group, "versions": group_versions, "preferredVersion": group_versions[0]})
+                self._send_json(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": listed})
+            elif path == "/api/v1" or (path.startswith("/apis/") and path.removeprefix("/apis/") in versions):
+                api_version = "v1" if path == "/api/v1" else path.removeprefix("/apis/")
+                resources = [
+                    {
+                        "name": plural(kind),
+                        "singularName": kind.lower(),
+                        "namespaced": True,
+                        "kind": kind,
+                        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+                    }
+                    for kind in versions.get(api_version, [])
+                ]
+                self._send_json(200, {"kind": "APIResourceList", "groupVersion": api_version, "resources": resources})
+            else:
+                return False
+            return True
+
         def do_GET(self) -> None:
             fake.requests.log.append(("GET", self.path))
-            if self._issuer():
+            if self._issuer() or self._discovery():
                 return
             route = self._route()
             if route is None:
