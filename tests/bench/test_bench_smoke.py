@@ -62,22 +62,37 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     assert (target["subject"], target["baseline"]) == ("authgate", "baseline")  # on the default server
     assert target["target"] == 0.9 and target["met"] == (target["median"] >= 0.9)
     assert all(other["target"] is None for other in others)
-    # gRPC Check next to HTTP in one authgate process, both through h2load, each with its server CPU.
-    assert set(grpc["variants"]) == {"grpc", "http"}
+    # gRPC Check next to HTTP in one authgate process and next to the free gRPC auth service (grpcio's limit),
+    # all through h2load, each with its server CPU.
+    assert set(grpc["variants"]) == {"grpc", "http", "grpc_free"}
     assert all(v["rps_median"] > 0 and v["cpu_us_per_request_median"] for v in grpc["variants"].values())
-    (grpc_ratio,) = grpc["ratios"]
-    assert grpc_ratio["target"] is None and grpc_ratio["cpu_cost_ratio_median"] is not None
-    # Envoy: ext_authz over HTTP and gRPC to authgate, the free auth service, basic_auth, no auth; Envoy's CPU
-    # counted in each, authgate's in the two that ask it.
-    assert set(envoy["variants"]) == {"envoy_http", "envoy_grpc", "envoy_free", "envoy_basic", "envoy_none"}
+    assert grpc["variants"]["grpc_free"]["serves"] == ["grpc_free"]
+    assert [(r["subject"], r["baseline"]) for r in grpc["ratios"]] == [("grpc", "http"), ("grpc", "grpc_free")]
+    assert all(r["target"] is None and r["cpu_cost_ratio_median"] is not None for r in grpc["ratios"])
+    # Envoy: ext_authz over HTTP and gRPC to authgate, the free auth service over each, basic_auth, no auth;
+    # Envoy's CPU counted in each, authgate's in the two that ask it, the free gRPC service's in its own.
+    assert set(envoy["variants"]) == {
+        "envoy_http",
+        "envoy_grpc",
+        "envoy_free",
+        "envoy_grpc_free",
+        "envoy_basic",
+        "envoy_none",
+    }
     for key, variant in envoy["variants"].items():
         assert variant["rps_median"] > 0 and "envoy" in variant["serves"], key
         assert ("authgate:envoy" in variant["serves"]) == (key in ("envoy_http", "envoy_grpc")), key
+        assert ("grpc_free" in variant["serves"]) == (key == "envoy_grpc_free"), key
     assert {(r["subject"], r["baseline"]) for r in envoy["ratios"]} >= {
         ("envoy_http", "envoy_free"),
         ("envoy_grpc", "envoy_http"),
+        ("envoy_grpc", "envoy_grpc_free"),
+        ("envoy_grpc_free", "envoy_http"),
         ("envoy_http", "envoy_basic"),
     }
+    # Issue 24's gRPC row: its target is in the run, met or missed by the median.
+    (grpc_row,) = [r for r in envoy["ratios"] if (r["subject"], r["baseline"]) == ("envoy_grpc", "envoy_http")]
+    assert grpc_row["target"] == 0.8 and grpc_row["met"] == (grpc_row["median"] >= 0.8)
     machine = {"nproc", "cpu", "kernel", "python", "uvicorn", "granian", "nginx", "h2load", "grpcio", "envoy"}
     assert machine <= set(doc["machine"])
     missed = [v for v in doc["verdicts"] if not v[1]]
