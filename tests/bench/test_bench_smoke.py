@@ -120,3 +120,28 @@ def test_an_uncaught_exception_is_a_harness_failure_not_a_missed_target(tmp_path
     )
     assert out.returncode == 2, out.stderr
     assert "Traceback" in out.stderr
+
+
+def test_grpc_levers_prints_a_row_per_variant():
+    """bench/grpc_levers.py (grpcio against itself, docs/benchmarks.md's gRPC row) runs and prints its table."""
+    require_tool("h2load")
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "bench" / "grpc_levers.py"),
+            "--rounds",
+            "1",
+            "--seconds",
+            "1",
+            "aio",
+            "sync-8-to-loop",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "variant" not in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| aio", "| sync-8-to-loop"], out.stdout
+    assert all(float(row.split(" | ")[2].rstrip(" |").replace(",", "")) > 0 for row in rows), out.stdout
