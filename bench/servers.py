@@ -372,12 +372,16 @@ class Stack:
         """Base URLs by variant: envoy_http (ext_authz over HTTP → authgate ``--proxy path-prefix``), envoy_grpc
         (ext_authz over gRPC → the same authgate's ``--grpc-port``), envoy_free (ext_authz over HTTP → nginx
         answering 200 at once), envoy_grpc_free (ext_authz over gRPC → the free gRPC auth service),
-        envoy_basic (Envoy's ``basic_auth``, {SHA}), envoy_none (no auth). The ext_authz
+        envoy_basic (Envoy's ``basic_auth``, {SHA}), envoy_none (no auth); envoy_http-uvicorn and
+        envoy_grpc-uvicorn: the first two to a second authgate on the other server. The ext_authz
         filters are configured as Envoy Gateway configures its SecurityPolicy's (tests/e2e/envoy_doors.py):
         ``Authorization`` and ``X-Forwarded-For`` to the auth service, the identity header back, fail closed."""
         if "envoy" not in self._started:
-            ag = self.authgate("envoy", self.small_files(), proxy="path-prefix", grpc=True)
-            assert ag.grpc_port is not None
+            authgates = {
+                server: self.authgate("envoy", self.small_files(), proxy="path-prefix", grpc=True, server=server)
+                for server in SERVERS
+            }
+            other = suffix(OTHER_SERVER)  # "-uvicorn": the variants asking the authgate on the other server
             backend_port = int(self.nginx()["backend"].rsplit(":", 1)[1])
             headers = {"patterns": [{"exact": h, "ignore_case": True} for h in ("Authorization", "X-Forwarded-For")]}
             upstream_headers = {"patterns": [{"exact": "X-Auth-Request-User", "ignore_case": True}]}
@@ -416,6 +420,8 @@ class Stack:
             filters: dict[str, list[dict[str, object]]] = {
                 "envoy_http": [http_authz("authgate_http", "/auth/api")],
                 "envoy_grpc": [grpc_authz("authgate_grpc")],
+                "envoy_http" + other: [http_authz("authgate_http" + other, "/auth/api")],
+                "envoy_grpc" + other: [grpc_authz("authgate_grpc" + other)],
                 "envoy_free": [http_authz("free", "/auth/free")],
                 "envoy_grpc_free": [grpc_authz("grpc_free")],
                 "envoy_basic": [basic],
@@ -432,7 +438,7 @@ class Stack:
                         "check_settings": {"context_extensions": context},
                     }
                 }
-                for variant in ("envoy_grpc", "envoy_grpc_free")
+                for variant in ("envoy_grpc", "envoy_grpc" + other, "envoy_grpc_free")
             }
             listeners = [
                 http_listener(
@@ -447,10 +453,12 @@ class Stack:
             clusters = [
                 cluster("backend", backend_port),
                 cluster("free", backend_port),
-                cluster("authgate_http", ag.port),
-                cluster("authgate_grpc", ag.grpc_port, http2=True),
                 cluster("grpc_free", self.grpc_free(), http2=True),
             ]
+            for server, ag in authgates.items():
+                assert ag.grpc_port is not None
+                clusters.append(cluster("authgate_http" + suffix(server), ag.port))
+                clusters.append(cluster("authgate_grpc" + suffix(server), ag.grpc_port, http2=True))
             edir = self.workdir / "envoy"
             proc = EnvoyProcess(bootstrap(listeners=listeners, clusters=clusters), edir, log_level="error")
             self._procs.append(proc)

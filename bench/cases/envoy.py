@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.measure import DEF, Log, Params, Ratio, Variant, measure, summarize
+from bench.measure import ALT, ALT_KEY, DEF, Log, Params, Ratio, Variant, measure, summarize
 from bench.servers import Stack
 from bench.wrk import Wrk
 
@@ -21,6 +21,7 @@ def run(stack: Stack, wrk: Wrk, p: Params, log: Log) -> dict[str, Any]:
     native ``basic_auth`` and no auth at all."""
     creds, urls = stack.creds, stack.envoy()
     authgate = ("envoy", "authgate:envoy", "nginx")
+    authgate_alt = ("envoy", "authgate:envoy" + ALT_KEY, "nginx")
     variants = [
         Variant(
             "envoy_http",
@@ -35,6 +36,20 @@ def run(stack: Stack, wrk: Wrk, p: Params, log: Log) -> dict[str, Any]:
             urls["envoy_grpc"] + "/api/ok",
             creds.bearer,
             serves=authgate,
+        ),
+        Variant(
+            "envoy_http" + ALT_KEY,
+            f"Envoy ext_authz HTTP → authgate on {ALT} (Bearer)",
+            urls["envoy_http" + ALT_KEY] + "/api/ok",
+            creds.bearer,
+            serves=authgate_alt,
+        ),
+        Variant(
+            "envoy_grpc" + ALT_KEY,
+            f"Envoy ext_authz gRPC → authgate on {ALT} (Bearer)",
+            urls["envoy_grpc" + ALT_KEY] + "/api/ok",
+            creds.bearer,
+            serves=authgate_alt,
         ),
         Variant(
             "envoy_free",
@@ -67,6 +82,12 @@ def run(stack: Stack, wrk: Wrk, p: Params, log: Log) -> dict[str, Any]:
     ratios = [
         Ratio(f"Envoy→authgate HTTP ({DEF}) / Envoy→free auth service (the limit)", "envoy_http", "envoy_free"),
         Ratio(f"Envoy→authgate gRPC ({DEF}) / Envoy→authgate HTTP", "envoy_grpc", "envoy_http", target=GRPC_TARGET),
+        Ratio(
+            f"Envoy→authgate gRPC ({ALT}) / Envoy→authgate HTTP ({ALT})",
+            "envoy_grpc" + ALT_KEY,
+            "envoy_http" + ALT_KEY,
+            target=GRPC_TARGET,
+        ),
         Ratio(f"Envoy→authgate gRPC ({DEF}) / Envoy→free auth service", "envoy_grpc", "envoy_free"),
         Ratio(
             f"Envoy→authgate gRPC ({DEF}) / Envoy→free gRPC auth service (grpcio's limit)",

@@ -69,11 +69,14 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     assert grpc["variants"]["grpc_free"]["serves"] == ["grpc_free"]
     assert [(r["subject"], r["baseline"]) for r in grpc["ratios"]] == [("grpc", "http"), ("grpc", "grpc_free")]
     assert all(r["target"] is None and r["cpu_cost_ratio_median"] is not None for r in grpc["ratios"])
-    # Envoy: ext_authz over HTTP and gRPC to authgate, the free auth service over each, basic_auth, no auth;
-    # Envoy's CPU counted in each, authgate's in the two that ask it, the free gRPC service's in its own.
+    # Envoy: ext_authz over HTTP and gRPC to authgate on each server, the free auth service over each, basic_auth,
+    # no auth; Envoy's CPU counted in each, each authgate's in the two that ask it, the free gRPC service's in its
+    # own.
     assert set(envoy["variants"]) == {
         "envoy_http",
         "envoy_grpc",
+        "envoy_http-uvicorn",
+        "envoy_grpc-uvicorn",
         "envoy_free",
         "envoy_grpc_free",
         "envoy_basic",
@@ -82,6 +85,7 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     for key, variant in envoy["variants"].items():
         assert variant["rps_median"] > 0 and "envoy" in variant["serves"], key
         assert ("authgate:envoy" in variant["serves"]) == (key in ("envoy_http", "envoy_grpc")), key
+        assert ("authgate:envoy-uvicorn" in variant["serves"]) == key.endswith("-uvicorn"), key
         assert ("grpc_free" in variant["serves"]) == (key == "envoy_grpc_free"), key
     assert {(r["subject"], r["baseline"]) for r in envoy["ratios"]} >= {
         ("envoy_http", "envoy_free"),
@@ -90,9 +94,10 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
         ("envoy_grpc_free", "envoy_http"),
         ("envoy_http", "envoy_basic"),
     }
-    # Issue 24's gRPC row: its target is in the run, met or missed by the median.
-    (grpc_row,) = [r for r in envoy["ratios"] if (r["subject"], r["baseline"]) == ("envoy_grpc", "envoy_http")]
-    assert grpc_row["target"] == 0.8 and grpc_row["met"] == (grpc_row["median"] >= 0.8)
+    # Issue 24's gRPC row on each server: its target is in the run, met or missed by the median.
+    for subject, baseline in (("envoy_grpc", "envoy_http"), ("envoy_grpc-uvicorn", "envoy_http-uvicorn")):
+        (row,) = [r for r in envoy["ratios"] if (r["subject"], r["baseline"]) == (subject, baseline)]
+        assert row["target"] == 0.8 and row["met"] == (row["median"] >= 0.8), row
     machine = {"nproc", "cpu", "kernel", "python", "uvicorn", "granian", "nginx", "h2load", "grpcio", "envoy"}
     assert machine <= set(doc["machine"])
     missed = [v for v in doc["verdicts"] if not v[1]]
