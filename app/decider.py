@@ -53,7 +53,8 @@ class Decider:
         self.slow_checks = SlowChecks(state.policy.throttle.max_pending_slow_checks, state.throttle)
         self.decision_log = decision_log
         self.log_allows = decision_log.allows
-        # The routes of the fast lane: the HTTP wire looks their exact paths up first (app.http).
+        # The routes of the fast lane: the HTTP wire looks their exact paths up first (app.http), the gRPC wire
+        # the CheckRequest's route context extension (app.grpc_server).
         self.plain_routes = self.fast_lane.plain_routes
         self.fast_repeat = self.fast_lane.repeat
         self.recall = self.fast_lane.recall

@@ -4,8 +4,9 @@
 A remembered allow holds for its credential on its route whatever the method and path are
 (``Decision.rememberable``), except where the route has exceptions of its own: an anonymous path or a CORS
 preflight is answered its own way, so on such a route the request is read first and a possible exception
-is decided in full. A route with neither is *plain*: there nothing but the credential matters, and the HTTP
-wire looks a repeat up before it reads anything else (:meth:`FastLane.repeat`, app.http).
+is decided in full. A route with neither is *plain*: there nothing but the credential matters, and both wires
+look a repeat up before they read anything else (:meth:`FastLane.repeat`: app.http from the exact path,
+app.grpc_server from the CheckRequest's route context extension).
 
 It is kept apart from the decision core (app.decider) because it is the hot path: every attribute it needs
 is bound once here, and the wires call its two lookups directly, without a call in between.

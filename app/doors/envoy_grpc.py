@@ -140,15 +140,16 @@ def redirect_response(location: str) -> CheckResponse:
     return CheckResponse(status=Status(code=_UNAUTHENTICATED), denied_response=denied)
 
 
-def with_response_cookie(answer: CheckResponse, cookie: str) -> CheckResponse:
-    """An allow plus a Set-Cookie for the browser (``ok_response.response_headers_to_add``), on a copy: the
-    answer itself may be one the core keeps for repeats."""
-    response = CheckResponse()
-    response.CopyFrom(answer)
+def with_response_cookie(answer: bytes, cookie: str) -> bytes:
+    """An allow (serialized, as :func:`check_response_bytes` renders it) plus a Set-Cookie for the browser
+    (``ok_response.response_headers_to_add``), on a copy: the answer itself may be one the core keeps for
+    repeats."""
+    response = CheckResponse.FromString(answer)
     response.ok_response.response_headers_to_add.append(
         _option(b"set-cookie", cookie.encode("latin-1"), HeaderValueOption.APPEND_IF_EXISTS_OR_ADD)
     )
-    return response
+    serialized: bytes = response.SerializeToString()
+    return serialized
 
 
 def check_response(decision: Decision, policy: Policy, route_name: str, now: dt.datetime) -> CheckResponse:
@@ -167,3 +168,10 @@ def check_response(decision: Decision, policy: Policy, route_name: str, now: dt.
     )
     code = _UNAUTHENTICATED if decision.status == 401 else _PERMISSION_DENIED
     return CheckResponse(status=Status(code=code), denied_response=denied)
+
+
+def check_response_bytes(decision: Decision, policy: Policy, route_name: str, now: dt.datetime) -> bytes:
+    """:func:`check_response` serialized: the wire's render (app.answers.Render), so that an answer kept for
+    the snapshot is kept as the very bytes the RPC sends, and a repeat serializes nothing."""
+    serialized: bytes = check_response(decision, policy, route_name, now).SerializeToString()
+    return serialized

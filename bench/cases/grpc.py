@@ -1,5 +1,6 @@
-"""Case 7: Envoy's gRPC ext_authz Check against the HTTP decision endpoint of the same authgate process, both
-driven by h2load, the gRPC variant checked with a real grpcio client first (h2load sees only HTTP statuses)."""
+"""Case 7: Envoy's gRPC ext_authz Check against the HTTP decision endpoint of the same authgate process and
+against the free gRPC auth service (bench/grpc_free.py: grpcio's own per-call cost, nothing else), all driven
+by h2load, the gRPC variants checked with a real grpcio client first (h2load sees only HTTP statuses)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def run(stack: Stack, wrk: Wrk, p: Params, log: Log) -> dict[str, Any]:
     body = stack.workdir / "check-request.grpc"
     body.write_bytes(grpc_frame(message))
     grpc_url = f"http://127.0.0.1:{grpc_port}/envoy.service.auth.v3.Authorization/Check"
+    free_grpc_port = stack.grpc_free()
+    free_url = f"http://127.0.0.1:{free_grpc_port}/envoy.service.auth.v3.Authorization/Check"
     http_url = ag.base_url + "/auth/api"
 
     def check_grpc() -> None:
@@ -44,6 +47,17 @@ def run(stack: Stack, wrk: Wrk, p: Params, log: Log) -> dict[str, Any]:
             client.close()
         if (denied, allowed) != (401, 200):
             raise HarnessError(f"gRPC Check: without credential {denied} (want 401), with {allowed} (want 200)")
+
+    def check_free() -> None:
+        from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
+
+        client = CheckClient(free_grpc_port)
+        try:
+            allowed = Answer.of(CheckResponse.FromString(client.raw(message, timeout=10))).http_status
+        finally:
+            client.close()
+        if allowed != 200:
+            raise HarnessError(f"free gRPC auth service: {allowed} (want 200)")
 
     grpc_headers = {"content-type": "application/grpc", "te": "trailers"}
     variants = [
@@ -65,12 +79,25 @@ def run(stack: Stack, wrk: Wrk, p: Params, log: Log) -> dict[str, Any]:
             serves=("authgate:grpc",),
             load=lambda s: h2load.run(http_url, {**ORIGINAL, **creds.bearer}, s, clients=HTTP_CLIENTS, http1=True),
         ),
+        Variant(
+            "grpc_free",
+            f"gRPC Check to the free gRPC auth service (grpcio answering pre-built bytes; h2load, {GRPC_CLIENTS} x "
+            f"{GRPC_STREAMS})",
+            free_url,
+            {},
+            serves=("grpc_free",),
+            load=lambda s: h2load.run(free_url, grpc_headers, s, clients=GRPC_CLIENTS, streams=GRPC_STREAMS, body=body),
+            check=check_free,
+        ),
     ]
-    ratios = [Ratio("gRPC Check / HTTP auth request, same authgate process", "grpc", "http")]
+    ratios = [
+        Ratio("gRPC Check / HTTP auth request, same authgate process", "grpc", "http"),
+        Ratio("gRPC Check / free gRPC auth service (grpcio's limit)", "grpc", "grpc_free"),
+    ]
     try:
         return summarize(
             "grpc",
-            "7. Envoy's gRPC ext_authz vs the HTTP endpoint, one authgate process",
+            "7. Envoy's gRPC ext_authz vs the HTTP endpoint, one authgate process, and vs grpcio's limit",
             variants,
             ratios,
             measure(stack, wrk, variants, p, log),

@@ -62,22 +62,42 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     assert (target["subject"], target["baseline"]) == ("authgate", "baseline")  # on the default server
     assert target["target"] == 0.9 and target["met"] == (target["median"] >= 0.9)
     assert all(other["target"] is None for other in others)
-    # gRPC Check next to HTTP in one authgate process, both through h2load, each with its server CPU.
-    assert set(grpc["variants"]) == {"grpc", "http"}
+    # gRPC Check next to HTTP in one authgate process and next to the free gRPC auth service (grpcio's limit),
+    # all through h2load, each with its server CPU.
+    assert set(grpc["variants"]) == {"grpc", "http", "grpc_free"}
     assert all(v["rps_median"] > 0 and v["cpu_us_per_request_median"] for v in grpc["variants"].values())
-    (grpc_ratio,) = grpc["ratios"]
-    assert grpc_ratio["target"] is None and grpc_ratio["cpu_cost_ratio_median"] is not None
-    # Envoy: ext_authz over HTTP and gRPC to authgate, the free auth service, basic_auth, no auth; Envoy's CPU
-    # counted in each, authgate's in the two that ask it.
-    assert set(envoy["variants"]) == {"envoy_http", "envoy_grpc", "envoy_free", "envoy_basic", "envoy_none"}
+    assert grpc["variants"]["grpc_free"]["serves"] == ["grpc_free"]
+    assert [(r["subject"], r["baseline"]) for r in grpc["ratios"]] == [("grpc", "http"), ("grpc", "grpc_free")]
+    assert all(r["target"] is None and r["cpu_cost_ratio_median"] is not None for r in grpc["ratios"])
+    # Envoy: ext_authz over HTTP and gRPC to authgate on each server, the free auth service over each, basic_auth,
+    # no auth; Envoy's CPU counted in each, each authgate's in the two that ask it, the free gRPC service's in its
+    # own.
+    assert set(envoy["variants"]) == {
+        "envoy_http",
+        "envoy_grpc",
+        "envoy_http-uvicorn",
+        "envoy_grpc-uvicorn",
+        "envoy_free",
+        "envoy_grpc_free",
+        "envoy_basic",
+        "envoy_none",
+    }
     for key, variant in envoy["variants"].items():
         assert variant["rps_median"] > 0 and "envoy" in variant["serves"], key
         assert ("authgate:envoy" in variant["serves"]) == (key in ("envoy_http", "envoy_grpc")), key
+        assert ("authgate:envoy-uvicorn" in variant["serves"]) == key.endswith("-uvicorn"), key
+        assert ("grpc_free" in variant["serves"]) == (key == "envoy_grpc_free"), key
     assert {(r["subject"], r["baseline"]) for r in envoy["ratios"]} >= {
         ("envoy_http", "envoy_free"),
         ("envoy_grpc", "envoy_http"),
+        ("envoy_grpc", "envoy_grpc_free"),
+        ("envoy_grpc_free", "envoy_http"),
         ("envoy_http", "envoy_basic"),
     }
+    # Issue 24's gRPC row on each server: its target is in the run, met or missed by the median.
+    for subject, baseline in (("envoy_grpc", "envoy_http"), ("envoy_grpc-uvicorn", "envoy_http-uvicorn")):
+        (row,) = [r for r in envoy["ratios"] if (r["subject"], r["baseline"]) == (subject, baseline)]
+        assert row["target"] == 0.8 and row["met"] == (row["median"] >= 0.8), row
     machine = {"nproc", "cpu", "kernel", "python", "uvicorn", "granian", "nginx", "h2load", "grpcio", "envoy"}
     assert machine <= set(doc["machine"])
     missed = [v for v in doc["verdicts"] if not v[1]]
@@ -105,3 +125,28 @@ def test_an_uncaught_exception_is_a_harness_failure_not_a_missed_target(tmp_path
     )
     assert out.returncode == 2, out.stderr
     assert "Traceback" in out.stderr
+
+
+def test_grpc_levers_prints_a_row_per_variant():
+    """bench/grpc_levers.py (grpcio against itself, docs/benchmarks.md's gRPC row) runs and prints its table."""
+    require_tool("h2load")
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "bench" / "grpc_levers.py"),
+            "--rounds",
+            "1",
+            "--seconds",
+            "1",
+            "aio",
+            "sync-8-to-loop",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "variant" not in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| aio", "| sync-8-to-loop"], out.stdout
+    assert all(float(row.split(" | ")[2].rstrip(" |").replace(",", "")) > 0 for row in rows), out.stdout

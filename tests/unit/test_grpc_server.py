@@ -23,6 +23,7 @@ from litestar.testing import AsyncTestClient
 from app import decision as decision_module
 from app.credentials import token_digest
 from app.decider import Decider
+from app.doors.envoy_grpc import question as grpc_question
 from app.grpc_server import GRACE_SECONDS, MAX_WATCHES, build_server, serving_grpc
 from app.policy import parse_policy
 from app.service import create_app
@@ -260,3 +261,53 @@ async def test_a_check_without_route_context_is_decided_by_its_path_and_shares_t
                 assert len(state.store.current.allows) == 1  # one remembered allow, route api, both wires
         finally:
             await server.stop(None)
+
+
+async def test_a_repeat_takes_the_fast_lane_and_answers_exactly_as_decided(wires):
+    """A remembered allow on a plain route with one Authorization header: answered from the route's context
+    extension and that header (app.grpc_server's fast lane), the CheckRequest never read into the core's
+    shape, with the very answer and count of the full path."""
+    assert wires.state.reloader.apply(TOKENS, "test")
+    bearer = {"authorization": f"Bearer {TOKEN}"}
+    with mock.patch("app.grpc_server.question", wraps=grpc_question) as read_in_full:
+        first = await wires.check(headers=bearer)
+        assert read_in_full.call_count == 1  # decided in full, then remembered
+        assert await wires.check(headers=bearer) == first
+        assert await wires.check(path="/api/other", headers=bearer) == first
+        assert read_in_full.call_count == 1  # both repeats from the fast lane
+    assert first.upstream == {"x-auth-request-user": "ci", "x-auth-request-scheme": "bearer"}
+    labels = {"route": "api", "result": "allow", "reason": "allowed", "scheme": "bearer"}
+    assert wires.state.metrics.registry.get_sample_value("authgate_decisions_total", labels) == 3
+
+
+BEARER = f"Bearer {TOKEN}"
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "more_headers", "allowed"),
+    [
+        # A second Authorization header (a name differing in case, as a client other than Envoy could send):
+        # two values, one malformed request, never the memo's allow.
+        ({"headers": {"authorization": BEARER}}, {"Authorization": BEARER}, False),
+        ({"headers": {"authorization": BEARER}}, {"AUTHORIZATION": "Bearer other"}, False),
+        # A second one in http.header_map (Envoy's encode_raw_headers).
+        ({"raw_headers": [("authorization", BEARER.encode()), ("Authorization", b"Bearer x")]}, {}, False),
+        # The one header in http.header_map only, or the name elsewhere in the message: read in full, then
+        # answered from the memo by the general lookup.
+        ({"raw_headers": [("authorization", BEARER.encode())]}, {}, True),
+        ({"headers": {"authorization": BEARER, "x-note": "see Authorization"}}, {}, True),
+        # No route context and no default route: the route is the path's, read in full (here none claims it).
+        ({"headers": {"authorization": BEARER}, "route": None, "path": "/api/flows"}, {}, False),
+        # A route the policy does not have: no fast lane, and refused.
+        ({"headers": {"authorization": BEARER}, "route": "nope"}, {}, False),
+    ],
+)
+async def test_the_fast_lane_leaves_anything_unusual_to_the_full_path(wires, request_kwargs, more_headers, allowed):
+    assert wires.state.reloader.apply(TOKENS, "test")
+    assert (await wires.check(headers={"authorization": BEARER})).http_status == 200  # remembered
+    request = envoy_check(**request_kwargs)
+    request.attributes.request.http.headers.update(more_headers)  # as sent, not lower-cased
+    with mock.patch("app.grpc_server.question", wraps=grpc_question) as read_in_full:
+        answer = Answer.of(await wires.stub.Check(request))
+        assert read_in_full.call_count == 1
+    assert (answer.http_status == 200) == allowed, answer
