@@ -123,6 +123,8 @@ def test_helm_package(tmp_path: Path) -> None:
         "templates/tests/test-auth.yaml",
         "dashboards/authgate.json",
         "examples/prefect-values.yaml",
+        "examples/prefect-worker-values.yaml",
+        "examples/prefect-worker.yaml",
     ):
         assert f"authgate/{member}" in names
     # The packaged chart renders like the directory.
