@@ -173,8 +173,11 @@ class Stack:
         policy: str = POLICY,
         grpc: bool = False,
         server: str = DEFAULT_SERVER,
+        log_level: str = "warning",
     ) -> AuthgateProcess:
-        """One authgate process by name (started on first use) on ``server``; ``grpc``: with ``--grpc-port``."""
+        """One authgate process by name (started on first use) on ``server``; ``grpc``: with ``--grpc-port``;
+        ``log_level``: warning (no line per request) unless a case measures what logging costs (denials are
+        logged at info, the default)."""
         name += suffix(server)
         key = f"authgate:{name}"
         if key not in self._started:
@@ -187,7 +190,7 @@ class Stack:
                 self.workdir / f"authgate-{name}.log",
                 config=policy_file,
                 proxy=proxy,
-                log_level="warning",
+                log_level=log_level,
                 grpc=grpc,
                 server=server,
             )
