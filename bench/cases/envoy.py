@@ -51,7 +51,7 @@ def run(stack: Stack, wrk: Wrk, p: Params, log: Log) -> dict[str, Any]:
         ),
     ]
     ratios = [
-        Ratio(f"Envoy→authgate HTTP ({DEF}) / Envoy→free auth service (the limit)", "envoy_http", "envoy_free"),
+        Ratio(f"Envoy→authgate HTTP ({DEF}) / Envoy→free auth service (the limit)", "envoy_http", "envoy_free", 0.8),
         Ratio(f"Envoy→authgate gRPC ({DEF}) / Envoy→authgate HTTP", "envoy_grpc", "envoy_http"),
         Ratio(f"Envoy→authgate gRPC ({DEF}) / Envoy→free auth service", "envoy_grpc", "envoy_free"),
         Ratio(f"Envoy→authgate HTTP ({DEF}) / Envoy basic_auth {{SHA}}", "envoy_http", "envoy_basic"),
