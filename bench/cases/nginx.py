@@ -122,6 +122,16 @@ def run(stack: Stack, wrk: Wrk, p: Params, log: Log) -> dict[str, Any]:
             "authreq_free",
             0.8,
         ),
+        Ratio(
+            f"nginx→raw-ASGI floor ({DEF}) / nginx→free auth service, Connection: close (any ASGI app's ceiling)",
+            "authreq_baseline",
+            "authreq_free",
+        ),
+        Ratio(
+            f"nginx→raw-ASGI floor ({ALT}) / nginx→free auth service, Connection: close (any ASGI app's ceiling)",
+            "authreq_baseline" + ALT_KEY,
+            "authreq_free",
+        ),
         Ratio(f"nginx→authgate / nginx→raw-ASGI floor, Connection: close ({DEF})", "authreq", "authreq_baseline", 0.9),
         Ratio(f"nginx→authgate on {DEF} / on {ALT}, Connection: close", "authreq", "authreq" + ALT_KEY, 1.5),
         Ratio("nginx→authgate decision cache / nginx auth_basic {SHA}", "authreq_cache", "sha", 1.0),
