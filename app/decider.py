@@ -20,8 +20,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from app.answers import RenderedAnswers, Verdict
-from app.decision import RequestFacts, decide, is_canonical, route_for_path
+from app.answers import Answer, Render, RenderedAnswers, Verdict
+from app.decision import (
+    RequestFacts,
+    decide,
+    is_canonical,
+    is_unknown_bearer,
+    refuse_unknown_token,
+    route_for_path,
+)
 from app.decision_log import DecisionLog
 from app.doors import FrontDoors
 from app.fast_lane import FastLane
@@ -56,11 +63,13 @@ class Decider:
         # The routes of the fast lane: the HTTP wire looks their exact paths up first (app.http), the gRPC wire
         # the CheckRequest's route context extension (app.grpc_server).
         self.plain_routes = self.fast_lane.plain_routes
+        # The routes with anonymous paths or CORS preflights, where more than the credential can matter.
+        self.exceptional = self.fast_lane.exceptional
         self.fast_repeat = self.fast_lane.repeat
         self.recall = self.fast_lane.recall
         self.answer = answers.answer
         self._slow_decision = self.slow_checks.decide
-        self._log_denial = decision_log.denied
+        self._log_denial = decision_log.denials.denied if decision_log.denials is not None else None
         self._log_allow = decision_log.allowed
         # The routes that accept the session cookie (app.sessions): decided once, so that no other route's
         # request has its cookies read.
@@ -75,6 +84,41 @@ class Decider:
     @pending_slow_checks.setter
     def pending_slow_checks(self, pending: int) -> None:
         self.slow_checks.pending = pending
+
+    def refuse_guess(
+        self,
+        doors: FrontDoors,
+        route_name: str,
+        headers: dict[bytes, bytes],
+        authorization: bytes,
+        scope: dict[str, Any],
+        wire: str,
+        render: Render[Answer],
+    ) -> Answer | None:
+        """The wire's answer to a Bearer token that is no credential (a guess: what a credential-stuffing flood
+        sends) on a plain route (no exceptions, one Authorization value, the exact ``/auth/<route>`` path:
+        app.http's fast lane, after the allow memo missed), decided as :meth:`decide` decides it: the doors
+        read (for the client address, and any front-door problem counted), the failure counted by the
+        throttle, the metrics and the denial log. Synchronous, like :attr:`recall`: a guess costs the wire no
+        coroutine. None for anything else, which the wire then decides in full (a known token pays one digest
+        lookup more here)."""
+        started = time.perf_counter()
+        state = self.state
+        snapshot = state.store.current
+        if snapshot is None:
+            return None
+        route = snapshot.policy.routes.get(route_name)
+        if route is None or not is_unknown_bearer(route, authorization, snapshot):
+            return None
+        reading = doors.read(headers, None, scope)
+        if reading.problem is not None:
+            state.metrics.original_request_problems.labels(route=route_name, problem=reading.problem).inc()
+            self.decision_log.front_door_problem(doors, route_name, reading)
+        decision = refuse_unknown_token(state.throttle, reading.client)
+        self.stats.count(route_name, False, decision.reason, decision.scheme, time.perf_counter() - started)
+        if self._log_denial is not None:
+            self._log_denial(route_name, route_name, decision, reading)
+        return self.answer(Verdict(route_name, decision, snapshot), wire, render)
 
     async def decide(
         self,
@@ -102,39 +146,50 @@ class Decider:
             # No route named: the one claiming the original path's longest prefix; none (an unclaimed,
             # ambiguous or unknown path) leaves BY_PATH, which decide() refuses (403 unclaimed_path).
             route_name = route_for_path(snapshot.policy, reading.path) or BY_PATH
-        facts = RequestFacts(
-            method=reading.method,
-            path=reading.path,
-            authorization=authorization,
-            client=reading.client,
-            preflight=b"origin" in headers and b"access-control-request-method" in headers,
-            problem=reading.problem,
-            browser=(
-                read_browser(headers, self.session_cookie)
-                if not authorization and route_name in self.session_routes
-                else None
-            ),
-        )
-        route_label = route_name if route_name in snapshot.policy.routes else UNKNOWN_ROUTE_LABEL
+        route = snapshot.policy.routes.get(route_name)
+        route_label = route_name if route is not None else UNKNOWN_ROUTE_LABEL
         if reading.problem is not None:
             # Counted every time; logged at most once a minute (app.decision_log).
             state.metrics.original_request_problems.labels(route=route_label, problem=reading.problem).inc()
             self.decision_log.front_door_problem(doors, route_label, reading)
-        now = state.clock()
-        decision = decide(route_name, facts, snapshot, state.throttle, now, slow_ok=False)
-        if decision is None:
-            decision = await self._slow_decision(route_name, facts, snapshot, now)
-        # Only rememberable allows get in (only on configured routes): check that first, so a denial never
-        # pays for the key or the base64 round trip.
-        if decision.rememberable and len(authorization) == 1 and is_canonical(authorization[0]):
-            label = self.stats.cell(route_name, True, decision.reason, decision.scheme)
-            snapshot.allows.remember(route_name, authorization[0], decision, label)
+        # The commonest denial (a Bearer token that is no credential: a guess) without building the request's
+        # facts, on a route where nothing but the credential can matter (app.decision.is_unknown_bearer).
+        if (
+            route is not None
+            and len(authorization) == 1
+            and route_name not in self.exceptional
+            and is_unknown_bearer(route, authorization[0], snapshot)
+        ):
+            decision = refuse_unknown_token(state.throttle, reading.client)
+        else:
+            facts = RequestFacts(
+                method=reading.method,
+                path=reading.path,
+                authorization=authorization,
+                client=reading.client,
+                preflight=b"origin" in headers and b"access-control-request-method" in headers,
+                problem=reading.problem,
+                browser=(
+                    read_browser(headers, self.session_cookie)
+                    if not authorization and route_name in self.session_routes
+                    else None
+                ),
+            )
+            now = state.clock()
+            decided = decide(route_name, facts, snapshot, state.throttle, now, slow_ok=False)
+            if decided is None:
+                decided = await self._slow_decision(route_name, facts, snapshot, now)
+            decision = decided
+            # Only rememberable allows get in (only on configured routes): check that first, so a denial never
+            # pays for the key or the base64 round trip.
+            if decision.rememberable and len(authorization) == 1 and is_canonical(authorization[0]):
+                label = self.stats.cell(route_name, True, decision.reason, decision.scheme)
+                snapshot.allows.remember(route_name, authorization[0], decision, label)
 
-        state.metrics.decision_stats.count(
-            route_label, decision.allowed, decision.reason, decision.scheme, time.perf_counter() - started
-        )
+        self.stats.count(route_label, decision.allowed, decision.reason, decision.scheme, time.perf_counter() - started)
         if not decision.allowed:
-            self._log_denial(route_name, decision, facts)
+            if self._log_denial is not None:
+                self._log_denial(route_label, route_name, decision, reading)
         elif self.log_allows:
-            self._log_allow(route_name, decision, facts)
+            self._log_allow(route_name, decision, reading)
         return Verdict(route_name, decision, snapshot)

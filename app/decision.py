@@ -281,10 +281,7 @@ def decide(
                 return jwt_decision
             principal, jwt_expires = jwt_decision.principal, jwt_decision.expires
         elif token is None:
-            if throttle.banned(facts.client, None):
-                return Decision(403, "throttled", scheme=scheme)
-            throttle.record_failure(facts.client, None)
-            return Decision(401, "unknown_token", scheme=scheme, bearer_error="invalid_token")
+            return refuse_unknown_token(throttle, facts.client)
         elif token.expires is not None and now >= token.expires:
             return Decision(401, "expired", scheme=scheme, principal=token.name, bearer_error="expired")
         else:
@@ -314,6 +311,37 @@ def decide(
         # Per-request limits (methods, paths) make the answer depend on more than the credential.
         rememberable=token is None or (token.methods is None and token.paths is None),
     )
+
+
+# The two answers to a Bearer token that is no credential at all: built once, so that a flood of them (a
+# credential-stuffing attack: every request a new guess) builds no decision.
+UNKNOWN_TOKEN = Decision(401, "unknown_token", scheme="bearer", bearer_error="invalid_token")
+BEARER_THROTTLED = Decision(403, "throttled", scheme="bearer")
+
+
+def refuse_unknown_token(throttle: Throttle, client: str | None) -> Decision:
+    """A Bearer token matching no credential: a guess. Refused unchecked from a banned address (403), else
+    counted against the address (401)."""
+    if throttle.banned(client, None):
+        return BEARER_THROTTLED
+    throttle.record_failure(client, None)
+    return UNKNOWN_TOKEN
+
+
+def is_unknown_bearer(route: RoutePolicy, authorization: bytes, snapshot: Snapshot) -> bool:
+    """Whether :func:`decide` would refuse this one ``Authorization`` value as ``unknown_token`` on a route
+    without exceptions (no anonymous paths, no CORS preflights: the caller checks, app.decider): spelt
+    ``Bearer <token68>``, on a route accepting Bearer, matching no credential and no JWT the route may trust.
+    Such a request is then answered by :func:`refuse_unknown_token`, exactly as ``decide`` answers it, without
+    building the request's facts; anything else (a known token, a possible JWT, any other spelling or scheme)
+    is False and is decided in full."""
+    if not authorization.startswith(b"Bearer ") or len(authorization) > MAX_AUTHORIZATION_BYTES:
+        return False
+    param = authorization[7:]
+    if "bearer" not in route.schemes or TOKEN68_BYTES_RE.fullmatch(param) is None:
+        return False
+    token = param.decode("ascii")
+    return snapshot.credentials.find_token(token) is None and not (route.jwt_issuers and looks_like_jws(token))
 
 
 def _decide_jwt(

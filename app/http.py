@@ -54,6 +54,7 @@ class DecisionEndpoint:
         self.doors = front_doors(state.settings.proxy)
         self.render = self._render  # bound once, not per request
         self.fast_repeat = decider.fast_repeat
+        self.refuse_guess = decider.refuse_guess
         self.others = others
         # The exact raw paths of the fast lane (Decider.fast_repeat): what `route_bytes.decode("latin-1")`
         # below reads as each plain route's name, with nothing after it.
@@ -75,6 +76,9 @@ class DecisionEndpoint:
                 value = headers.get(b"authorization")
                 if value is not None:
                     repeat = self.fast_repeat(plain_route, value, WIRE, self.render)
+                    if repeat is None:
+                        # Not a remembered allow: a guess (a Bearer token that is no credential) is refused here.
+                        repeat = self.refuse_guess(self.doors, plain_route, headers, value, scope, WIRE, self.render)
                     if repeat is not None:
                         await send(repeat)
                         await send(_EMPTY_BODY)

@@ -176,8 +176,11 @@ class Stack:
         policy: str = POLICY,
         grpc: bool = False,
         server: str = DEFAULT_SERVER,
+        log_level: str = "warning",
     ) -> AuthgateProcess:
-        """One authgate process by name (started on first use) on ``server``; ``grpc``: with ``--grpc-port``."""
+        """One authgate process by name (started on first use) on ``server``; ``grpc``: with ``--grpc-port``;
+        ``log_level``: warning (no line per request) unless a case measures what logging costs (denials are
+        logged at info, the default)."""
         name += suffix(server)
         key = f"authgate:{name}"
         if key not in self._started:
@@ -190,7 +193,7 @@ class Stack:
                 self.workdir / f"authgate-{name}.log",
                 config=policy_file,
                 proxy=proxy,
-                log_level="warning",
+                log_level=log_level,
                 grpc=grpc,
                 server=server,
             )
@@ -246,8 +249,9 @@ class Stack:
     # -- nginx ----------------------------------------------------------------------------------
     def nginx(self) -> dict[str, str]:
         """Base URLs by variant: none, sha, bcrypt, backend; per server (``-uvicorn`` for uvicorn's):
-        authreq, authreq_keepalive, authreq_baseline (Connection: close to the raw-ASGI baseline); and
-        authreq_cache (the default server, nginx's decision cache)."""
+        authreq, authreq_keepalive, authreq_baseline and authreq_keepalive_baseline (to the raw-ASGI floor);
+        authreq_free and authreq_keepalive_free (to a separate nginx answering 200 at once: the free auth
+        service, :meth:`free_auth`); and authreq_cache (the default server, nginx's decision cache)."""
         if "nginx" not in self._started:
             auth: dict[str, AuthTarget] = {}
             for server in SERVERS:
@@ -258,10 +262,47 @@ class Stack:
                     f"http://127.0.0.1:{ag.port}/auth/api", keepalive=True
                 )
                 auth["authreq_baseline" + suffix(server)] = AuthTarget(baseline + "/auth/api")
+                auth["authreq_keepalive_baseline" + suffix(server)] = AuthTarget(baseline + "/auth/api", keepalive=True)
+            free = self.free_auth()
+            auth["authreq_free"] = AuthTarget(free + "/auth/api")
+            auth["authreq_keepalive_free"] = AuthTarget(free + "/auth/api", keepalive=True)
             cacheable = self.authgate("cacheable", self.small_files(), policy=POLICY_CACHEABLE)
             auth["authreq_cache"] = AuthTarget(f"http://127.0.0.1:{cacheable.port}/auth/api", cache=True)
             self._start_nginx("nginx", auth)
         return self._started["nginx"]  # type: ignore[return-value]
+
+    def free_auth(self) -> str:
+        """The free auth service: a separate nginx process (one worker, no access log, keepalive like the
+        bench's nginx) answering 200 with nothing else to every request, so that no auth service can cost its
+        caller less. Its base URL."""
+        if "nginx_free" not in self._started:
+            prefix = self.workdir / "nginx-free"
+            prefix.mkdir(parents=True, exist_ok=True)
+            port = free_port()
+            user = "user root root;\n" if os.geteuid() == 0 else ""
+            conf = prefix / "nginx.conf"
+            conf.write_text(
+                f"# authgate benchmark (bench/servers.py): the free auth service.\n{user}daemon off;\n"
+                f"master_process on;\nworker_processes 1;\npid {prefix}/nginx.pid;\n"
+                f"error_log {prefix}/error.log warn;\n"
+                "events {\n    worker_connections 4096;\n}\nhttp {\n    access_log off;\n"
+                f"    client_body_temp_path {prefix}/client-body;\n    proxy_temp_path {prefix}/proxy;\n"
+                f"    fastcgi_temp_path {prefix}/fastcgi;\n    uwsgi_temp_path {prefix}/uwsgi;\n"
+                f"    scgi_temp_path {prefix}/scgi;\n    server_tokens off;\n    keepalive_timeout 75s;\n"
+                "    keepalive_requests 1000000;\n"
+                f"    server {{\n        listen 127.0.0.1:{port};\n        location / {{\n            return 200;\n"
+                "        }\n    }\n}\n"
+            )
+            argv = [find_tool("nginx"), "-p", str(prefix), "-c", str(conf)]
+            check = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
+            if check.returncode != 0:
+                raise RuntimeError(f"nginx -t refused {conf}:\n{check.stderr}")
+            proc = NginxProc(argv, prefix / "nginx.out")
+            self._procs.append(proc)
+            wait_for(lambda: _listening(port), timeout=15, what="nginx_free")
+            self._started["nginx_free"] = f"http://127.0.0.1:{port}"
+            self.pids["nginx_free"] = proc.proc.pid
+        return self._started["nginx_free"]  # type: ignore[return-value]
 
     def nginx_jwt(self, files: dict[str, str], policy: str) -> dict[str, str]:
         """The JWT case's nginx: one ``auth_request`` server (``authreq_jwt``, Connection: close as ingress-nginx

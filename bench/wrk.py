@@ -25,7 +25,8 @@ end
 
 @dataclass(frozen=True)
 class WrkResult:
-    """One wrk run. ``errors`` counts socket errors and non-2xx/3xx answers together."""
+    """One wrk run. ``errors`` counts socket errors and non-2xx/3xx answers together; ``statuses`` the
+    answers of status 400 or more alone (a denial case expects every answer to be one)."""
 
     rps: float
     requests: int
@@ -35,6 +36,7 @@ class WrkResult:
     p99_ms: float
     mean_ms: float
     max_ms: float
+    statuses: int = 0
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -92,6 +94,7 @@ class Wrk:
             p99_ms=raw["p99_us"] / 1000,
             mean_ms=raw["mean_us"] / 1000,
             max_ms=raw["max_us"] / 1000,
+            statuses=raw["status"],
         )
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bench.cases import bcrypt, direct, envoy, grpc, jwt, nginx, rotation, scale, throttle, traefik
+from bench.cases import bcrypt, denial, direct, envoy, grpc, jwt, nginx, rotation, scale, throttle, traefik
 from bench.measure import Log, Params
 from bench.servers import Stack
 from bench.wrk import Wrk
@@ -34,4 +34,5 @@ CASES: dict[str, Case] = {
     "grpc": grpc.run,
     "envoy": envoy.run,
     "jwt": jwt.run,
+    "denial": denial.run,
 }

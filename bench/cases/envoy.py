@@ -80,7 +80,9 @@ def run(stack: Stack, wrk: Wrk, p: Params, log: Log) -> dict[str, Any]:
         ),
     ]
     ratios = [
-        Ratio(f"Envoy→authgate HTTP ({DEF}) / Envoy→free auth service (the limit)", "envoy_http", "envoy_free"),
+        Ratio(
+            f"Envoy→authgate HTTP ({DEF}) / Envoy→free auth service (the limit)", "envoy_http", "envoy_free", target=0.8
+        ),
         Ratio(f"Envoy→authgate gRPC ({DEF}) / Envoy→authgate HTTP", "envoy_grpc", "envoy_http", target=GRPC_TARGET),
         Ratio(
             f"Envoy→authgate gRPC ({ALT}) / Envoy→authgate HTTP ({ALT})",

@@ -1,6 +1,7 @@
 """Case 2: through one nginx worker, ingress-nginx's default path (``auth_request`` with a new connection per
-auth call) to authgate and to the raw-ASGI floor on each server, its keepalive pool, its decision cache,
-against nginx's own ``auth_basic {SHA}`` and no auth at all."""
+auth call) to authgate and to the raw-ASGI floor on each server, its keepalive pool (to both too), its decision
+cache, against the same ``auth_request`` asking the free auth service (a separate nginx answering 200 at once:
+the limit, with a new connection and over the keepalive pool), nginx's own ``auth_basic {SHA}`` and no auth."""
 
 from __future__ import annotations
 
@@ -37,7 +38,34 @@ def run(stack: Stack, wrk: Wrk, p: Params, log: Log) -> dict[str, Any]:
                 creds.bearer,
                 serves=("nginx", "authgate:small" + suffix(server)),
             ),
+            Variant(
+                "authreq_keepalive_baseline" + suffix(server),
+                f"nginx auth_request → raw-ASGI floor on {server}, keepalive pool (Bearer)",
+                urls["authreq_keepalive_baseline" + suffix(server)] + "/api/ok",
+                creds.bearer,
+                serves=("nginx", "baseline" + suffix(server)),
+            ),
         ]
+    # The limit: the same auth_request asking an auth service that costs nothing (a separate nginx process
+    # answering 200 at once), with a new connection per call and over the keepalive pool.
+    variants += [
+        Variant(
+            "authreq_free",
+            "nginx auth_request → a separate nginx answering 200 (the free auth service, Connection: close)",
+            urls["authreq_free"] + "/api/ok",
+            {},
+            open=True,
+            serves=("nginx", "nginx_free"),
+        ),
+        Variant(
+            "authreq_keepalive_free",
+            "nginx auth_request → a separate nginx answering 200 (the free auth service), keepalive pool",
+            urls["authreq_keepalive_free"] + "/api/ok",
+            {},
+            open=True,
+            serves=("nginx", "nginx_free"),
+        ),
+    ]
     variants += [
         Variant(
             "authreq_cache",
@@ -50,6 +78,60 @@ def run(stack: Stack, wrk: Wrk, p: Params, log: Log) -> dict[str, Any]:
         Variant("none", "nginx, no auth", urls["none"] + "/api/ok", {}, open=True, serves=("nginx",)),
     ]
     ratios = [
+        Ratio(
+            f"nginx→authgate keepalive ({DEF}) / nginx→free auth service keepalive (the limit)",
+            "authreq_keepalive",
+            "authreq_keepalive_free",
+            0.8,
+        ),
+        Ratio(
+            f"nginx→authgate keepalive ({ALT}) / nginx→free auth service keepalive (the limit)",
+            "authreq_keepalive" + ALT_KEY,
+            "authreq_keepalive_free",
+            0.8,
+        ),
+        Ratio(
+            f"nginx→raw-ASGI floor keepalive ({DEF}) / nginx→free auth service keepalive (any ASGI app's ceiling)",
+            "authreq_keepalive_baseline",
+            "authreq_keepalive_free",
+        ),
+        Ratio(
+            f"nginx→raw-ASGI floor keepalive ({ALT}) / nginx→free auth service keepalive (any ASGI app's ceiling)",
+            "authreq_keepalive_baseline" + ALT_KEY,
+            "authreq_keepalive_free",
+        ),
+        Ratio(
+            f"nginx→authgate keepalive / nginx→raw-ASGI floor keepalive ({DEF})",
+            "authreq_keepalive",
+            "authreq_keepalive_baseline",
+        ),
+        Ratio(
+            f"nginx→authgate keepalive / nginx→raw-ASGI floor keepalive ({ALT})",
+            "authreq_keepalive" + ALT_KEY,
+            "authreq_keepalive_baseline" + ALT_KEY,
+        ),
+        Ratio(
+            f"nginx→authgate ({DEF}) / nginx→free auth service, Connection: close (the limit)",
+            "authreq",
+            "authreq_free",
+            0.8,
+        ),
+        Ratio(
+            f"nginx→authgate ({ALT}) / nginx→free auth service, Connection: close (the limit)",
+            "authreq" + ALT_KEY,
+            "authreq_free",
+            0.8,
+        ),
+        Ratio(
+            f"nginx→raw-ASGI floor ({DEF}) / nginx→free auth service, Connection: close (any ASGI app's ceiling)",
+            "authreq_baseline",
+            "authreq_free",
+        ),
+        Ratio(
+            f"nginx→raw-ASGI floor ({ALT}) / nginx→free auth service, Connection: close (any ASGI app's ceiling)",
+            "authreq_baseline" + ALT_KEY,
+            "authreq_free",
+        ),
         Ratio(f"nginx→authgate / nginx→raw-ASGI floor, Connection: close ({DEF})", "authreq", "authreq_baseline", 0.9),
         Ratio(f"nginx→authgate on {DEF} / on {ALT}, Connection: close", "authreq", "authreq" + ALT_KEY, 1.5),
         Ratio("nginx→authgate decision cache / nginx auth_basic {SHA}", "authreq_cache", "sha", 1.0),

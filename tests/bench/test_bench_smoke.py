@@ -24,7 +24,7 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
             sys.executable,
             str(REPO_ROOT / "bench" / "run.py"),
             "--cases",
-            "direct,grpc,envoy",
+            "direct,grpc,envoy,nginx,denial,jwt",
             "--rounds",
             "1",
             "--seconds",
@@ -36,7 +36,7 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
     # 1 (a target missed) is a finished run: its results are written; anything else uncaught exits 2.
@@ -45,8 +45,8 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     assert len(runs) == 1, (runs, out.stderr)
     (run_dir,) = runs
     doc = json.loads((run_dir / "results.json").read_text())
-    assert [case["case"] for case in doc["cases"]] == ["direct", "grpc", "envoy"]
-    direct, grpc, envoy = doc["cases"]
+    assert [case["case"] for case in doc["cases"]] == ["direct", "grpc", "envoy", "nginx", "denial", "jwt"]
+    direct, grpc, envoy, nginx, denial, jwt = doc["cases"]
     # authgate and the raw-ASGI floor on each server
     assert set(direct["variants"]) == {
         "authgate",
@@ -98,6 +98,36 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     for subject, baseline in (("envoy_grpc", "envoy_http"), ("envoy_grpc-uvicorn", "envoy_http-uvicorn")):
         (row,) = [r for r in envoy["ratios"] if (r["subject"], r["baseline"]) == (subject, baseline)]
         assert row["target"] == 0.8 and row["met"] == (row["median"] >= 0.8), row
+    envoy_limit = next(r for r in envoy["ratios"] if (r["subject"], r["baseline"]) == ("envoy_http", "envoy_free"))
+    assert envoy_limit["target"] == 0.8
+    # nginx: authgate, the raw-ASGI floor and the free auth service (a separate nginx answering 200) on each
+    # auth_request path; the targets against the limit on both servers.
+    assert {"authreq_free", "authreq_keepalive_free", "authreq_keepalive_baseline"} <= set(nginx["variants"])
+    assert nginx["variants"]["authreq_keepalive_free"]["serves"] == ["nginx", "nginx_free"]
+    targets = {(r["subject"], r["baseline"]): r["target"] for r in nginx["ratios"]}
+    for server_key in ("", "-uvicorn"):
+        assert targets[("authreq_keepalive" + server_key, "authreq_keepalive_free")] == 0.8
+        assert targets[("authreq" + server_key, "authreq_free")] == 0.8
+        assert ("authreq_keepalive_baseline" + server_key, "authreq_keepalive_free") in targets
+    # Denials: the flood against allows on each server, every answer checked against authgate's metrics,
+    # addresses banned by the throttle along the way.
+    assert set(denial["variants"]) == {"deny", "allow", "deny-uvicorn", "allow-uvicorn"}
+    assert all(v["rps_median"] > 0 and v["cpu_us_per_request_median"] for v in denial["variants"].values())
+    assert {(r["subject"], r["baseline"], r["target"]) for r in denial["ratios"]} == {
+        ("deny", "allow", 0.7),
+        ("deny-uvicorn", "allow-uvicorn", 0.7),
+    }
+    for server_key in ("granian", "uvicorn"):
+        flood = denial["flood"][server_key]
+        assert flood["denials_counted"] > 0 and flood["addresses_banned_at_end"] >= 1
+    # JWT: a repeated JWT against a static token through nginx and direct, a static token as long as the JWT,
+    # the first verification's cost per algorithm.
+    assert set(jwt["variants"]) == {"jwt", "jwt_static", "jwt_direct", "jwt_static_direct", "jwt_long_direct"}
+    assert {(r["subject"], r["baseline"]) for r in jwt["ratios"] if r["target"] == 0.9} == {
+        ("jwt", "jwt_static"),
+        ("jwt_direct", "jwt_static_direct"),
+    }
+    assert set(jwt["first_verification_us"]) == {"RS256", "ES256"}
     machine = {"nproc", "cpu", "kernel", "python", "uvicorn", "granian", "nginx", "h2load", "grpcio", "envoy"}
     assert machine <= set(doc["machine"])
     missed = [v for v in doc["verdicts"] if not v[1]]

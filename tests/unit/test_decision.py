@@ -14,8 +14,10 @@ from app.decision import (
     cache_control,
     challenges,
     decide,
+    is_unknown_bearer,
     parse_authorization,
     path_allowed,
+    refuse_unknown_token,
     response_headers,
     route_for_path,
 )
@@ -526,3 +528,36 @@ def test_the_verified_cache_survives_reloads_but_forgets_changed_and_removed_use
     assert len(verified) == 1  # bob's hash changed: his entry is gone
     assert state.reloader.apply({"htpasswd": bob.encode()}, "t")
     assert len(verified) == 0  # alice removed
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"Bearer {CI}",  # a known token: decided in full
+        "Bearer guess-0123456789abcdef",  # the guess
+        "Bearer guess-0123456789abcdef==",
+        "bearer guess-0123456789abcdef",  # other spellings: decided in full
+        "Bearer  guess-0123456789abcdef",
+        "Bearer guess 0123",
+        "Bearer " + "g" * 9000,  # over MAX_AUTHORIZATION_BYTES: malformed, in full
+        "Basic Z3Vlc3M6Z3Vlc3M=",
+        "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
+    ],
+)
+@pytest.mark.parametrize("route", ["ui", "admins"])
+def test_the_guess_lane_decides_exactly_what_decide_decides(value, route):
+    """app.decider refuses a guess with is_unknown_bearer + refuse_unknown_token on routes without exceptions;
+    wherever it applies, the decision and the failures counted are decide()'s own."""
+    snap = snapshot()
+    policy_route = POLICY.routes[route]
+    lane_throttle, full_throttle = Throttle(POLICY.throttle), Throttle(POLICY.throttle)
+    for _ in range(POLICY.throttle.max_failures_per_address + 1):
+        full = run(route, facts((value.encode(),), client="6.6.6.6"), snap, full_throttle)
+        if is_unknown_bearer(policy_route, value.encode(), snap):
+            assert refuse_unknown_token(lane_throttle, "6.6.6.6") == full
+    # The guess itself takes the lane wherever the route accepts Bearer.
+    if value == "Bearer guess-0123456789abcdef":
+        assert is_unknown_bearer(policy_route, value.encode(), snap) == ("bearer" in policy_route.schemes)
+    assert lane_throttle.banned("6.6.6.6", None) == (
+        is_unknown_bearer(policy_route, value.encode(), snap) and full_throttle.banned("6.6.6.6", None)
+    )

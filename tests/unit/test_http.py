@@ -438,3 +438,59 @@ async def test_auth_tilde_decides_on_the_route_claiming_the_original_path(tmp_pa
     registry = state.metrics.registry
     labels = {"route": "_unknown", "result": "deny", "reason": "unclaimed_path", "scheme": "none"}
     assert registry.get_sample_value("authgate_decisions_total", labels) == 4
+
+
+async def test_guesses_are_refused_counted_banned_and_logged_once_per_kind(tmp_path, caplog):
+    """A credential-stuffing flood (a new wrong Bearer token each request) on the served app: refused without
+    building the request's facts (app.decider.Decider.refuse_guess) yet exactly as decide() refuses it — the
+    challenge, the throttle counting per address and banning, a valid token passing from a banned address, the
+    front-door problem counted, every denial in the metrics, and one log line per kind, never a token."""
+    import logging
+
+    import httpx
+
+    from app.service import create_asgi
+
+    caplog.set_level(logging.INFO, logger="authgate.decision")
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text("routes:\n  api: {realm: r}\nthrottle: {max_failures_per_address: 3}\n")
+    app = create_asgi(Settings(secret_dir=tmp_path / "absent", config=policy_file, proxy=("ingress-nginx",)))
+    assert app.plain_paths == {b"/auth/api": "api"}
+    state = app.decider.state
+    assert state.reloader.apply({"tokens": f"ci sha256:{token_digest(TOKEN).hex()}\n".encode()}, "t")
+    nginx = {"X-Original-URL": "http://h/api/x", "X-Original-Method": "GET"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://authgate") as client:
+
+        async def ask(token: str, address: str, extra: dict[str, str] | None = None) -> httpx.Response:
+            headers = {**nginx, "X-Real-IP": address, "Authorization": f"Bearer {token}", **(extra or {})}
+            return await client.get("/auth/api", headers=headers)
+
+        answers = [await ask(f"guess-{n}", "198.51.100.1") for n in range(5)]
+        assert [a.status_code for a in answers] == [401, 401, 401, 403, 403]
+        assert answers[0].headers.get_list("www-authenticate") == [
+            'Bearer realm="r", error="invalid_token"',
+            'Basic realm="r", charset="UTF-8"',
+        ]
+        assert answers[0].headers["cache-control"] == "no-store" and "x-auth-request-user" not in answers[0].headers
+        assert (await ask(TOKEN, "198.51.100.1")).status_code == 200  # a valid token from the banned address
+        assert (await ask("guess-x", "198.51.100.2")).status_code == 401  # another address is not banned
+        # Behind a door authgate was not told of: still refused, and the problem counted.
+        traefik = {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/x", "X-Forwarded-Proto": "https"}
+        answer = await client.get("/auth/api", headers={**traefik, "Authorization": "Bearer guess-y"})
+        assert answer.status_code == 401
+    assert state.throttle.banned("198.51.100.1", None) and not state.throttle.banned("198.51.100.2", None)
+    registry = state.metrics.registry
+
+    def denials(reason: str) -> float | None:
+        labels = {"route": "api", "result": "deny", "reason": reason, "scheme": "bearer"}
+        return registry.get_sample_value("authgate_decisions_total", labels)
+
+    assert (denials("unknown_token"), denials("throttled")) == (5, 2)
+    problems = {"route": "api", "problem": "missing"}
+    assert registry.get_sample_value("authgate_original_request_problems_total", problems) == 1
+    logged = [r for r in caplog.records if r.name == "authgate.decision" and r.getMessage() == "denied"]
+    assert [(r.reason, r.client) for r in logged] == [("unknown_token", "198.51.100.1"), ("throttled", "198.51.100.1")]
+    app.decider.decision_log.denials.close_window()
+    summary = [r for r in caplog.records if getattr(r, "event", None) == "denials_not_logged"]
+    assert [(r.reason, r.not_logged) for r in summary] == [("unknown_token", 4), ("throttled", 1)]
+    assert not any("guess-" in r.getMessage() or "guess-" in str(vars(r)) for r in caplog.records)
