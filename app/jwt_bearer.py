@@ -38,6 +38,18 @@ _SIGNATURE_ONLY: jwt.types.Options = {
 }
 
 
+def signed_claims(token: str, candidates: list[jwt.PyJWK], alg: str) -> dict[str, Any] | None:
+    """The claims of ``token`` if one of ``candidates`` (keys bound to ``alg``) verifies its signature, else
+    None. Only the signature: every claim is checked by the caller against its own clock and policy."""
+    for key in candidates:
+        try:
+            claims: dict[str, Any] = jwt.decode(token, key=key, algorithms=[alg], options=_SIGNATURE_ONLY)
+        except jwt.PyJWTError:
+            continue
+        return claims
+    return None
+
+
 def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The header and the claims, unverified: only to pick the issuer, the key and to refuse early. PyJWT
     parses the token again, once, as it verifies it (its own parse is the one whose claims are used)."""
@@ -142,13 +154,7 @@ def verify_jwt(
     candidates = key_set.candidates(kid, alg)
     if not candidates:
         return JwtRefusal("jwt_unknown_key")
-    claims: dict[str, Any] | None = None
-    for key in candidates:
-        try:
-            claims = jwt.decode(token, key=key, algorithms=[alg], options=_SIGNATURE_ONLY)
-            break
-        except jwt.PyJWTError:
-            continue
+    claims = signed_claims(token, candidates, alg)
     if claims is None:
         return JwtRefusal("jwt_signature")
     result = check_claims(claims, issuer, expected_iss, now)

@@ -34,7 +34,7 @@ from typing import Any
 
 import jwt
 
-from app.jwt_bearer import PRINCIPAL_RE
+from app.jwt_bearer import PRINCIPAL_RE, signed_claims
 from app.jwt_keys import RemoteKeySet, http_fetch
 from app.oidc_policy import MAX_SESSION_GROUPS, OidcSettings
 
@@ -43,17 +43,6 @@ log = logging.getLogger("authgate.oidc")
 MAX_RESPONSE_BYTES = 256 * 1024
 MAX_GROUP_CHARS = 128
 DISCOVERY_RETRY_SECONDS = 5.0  # an unreachable provider is asked again at most this often
-_SIGNATURE_ONLY: jwt.types.Options = {
-    "verify_signature": True,
-    "verify_exp": False,
-    "verify_nbf": False,
-    "verify_iat": False,
-    "verify_aud": False,
-    "verify_iss": False,
-    "verify_sub": False,
-    "verify_jti": False,
-    "enforce_minimum_key_length": True,
-}
 
 
 def _b64url(data: bytes) -> str:
@@ -341,13 +330,7 @@ class OidcClient:
         candidates = keys.keys.candidates(kid, alg)
         if not candidates:
             return Refusal("id_token_unknown_key")
-        claims: dict[str, Any] | None = None
-        for key in candidates:
-            try:
-                claims = jwt.decode(token, key=key, algorithms=[alg], options=_SIGNATURE_ONLY)
-                break
-            except jwt.PyJWTError:
-                continue
+        claims = signed_claims(token, candidates, alg)
         if claims is None:
             return Refusal("id_token_signature")
         return check_id_token_claims(claims, settings, nonce, now, groups)
