@@ -322,10 +322,7 @@ BEARER_THROTTLED = Decision(403, "throttled", scheme="bearer")
 def refuse_unknown_token(throttle: Throttle, client: str | None) -> Decision:
     """A Bearer token matching no credential: a guess. Refused unchecked from a banned address (403), else
     counted against the address (401)."""
-    if throttle.banned(client, None):
-        return BEARER_THROTTLED
-    throttle.record_failure(client, None)
-    return UNKNOWN_TOKEN
+    return BEARER_THROTTLED if throttle.banned_else_count(client) else UNKNOWN_TOKEN
 
 
 def is_unknown_bearer(route: RoutePolicy, authorization: bytes, snapshot: Snapshot) -> bool:
