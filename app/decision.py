@@ -337,8 +337,10 @@ def is_unknown_bearer(route: RoutePolicy, authorization: bytes, snapshot: Snapsh
     param = authorization[7:]
     if "bearer" not in route.schemes or TOKEN68_BYTES_RE.fullmatch(param) is None:
         return False
-    token = param.decode("ascii")
-    return snapshot.credentials.find_token(token) is None and not (route.jwt_issuers and looks_like_jws(token))
+    # The token's bytes are its ASCII text: digested as they are (the same digest as the text's).
+    if snapshot.credentials.find_token(param) is not None:
+        return False
+    return not (route.jwt_issuers and looks_like_jws(param.decode("ascii")))
 
 
 def _decide_jwt(
