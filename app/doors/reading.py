@@ -55,7 +55,8 @@ class FrontDoors:
         self.missing = missing
         # The common case, one trusted door (``--proxy ingress-nginx``): when the request carries none of the
         # other doors' marks, their accounts are all None and the reading is the lone door's own, exactly as
-        # :meth:`read_all` finds it; one set test replaces reading every other door. None: no such shortcut
+        # :meth:`read_all` finds it; one set test replaces reading every other door (``headers.keys().isdisjoint``:
+        # at most one lookup per mark, however many headers came). None: no such shortcut
         # (several trusted doors, or another door whose marks are not a fixed set of header names).
         marks = [getattr(door, "marks", None) for door in others]
         self._lone: Door | None = None
@@ -96,7 +97,7 @@ class FrontDoors:
     def read(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> Reading:
         """The reading of one request (the rule: this module's docstring)."""
         door = self._lone
-        if door is not None and self._other_marks.isdisjoint(headers):
+        if door is not None and headers.keys().isdisjoint(self._other_marks):
             # No other door's marks: the lone trusted door's account is the only one, so there is nothing to
             # cross-check; a complete one is the reading (as read_all finds it), anything else goes the long way.
             view = door.view(headers, rest, scope)
