@@ -97,8 +97,9 @@ class Credentials:
     def tokens(self) -> tuple[Token, ...]:
         return tuple(self.tokens_by_digest.values())
 
-    def find_token(self, token: str) -> Token | None:
-        """The token whose digest matches ``token``, compared in constant time."""
+    def find_token(self, token: str | bytes) -> Token | None:
+        """The token whose digest matches ``token`` (its text, or that text UTF-8 encoded), compared in constant
+        time."""
         digest = token_digest(token)
         found = self.tokens_by_digest.get(digest)
         if found is not None and hmac.compare_digest(found.digest, digest):

@@ -20,9 +20,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from app.answers import Answer, Render, RenderedAnswers, Verdict
+from app.answers import Answer, Render, RenderedAnswers, Verdict, holds_for_snapshot
 from app.decision import (
+    BEARER_THROTTLED,
+    UNKNOWN_TOKEN,
+    Decision,
     RequestFacts,
+    Snapshot,
     decide,
     is_canonical,
     is_unknown_bearer,
@@ -75,6 +79,11 @@ class Decider:
         # request has its cookies read.
         self.session_routes = state.policy.session_routes
         self.session_cookie = state.policy.session.cookie_name.encode()
+        # What a guess's two denials resolve to, per (wire, route) on the current snapshot: the metrics cell
+        # and the rendered answer of unknown_token and of throttled (refuse_guess). Emptied when the snapshot
+        # changes, so it holds at most the current snapshot's routes, on each wire.
+        self._guess_snapshot: Snapshot | None = None
+        self._guesses: dict[tuple[str, str], tuple[tuple[list[int], Any], tuple[list[int], Any]]] = {}
 
     @property
     def pending_slow_checks(self) -> int:
@@ -115,10 +124,29 @@ class Decider:
             state.metrics.original_request_problems.labels(route=route_name, problem=reading.problem).inc()
             self.decision_log.front_door_problem(doors, route_name, reading)
         decision = refuse_unknown_token(state.throttle, reading.client)
-        self.stats.count(route_name, False, decision.reason, decision.scheme, time.perf_counter() - started)
+        if snapshot is not self._guess_snapshot:
+            self._guess_snapshot, self._guesses = snapshot, {}
+        resolved = self._guesses.get((wire, route_name))
+        if resolved is None:
+            resolved = self._guesses[(wire, route_name)] = (
+                self._resolve_guess(UNKNOWN_TOKEN, route_name, snapshot, wire, render),
+                self._resolve_guess(BEARER_THROTTLED, route_name, snapshot, wire, render),
+            )
+        cell, answer = resolved[decision is BEARER_THROTTLED]
+        self.stats.observe(cell, time.perf_counter() - started)
         if self._log_denial is not None:
             self._log_denial(route_name, route_name, decision, reading)
-        return self.answer(Verdict(route_name, decision, snapshot), wire, render)
+        return answer if answer is not None else self.answer(Verdict(route_name, decision, snapshot), wire, render)
+
+    def _resolve_guess(
+        self, decision: Decision, route_name: str, snapshot: Snapshot, wire: str, render: Render[Answer]
+    ) -> tuple[list[int], Answer | None]:
+        """A guess's denial on a route: its metrics cell, and its answer on the wire when that holds for the
+        snapshot (None: rendered per request by :attr:`answer`)."""
+        cell = self.stats.cell(route_name, False, decision.reason, decision.scheme)
+        if not holds_for_snapshot(snapshot.policy, decision):
+            return cell, None
+        return cell, self.answer(Verdict(route_name, decision, snapshot), wire, render)
 
     async def decide(
         self,

@@ -322,10 +322,7 @@ BEARER_THROTTLED = Decision(403, "throttled", scheme="bearer")
 def refuse_unknown_token(throttle: Throttle, client: str | None) -> Decision:
     """A Bearer token matching no credential: a guess. Refused unchecked from a banned address (403), else
     counted against the address (401)."""
-    if throttle.banned(client, None):
-        return BEARER_THROTTLED
-    throttle.record_failure(client, None)
-    return UNKNOWN_TOKEN
+    return BEARER_THROTTLED if throttle.banned_else_count(client) else UNKNOWN_TOKEN
 
 
 def is_unknown_bearer(route: RoutePolicy, authorization: bytes, snapshot: Snapshot) -> bool:
@@ -340,8 +337,10 @@ def is_unknown_bearer(route: RoutePolicy, authorization: bytes, snapshot: Snapsh
     param = authorization[7:]
     if "bearer" not in route.schemes or TOKEN68_BYTES_RE.fullmatch(param) is None:
         return False
-    token = param.decode("ascii")
-    return snapshot.credentials.find_token(token) is None and not (route.jwt_issuers and looks_like_jws(token))
+    # The token's bytes are its ASCII text: digested as they are (the same digest as the text's).
+    if snapshot.credentials.find_token(param) is not None:
+        return False
+    return not (route.jwt_issuers and looks_like_jws(param.decode("ascii")))
 
 
 def _decide_jwt(

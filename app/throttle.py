@@ -118,11 +118,29 @@ class Throttle:
     def record_failure(self, address: str | None, user: str | None) -> list[tuple[Key, bool]]:
         """Counts one failed check; bans the address or user that reaches its limit. Returns each key counted
         (a kind whose limit is 0 is not) with whether this failure banned it or extended its ban."""
-        counted: list[tuple[Key, bool]] = []
         if not self.settings.enabled:
-            return counted
+            return []
+        return self._record(self._keys(address, user), self._clock())  # hashed before taking the lock
+
+    def banned_else_count(self, address: str | None) -> bool:
+        """``banned(address, None)``, and when not banned ``record_failure(address, None)``, with the address
+        digested once for both: what a guess (a Bearer token that is no credential) costs the throttle. Returns
+        whether the address is banned (nothing is counted then, as with the two calls)."""
+        if not self.settings.enabled:
+            return False
         now = self._clock()
-        keys = self._keys(address, user)  # hashed before taking the lock
+        keys = [self.key("address", address)] if address else []
+        if self._bans and keys:
+            with self._lock:
+                ban = self._bans.get(keys[0])
+                if ban is not None and ban.banned_until > now:
+                    return True
+        self._record(keys, now)
+        return False
+
+    def _record(self, keys: list[Key], now: float) -> list[tuple[Key, bool]]:
+        """Counts one failure against each of ``keys`` (see :meth:`record_failure`)."""
+        counted: list[tuple[Key, bool]] = []
         with self._lock:
             self._sweep_expired(now, _SWEEP_PER_FAILURE)
             for key in keys:

@@ -13,6 +13,8 @@ from app.doors.base import View, path_of
 class IngressNginx:
     name = "ingress-nginx"
     mark_names = "X-Original-URL and X-Original-Method"
+    # The headers whose absence leaves no account of this door (view() is then None).
+    marks: tuple[bytes, ...] = (b"x-original-method", b"x-original-url")
     vouches_for_client = True
     redirects_to_sign_in = False
 

@@ -19,6 +19,8 @@ from app.doors.base import View, path_of
 class NginxGatewayFabric:
     name = "nginx-gateway-fabric"
     mark_names = "Path and Method"
+    # The headers whose absence leaves no account of this door (view() is then None).
+    marks: tuple[bytes, ...] = (b"method", b"path")
     vouches_for_client = False
     redirects_to_sign_in = False
 

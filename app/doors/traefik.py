@@ -13,6 +13,8 @@ from app.doors.base import View, last_hop, origin_of, path_of
 class Traefik:
     name = "traefik"
     mark_names = "X-Forwarded-Method and X-Forwarded-Uri"
+    # The headers whose absence leaves no account of this door (view() is then None).
+    marks: tuple[bytes, ...] = (b"x-forwarded-method", b"x-forwarded-uri")
     vouches_for_client = True
     redirects_to_sign_in = True
 

@@ -1,11 +1,12 @@
 """The shared throttle itself: the local :class:`~app.throttle.Throttle`, with its parts wired around it.
 
 :class:`SharedThrottle` is still the throttle the decision asks: ``banned`` is the local one, untouched, and
-``record_failure`` counts locally, then drops each key counted into the outbox and wakes the pusher — O(1),
-never a wait. What runs in the background is one task, started and stopped by the service's lifespan: the
-connection (app.shared_throttle.connection) runs :meth:`SharedThrottle._session` on each client it opens, and a
-session loads the script, subscribes and catches up on the live bans (app.shared_throttle.ban_sync), says the
-throttle is shared, then pushes failures (app.shared_throttle.push) and learns bans until either fails.
+``record_failure`` (and ``banned_else_count``) counts locally, then drops each key counted into the outbox and
+wakes the pusher — O(1), never a wait. What runs in the background is one task, started and stopped by the
+service's lifespan: the connection (app.shared_throttle.connection) runs :meth:`SharedThrottle._session` on each
+client it opens, and a session loads the script, subscribes and catches up on the live bans
+(app.shared_throttle.ban_sync), says the throttle is shared, then pushes failures (app.shared_throttle.push)
+and learns bans until either fails.
 
 :func:`make_throttle` is what the state calls at start: the local throttle, or this one when the policy names
 a Redis.
@@ -54,8 +55,9 @@ def make_throttle(settings: ThrottleSettings, metrics: Metrics, environ: Mapping
 class SharedThrottle(Throttle):
     """The local throttle, kept in step with the other replicas through Redis (app.shared_throttle).
 
-    ``banned`` is the local one, untouched: no decision ever waits on Redis. ``record_failure`` also queues
-    the failure for the background task started by :meth:`start` (in the app's lifespan)."""
+    ``banned`` is the local one, untouched: no decision ever waits on Redis. ``record_failure`` (and
+    ``banned_else_count``) also queues the failure for the background task started by :meth:`start` (in the
+    app's lifespan)."""
 
     def __init__(
         self,
@@ -87,8 +89,9 @@ class SharedThrottle(Throttle):
 
     # -- called by the decision (event loop or worker thread): O(1), never waits ---------------------------
 
-    def record_failure(self, address: str | None, user: str | None) -> list[tuple[Key, bool]]:
-        counted = super().record_failure(address, user)
+    def _record(self, keys: list[Key], now: float) -> list[tuple[Key, bool]]:
+        # Under record_failure and banned_else_count alike: every failure counted locally is queued.
+        counted = super()._record(keys, now)
         if counted:
             now = self._clock()
             for key, banned in counted:

@@ -494,3 +494,42 @@ async def test_guesses_are_refused_counted_banned_and_logged_once_per_kind(tmp_p
     summary = [r for r in caplog.records if getattr(r, "event", None) == "denials_not_logged"]
     assert [(r.reason, r.not_logged) for r in summary] == [("unknown_token", 4), ("throttled", 1)]
     assert not any("guess-" in r.getMessage() or "guess-" in str(vars(r)) for r in caplog.records)
+
+
+async def test_a_guess_answers_and_counts_what_decide_does_on_each_snapshot(tmp_path):
+    """Decider.refuse_guess keeps each route's two guess denials resolved (metrics cell, rendered answer) for
+    the current snapshot: its answers are decide()'s, unknown_token and throttled alike, counted under the same
+    labels, and a reload (a new snapshot) resolves them afresh."""
+    from app.http import WIRE
+    from app.service import create_asgi
+
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text("routes:\n  api: {realm: r}\nthrottle: {max_failures_per_address: 4}\n")
+    app = create_asgi(Settings(secret_dir=tmp_path / "absent", config=policy_file, proxy=("ingress-nginx",)))
+    state, decider = app.decider.state, app.decider
+    registry = state.metrics.registry
+    for n, realm_token in enumerate((TOKEN, TOKEN + "-rotated")):
+        assert state.reloader.apply({"tokens": f"ci sha256:{token_digest(realm_token).hex()}\n".encode()}, "t")
+        snapshot = state.store.current
+        for reason, status in (("unknown_token", 401), ("unknown_token", 401), ("throttled", 403)):
+            address = f"198.51.100.{n}"
+            headers = {
+                b"x-original-url": b"http://h/api/x",
+                b"x-original-method": b"GET",
+                b"x-real-ip": address.encode(),
+            }
+            scope = {"type": "http", "client": ("10.0.0.1", 1)}
+            before = registry.get_sample_value(
+                "authgate_decisions_total", {"route": "api", "result": "deny", "reason": reason, "scheme": "bearer"}
+            )
+            lane = decider.refuse_guess(app.doors, "api", headers, b"Bearer guess-lane", scope, WIRE, app.render)
+            assert lane is not None and lane["status"] == status and decider._guess_snapshot is snapshot
+            # Then decide() on the same address: the lane and decide() alternate, the 4th failure bans.
+            verdict = await decider.decide(app.doors, "api", headers, (b"Bearer guess-full",), None, scope)
+            assert verdict is not None and verdict.decision.reason == reason
+            assert decider.answer(verdict, WIRE, app.render) == lane
+            after = registry.get_sample_value(
+                "authgate_decisions_total", {"route": "api", "result": "deny", "reason": reason, "scheme": "bearer"}
+            )
+            assert after is not None and after - (before or 0) == 2  # the lane's and decide()'s, under the same labels
+    assert set(decider._guesses) == {(WIRE, "api")}  # only the current snapshot's routes

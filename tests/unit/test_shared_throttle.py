@@ -214,3 +214,16 @@ def test_replicas_sharing_a_redis_count_a_name_under_the_same_digest_and_others_
     assert digest(RedisSettings(host="h", key_prefix="other:"), "pw") != digest(REDIS, "pw")
     local = Throttle(settings)  # without Redis: a random key per process
     assert local.key("user", "alice") != Throttle(settings).key("user", "alice")
+
+
+def test_a_guess_counted_in_one_call_is_queued_too():
+    """banned_else_count (a guess's throttle call) counts locally and queues like record_failure; once the
+    address is banned it answers banned and queues nothing more."""
+    throttle, _, clock = shared()
+    limit = throttle.settings.max_failures_per_address
+    assert not any(throttle.banned_else_count("10.0.0.1") for _ in range(limit))
+    pending = throttle.outbox.take()
+    address = throttle.key("address", "10.0.0.1")
+    assert set(pending) == {address} and pending[address].failures == limit
+    assert pending[address].banned_until == clock.now + throttle.settings.ban_seconds
+    assert throttle.banned_else_count("10.0.0.1") and len(throttle.outbox) == 0

@@ -295,3 +295,31 @@ def test_the_table_holds_fixed_size_digests_never_what_the_client_sent():
     keys = [*throttle._counters, *throttle._bans]
     assert all(isinstance(value, bytes) and len(value) == 16 for _, value in keys)
     assert throttle.banned(None, f"{1999:06d}" + "n" * 5994) and not throttle.banned(None, "n" * 6000)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_banned_else_count_is_banned_then_record_failure(enabled):
+    """A guess's one call (app.decision.refuse_unknown_token): the same answers and the same table as asking
+    ``banned`` and then, when not banned, ``record_failure``, across counting, bans, expiry and no address."""
+    one, one_clock = make(enabled=enabled, max_tracked=8)
+    two, two_clock = make(enabled=enabled, max_tracked=8)
+    two._hashers = one._hashers  # the same digest key: the same keys in both tables
+    steps = [f"10.0.0.{i % 3}" for i in range(40)] + [None, ""] + [f"10.0.1.{i}" for i in range(20)]
+    for step, address in enumerate(steps * 2):
+        expected = two.banned(address, None)
+        if not expected:
+            two.record_failure(address, None)
+        assert one.banned_else_count(address) == expected, (step, address)
+        assert list(one._counters.items()) == list(two._counters.items())
+        assert list(one._bans.items()) == list(two._bans.items())
+        assert one.banned_counts() == two.banned_counts()
+        one_clock.now += 7.5
+        two_clock.now += 7.5
+
+
+def test_banned_else_count_keeps_only_a_digest():
+    throttle, _ = make()
+    address = "198.51.100." + secrets.token_hex(3)
+    throttle.banned_else_count(address)
+    (key,) = throttle._counters
+    assert key == throttle.key("address", address) and address.encode() not in key[1]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
-from tests.unit.doors.wire import FORGED_NGINX, FORGED_TRAEFIK, NGINX, TRAEFIK, read
+from app.doors import front_doors
+from tests.unit.doors.wire import FORGED_NGINX, FORGED_TRAEFIK, NGF, NGINX, TRAEFIK, read
 
 
 @pytest.mark.parametrize("proxy", [("ingress-nginx",), ("traefik",), ("ingress-nginx", "traefik"), ("envoy",)])
@@ -69,3 +72,37 @@ def test_could_be_never_misses_a_path_the_reading_would_give(proxy):
     assert not doors.could_be(
         {b"x-original-url": b"http://h/api/flows", b"path": b"/api/flows"}, b"api/flows", {}, (b"/api/health",)
     )
+
+
+_PARTS = {
+    "nginx": NGINX,
+    "traefik": TRAEFIK,
+    "ngf": NGF,
+    "forged-nginx": FORGED_NGINX,
+    "forged-traefik": FORGED_TRAEFIK,
+    "nginx-method-only": {b"x-original-method": b"GET"},
+    "nginx-url-only": {b"x-original-url": b"/api/health"},
+    "nginx-empty-address": {**NGINX, b"x-real-ip": b""},
+    "nginx-no-address": {k: v for k, v in NGINX.items() if k != b"x-real-ip"},
+    "traefik-method-only": {b"x-forwarded-method": b"GET"},
+    "ngf-path-only": {b"path": b"/api/health"},
+    "other": {b"authorization": b"Bearer x", b"x-forwarded-for": b"192.0.2.1"},
+}
+
+
+@pytest.mark.parametrize("proxy", ["ingress-nginx", "traefik", "nginx-gateway-fabric", "path-prefix"])
+@pytest.mark.parametrize("peer", [{"client": ("10.9.9.9", 5555)}, {"client": None}, {}])
+def test_the_lone_door_shortcut_reads_exactly_as_every_door_read(proxy, peer):
+    """One trusted door: read() skips the other doors when none of their marks is there; whatever the headers
+    (any one or two doors' sets, forged, partial), it gives what reading and cross-checking every door gives."""
+    doors = front_doors((proxy,))
+    assert doors._lone is not None  # the shortcut is on for every single door
+    for rest in (None, b"api/flows/filter?limit=1"):
+        for first, second in itertools.combinations_with_replacement([{}, *_PARTS.values()], 2):
+            headers = {**first, **second}
+            scope = {**peer, "method": "POST"}
+            assert doors.read(headers, rest, scope) == doors.read_all(headers, rest, scope), (headers, rest)
+
+
+def test_several_trusted_doors_take_no_shortcut():
+    assert front_doors(("ingress-nginx", "traefik"))._lone is None
