@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -52,12 +53,9 @@ class Wires:
         return Answer.of(await self.stub.Check(envoy_check(**kwargs)))  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def wires(tmp_path: Path) -> AsyncIterator[Wires]:
-    policy = parse_policy(
-        {"routes": {"api": {"schemes": ["bearer", "basic"]}}, "throttle": {"max_pending_slow_checks": 2}}, "t"
-    )
-    state = build_state(Settings(host="127.0.0.1", secret_dir=tmp_path / "absent", grpc_port=0), policy=policy)
+@contextlib.asynccontextmanager
+async def serving_wires(state: AppState) -> AsyncIterator[Wires]:
+    """The HTTP wire in process and the gRPC wire on a free port, over one app of ``state``."""
     app = create_app(state.settings, state)
     async with AsyncTestClient(app) as http:
         server, port = build_server(state, app.state.decider)
@@ -67,6 +65,16 @@ async def wires(tmp_path: Path) -> AsyncIterator[Wires]:
                 yield Wires(state, http, AuthorizationStub(channel), HealthStub(channel))
         finally:
             await server.stop(None)
+
+
+@pytest.fixture
+async def wires(tmp_path: Path) -> AsyncIterator[Wires]:
+    policy = parse_policy(
+        {"routes": {"api": {"schemes": ["bearer", "basic"]}}, "throttle": {"max_pending_slow_checks": 2}}, "t"
+    )
+    state = build_state(Settings(host="127.0.0.1", secret_dir=tmp_path / "absent", grpc_port=0), policy=policy)
+    async with serving_wires(state) as wires:
+        yield wires
 
 
 async def test_one_allow_memo_whichever_wire_asks(wires):
@@ -126,15 +134,8 @@ async def one_check_at_a_time(tmp_path: Path) -> AsyncIterator[Wires]:
     policy = parse_policy({"routes": {"api": {"schemes": ["bearer", "basic"]}}}, "t")
     limits = RequestLimits(max_connections=1)
     state = build_state(Settings(host="127.0.0.1", secret_dir=tmp_path / "absent", grpc_port=0, limits=limits), policy)
-    app = create_app(state.settings, state)
-    async with AsyncTestClient(app) as http:
-        server, port = build_server(state, app.state.decider)
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                yield Wires(state, http, AuthorizationStub(channel), HealthStub(channel))
-        finally:
-            await server.stop(None)
+    async with serving_wires(state) as wires:
+        yield wires
 
 
 async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
