@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from app.allow_memo import AllowMemo
-from app.credentials import TOKEN68_RE, Credentials, Token, User
+from app.credentials import TOKEN68_RE, Credentials, Token, User, token_digest
 from app.jwt_bearer import JwtAllow, JwtRefusal, NeedKeys, looks_like_jws, verify_jwt
 from app.jwt_keys import JwtKeys
 from app.passwords import Decoys, VerifiedCache, is_slow, verify_hash
@@ -337,8 +337,9 @@ def is_unknown_bearer(route: RoutePolicy, authorization: bytes, snapshot: Snapsh
     param = authorization[7:]
     if "bearer" not in route.schemes or TOKEN68_BYTES_RE.fullmatch(param) is None:
         return False
-    # The token's bytes are its ASCII text: digested as they are (the same digest as the text's).
-    if snapshot.credentials.find_token(param) is not None:
+    # The token's bytes are its ASCII text: digested as they are (the same digest as the text's). Only whether
+    # some token has this digest matters here (a match is decided in full, where find_token compares it).
+    if token_digest(param) in snapshot.credentials.tokens_by_digest:
         return False
     return not (route.jwt_issuers and looks_like_jws(param.decode("ascii")))
 

@@ -152,3 +152,12 @@ def _catch(function, *args):
         return function(*args)
     except BaseException as exc:
         return exc
+
+
+@pytest.mark.parametrize("token", ["", "ci-token-0123456789", "é-ü-token", "x" * 10_000])
+def test_token_digest_is_hashlibs_sha256_of_the_text_or_its_bytes(token):
+    """token_digest may use CPython's own SHA-256 rather than OpenSSL's: the digest is the same either way."""
+    import hashlib
+
+    expected = hashlib.sha256(token.encode()).digest()
+    assert token_digest(token) == expected and token_digest(token.encode()) == expected
