@@ -125,27 +125,50 @@ class Throttle:
     def banned_else_count(self, address: str | None) -> bool:
         """``banned(address, None)``, and when not banned ``record_failure(address, None)``, with the address
         digested once for both: what a guess (a Bearer token that is no credential) costs the throttle. Returns
-        whether the address is banned (nothing is counted then, as with the two calls)."""
+        whether the address is banned (nothing is counted then, as with the two calls).
+
+        Every denial of a credential-stuffing flood comes here, so :meth:`key` is written out: one hash, and
+        the lock taken once when no ban is live (docs/benchmarks.md §11)."""
         if not self.settings.enabled:
             return False
         now = self._clock()
-        keys = [self.key("address", address)] if address else []
-        if self._bans and keys:
+        if not address:
+            self._record([], now)
+            return False
+        hasher = self._hashers["address"].copy()
+        hasher.update(address.encode("utf-8", "surrogatepass"))
+        key: Key = ("address", hasher.digest())
+        if self._bans:
             with self._lock:
-                ban = self._bans.get(keys[0])
+                ban = self._bans.get(key)
                 if ban is not None and ban.banned_until > now:
                     return True
-        self._record(keys, now)
+        self._record([key], now)
         return False
 
     def _record(self, keys: list[Key], now: float) -> list[tuple[Key, bool]]:
         """Counts one failure against each of ``keys`` (see :meth:`record_failure`)."""
         counted: list[tuple[Key, bool]] = []
+        settings = self.settings
         with self._lock:
-            self._sweep_expired(now, _SWEEP_PER_FAILURE)
+            if self._bans:
+                self._sweep_expired(now, _SWEEP_PER_FAILURE)
             for key in keys:
-                limit = self.limit(key[0])
-                if limit > 0:
+                limit = settings.max_failures_per_address if key[0] == "address" else settings.max_failures_per_user
+                if limit <= 0:
+                    continue
+                # The common case written out (as _count() decides it): a key counting, not banned (a key is
+                # in _counters or in _bans, never both), inside its window, short of its limit.
+                counter = self._counters.get(key)
+                if (
+                    counter is not None
+                    and now - counter.window_start < settings.window_seconds
+                    and counter.failures + 1 < limit
+                ):
+                    counter.failures += 1
+                    self._counters.move_to_end(key)
+                    counted.append((key, False))
+                else:
                     counted.append((key, self._count(key, limit, now)))
         return counted
 

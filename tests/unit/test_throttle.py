@@ -323,3 +323,48 @@ def test_banned_else_count_keeps_only_a_digest():
     throttle.banned_else_count(address)
     (key,) = throttle._counters
     assert key == throttle.key("address", address) and address.encode() not in key[1]
+
+
+class _EveryFailureThroughCount(Throttle):
+    """The throttle as it counted before _record's shortcut: every key through _count."""
+
+    def _record(self, keys, now):
+        counted = []
+        with self._lock:
+            self._sweep_expired(now, 2)
+            for key in keys:
+                limit = self.limit(key[0])
+                if limit > 0:
+                    counted.append((key, self._count(key, limit, now)))
+        return counted
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_counting_shortcut_keeps_every_table_as_count_alone_does(seed):
+    """_record counts a key already counting, inside its window and short of its limit, without _count: over
+    random failures (addresses and users, guesses and password failures, imposed bans, the clock crossing
+    windows and bans, a table at its bound) the answers and both tables stay exactly _count's."""
+    import random
+
+    rng = random.Random(seed)
+    settings = ThrottleSettings(
+        window_seconds=60, max_failures_per_user=3, max_failures_per_address=5, ban_seconds=300, max_tracked=12
+    )
+    clock = Clock()
+    fast, slow = Throttle(settings, clock), _EveryFailureThroughCount(settings, clock)
+    slow._hashers = fast._hashers
+    for step in range(3000):
+        address = rng.choice([None, "", *(f"10.0.0.{i}" for i in range(9))])
+        user = rng.choice([None, "alice", "bob", "carol"])
+        action = rng.random()
+        if action < 0.5:
+            assert fast.banned_else_count(address) == slow.banned_else_count(address), step
+        elif action < 0.95:
+            assert fast.record_failure(address, user) == slow.record_failure(address, user), step
+        elif address:
+            key = fast.key("address", address)
+            assert fast.impose_ban(key, 100.0) == slow.impose_ban(key, 100.0), step
+        assert list(fast._counters.items()) == list(slow._counters.items()), step
+        assert list(fast._bans.items()) == list(slow._bans.items()), step
+        clock.now += rng.choice([0.0, 0.5, 3.0, 20.0, 61.0, 301.0])
+    assert fast.banned_counts() == slow.banned_counts()
