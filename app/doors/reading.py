@@ -101,11 +101,17 @@ class FrontDoors:
             # No other door's marks: the lone trusted door's account is the only one, so there is nothing to
             # cross-check; a complete one is the reading (as read_all finds it), anything else goes the long way.
             view = door.view(headers, rest, scope)
-            if view is not None and view.complete:
-                client = _text(view.client) or (
-                    (str(scope["client"][0]) if scope.get("client") else None) if door.vouches_for_client else None
-                )
-                return Reading(_text(view.method), _text(view.path), client, None, door.name)
+            if view is not None:
+                method, path, client = view
+                if method is not None and path is not None:  # complete (View.complete and _text() written out)
+                    if client:  # an empty address is none, as in read_all
+                        return Reading(
+                            method.decode("latin-1"), path.decode("latin-1"), client.decode("latin-1"), None, door.name
+                        )
+                    peer = (
+                        (str(scope["client"][0]) if scope.get("client") else None) if door.vouches_for_client else None
+                    )
+                    return Reading(method.decode("latin-1"), path.decode("latin-1"), peer, None, door.name)
         return self.read_all(headers, rest, scope)
 
     def read_all(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> Reading:
