@@ -3,9 +3,17 @@
 Per request it does exactly the work authgate's Bearer check cannot avoid: find ``Authorization``,
 take the token after ``Bearer ``, SHA-256 it, look the digest up in a dict built from the same ``tokens``
 file, ``hmac.compare_digest`` the match, answer 200 with ``X-Auth-Request-User``. No routing, no policy,
-no metrics, no logging. Served by the server authgate runs on, with the settings authgate gives it (uvicorn:
-see ``UVICORN``; granian: app/granian_server.py's ``server_options``, embedded the same way), so the ratio
-authgate / baseline measures authgate's own overhead and nothing else.
+no metrics, no logging.
+
+A token that matches nothing is a failure, which a throttle cannot avoid counting: the floor keys the address
+ingress-nginx vouches for (``X-Real-IP``) with a keyed BLAKE2b digest, counts it in a plain dict within a
+window, bans it at the limit (authgate's defaults: app.policy.ThrottleSettings) and answers 403 unchecked
+while the ban lasts, else 401. Nothing else: no bound on the table, no sweep, no lock, no metrics, no log
+(case 11, bench/cases/denial.py, measures denials on it).
+
+Served by the server authgate runs on, with the settings authgate gives it (uvicorn: see ``UVICORN``;
+granian: app/granian_server.py's ``server_options``, embedded the same way), so the ratio authgate /
+baseline measures authgate's own overhead and nothing else.
 
     python bench/baseline_app.py --server granian --port 8081 --tokens /path/to/secret/tokens
 """
@@ -15,7 +23,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import secrets
 import sys
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +35,10 @@ import uvicorn
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from app.policy import ThrottleSettings  # noqa: E402
+
+_THROTTLE = ThrottleSettings()
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -53,6 +67,38 @@ _DENY = {
     "status": 401,
     "headers": [(b"www-authenticate", b'Bearer realm="baseline"'), (b"content-length", b"0")],
 }
+_THROTTLED = {"type": "http.response.start", "status": 403, "headers": [(b"content-length", b"0")]}
+
+
+class FloorThrottle:
+    """The least a throttle does per failure: one keyed digest of the address and a counter in a dict."""
+
+    def __init__(self, settings: ThrottleSettings = _THROTTLE) -> None:
+        self.limit = settings.max_failures_per_address
+        self.window = settings.window_seconds
+        self.ban = settings.ban_seconds
+        self.hasher = hashlib.blake2b(b"address\0", key=secrets.token_bytes(32), digest_size=16)
+        self.table: dict[bytes, list[float]] = {}  # key -> [window start, failures, banned until]
+
+    def banned_else_count(self, address: bytes | None) -> bool:
+        if not address:
+            return False
+        hasher = self.hasher.copy()
+        hasher.update(address)
+        key = hasher.digest()
+        now = time.monotonic()
+        entry = self.table.get(key)
+        if entry is None:
+            self.table[key] = [now, 1.0, 0.0]
+            return False
+        if entry[2] > now:
+            return True
+        if now - entry[0] >= self.window:
+            entry[0], entry[1] = now, 0.0
+        entry[1] += 1
+        if entry[1] >= self.limit:
+            entry[0], entry[1], entry[2] = now, 0.0, now + self.ban
+        return False
 
 
 def load_digests(tokens_file: Path) -> dict[bytes, tuple[bytes, bytes]]:
@@ -73,6 +119,8 @@ def load_digests(tokens_file: Path) -> dict[bytes, tuple[bytes, bytes]]:
 
 
 def make_app(table: dict[bytes, tuple[bytes, bytes]]) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    throttle = FloorThrottle()
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
@@ -86,7 +134,8 @@ def make_app(table: dict[bytes, tuple[bytes, bytes]]) -> Callable[[Scope, Receiv
                         name = found[0]
                 break
         if name is None:
-            await send(_DENY)
+            address = next((value for key, value in scope["headers"] if key == b"x-real-ip"), None)
+            await send(_THROTTLED if throttle.banned_else_count(address) else _DENY)
         else:
             await send(
                 {

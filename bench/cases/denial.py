@@ -9,7 +9,13 @@ refused unchecked), so the throttle counts, bans and refuses all through the run
 trying a list of tokens. The allow variant sends the valid token through the very same wrk script (a new
 address every ``PER_ADDRESS`` requests too), so wrk's own work per request is the same on both sides.
 Afterwards the case reads authgate's metrics and requires the denials counted to match what wrk was answered
-and addresses to have been banned: every answer measured was the denial meant."""
+and addresses to have been banned: every answer measured was the denial meant.
+
+The same two floods against the raw-ASGI floor (bench/baseline_app.py) on each server give the ratio's limit:
+there a denial does only what no throttle can skip (the token's digest looked up, the address's keyed digest
+counted in a dict with a window and a ban), so floor denials / floor allows is the most this ratio can be on
+that server, and authgate's denial / floor's denial is what authgate adds on top (the throttle's bounds and
+sweep, the front-door cross-check, the metrics and the denial log)."""
 
 from __future__ import annotations
 
@@ -89,6 +95,19 @@ def _check(base_url: str) -> Callable[[], None]:
     return check
 
 
+def _check_floor(base_url: str) -> Callable[[], None]:
+    def check() -> None:
+        with httpx.Client(timeout=10.0) as client:
+            answer = client.get(
+                base_url + "/auth/api",
+                headers={**ORIGINAL, "X-Real-IP": "192.0.2.1", "Authorization": "Bearer not-a-known-token"},
+            )
+        if answer.status_code != 401:
+            raise HarnessError(f"{base_url}: a wrong Bearer token got {answer.status_code} from the floor, want 401")
+
+    return check
+
+
 def run(stack: Stack, wrk: Wrk, p: Params, log: Log) -> dict[str, Any]:
     creds = stack.creds
     variants, floods = [], {}
@@ -122,6 +141,32 @@ def run(stack: Stack, wrk: Wrk, p: Params, log: Log) -> dict[str, Any]:
                 load=allow,
             ),
         ]
+        # The floor (bench/baseline_app.py) on the same server, flooded the same way, its own address ranges.
+        floor = stack.baseline(server)
+        floor_url = floor + "/auth/api"
+        floor_component = "baseline" + suffix(server)
+        variants += [
+            Variant(
+                "deny-floor" + suffix(server),
+                f"raw-ASGI floor on {server}: the same flood (its throttle counts, bans and refuses alike)",
+                floor_url,
+                {},
+                serves=(floor_component,),
+                load=Flood(wrk, floor_url, {**ORIGINAL, **creds.bearer}, vary_token=True, offset=(4 + 2 * index) << 22),
+                check=_check_floor(floor),
+                denials=True,
+            ),
+            Variant(
+                "allow-floor" + suffix(server),
+                f"raw-ASGI floor on {server}: the valid Bearer token, same wrk script",
+                floor_url,
+                creds.bearer,
+                serves=(floor_component,),
+                load=Flood(
+                    wrk, floor_url, {**ORIGINAL, **creds.bearer}, vary_token=False, offset=(5 + 2 * index) << 22
+                ),
+            ),
+        ]
     before = {server: _denials(base)[0] for server, (base, _) in floods.items()}
     results = measure(stack, wrk, variants, p, log)
     flood_stats = {}
@@ -140,6 +185,10 @@ def run(stack: Stack, wrk: Wrk, p: Params, log: Log) -> dict[str, Any]:
     ratios = [
         Ratio(f"denials / allows, direct ({DEF})", "deny", "allow", 0.7),
         Ratio(f"denials / allows, direct ({ALT})", "deny" + ALT_KEY, "allow" + ALT_KEY, 0.7),
+        Ratio(f"floor's denials / floor's allows ({DEF}): the limit", "deny-floor", "allow-floor"),
+        Ratio(f"floor's denials / floor's allows ({ALT}): the limit", "deny-floor" + ALT_KEY, "allow-floor" + ALT_KEY),
+        Ratio(f"authgate's denials / the floor's ({DEF})", "deny", "deny-floor"),
+        Ratio(f"authgate's denials / the floor's ({ALT})", "deny" + ALT_KEY, "deny-floor" + ALT_KEY),
     ]
     summary = summarize(
         "denial",

@@ -110,12 +110,22 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
         assert targets[("authreq" + server_key, "authreq_free")] == 0.8
         assert ("authreq_keepalive_baseline" + server_key, "authreq_keepalive_free") in targets
     # Denials: the flood against allows on each server, every answer checked against authgate's metrics,
-    # addresses banned by the throttle along the way.
-    assert set(denial["variants"]) == {"deny", "allow", "deny-uvicorn", "allow-uvicorn"}
+    # addresses banned by the throttle along the way; the same floods on the raw-ASGI floor with its throttle.
+    assert set(denial["variants"]) == {
+        f"{kind}{floor}{server}"
+        for kind in ("deny", "allow")
+        for floor in ("", "-floor")
+        for server in ("", "-uvicorn")
+    }
+    assert denial["variants"]["deny-floor-uvicorn"]["serves"] == ["baseline-uvicorn"]
     assert all(v["rps_median"] > 0 and v["cpu_us_per_request_median"] for v in denial["variants"].values())
     assert {(r["subject"], r["baseline"], r["target"]) for r in denial["ratios"]} == {
         ("deny", "allow", 0.7),
         ("deny-uvicorn", "allow-uvicorn", 0.7),
+        ("deny-floor", "allow-floor", None),
+        ("deny-floor-uvicorn", "allow-floor-uvicorn", None),
+        ("deny", "deny-floor", None),
+        ("deny-uvicorn", "deny-floor-uvicorn", None),
     }
     for server_key in ("granian", "uvicorn"):
         flood = denial["flood"][server_key]
