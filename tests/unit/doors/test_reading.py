@@ -106,3 +106,26 @@ def test_the_lone_door_shortcut_reads_exactly_as_every_door_read(proxy, peer):
 
 def test_several_trusted_doors_take_no_shortcut():
     assert front_doors(("ingress-nginx", "traefik"))._lone is None
+
+
+@pytest.mark.parametrize(
+    "envoy_http",
+    [
+        (b"GET", b"/api/flows?limit=1", b"10.1.1.1"),
+        (b"GET", b"/api/flows", b""),  # no source address: the peer, when there is one
+        (b"", b"/api/flows", b"10.1.1.1"),  # no method: incomplete
+        (b"GET", b"api/flows", b"10.1.1.1"),  # a target that is no path: incomplete
+        (b"", b"", b""),  # no HTTP attributes: no account at all
+    ],
+)
+@pytest.mark.parametrize("peer", [{"client": ("10.9.9.9", 5555)}, {}])
+def test_the_grpc_wires_lone_door_reads_exactly_as_every_door_read(envoy_http, peer):
+    """The gRPC wire trusts Envoy's CheckRequest alone (app.doors.envoy_grpc.GRPC_DOORS): its shortcut gives
+    what reading and cross-checking every door gives, with or without header doors' marks in http.headers."""
+    from app.doors.envoy_grpc import GRPC_DOORS
+
+    assert GRPC_DOORS._lone is not None
+    for first, second in itertools.combinations_with_replacement([{}, *_PARTS.values()], 2):
+        headers = {**first, **second}
+        scope = {**peer, "envoy_http": envoy_http}
+        assert GRPC_DOORS.read(headers, None, scope) == GRPC_DOORS.read_all(headers, None, scope), headers
