@@ -34,7 +34,7 @@ from app.decision import (
     route_for_path,
 )
 from app.decision_log import DecisionLog
-from app.doors import FrontDoors
+from app.doors import FrontDoors, Reading
 from app.fast_lane import FastLane
 from app.policy import BY_PATH
 from app.sessions import read_browser
@@ -121,8 +121,7 @@ class Decider:
             return None
         reading = doors.read(headers, None, scope)
         if reading.problem is not None:
-            state.metrics.original_request_problems.labels(route=route_name, problem=reading.problem).inc()
-            self.decision_log.front_door_problem(doors, route_name, reading)
+            self._front_door_problem(doors, route_name, reading)
         decision = refuse_unknown_token(state.throttle, reading.client)
         if snapshot is not self._guess_snapshot:
             self._guess_snapshot, self._guesses = snapshot, {}
@@ -137,6 +136,12 @@ class Decider:
         if self._log_denial is not None:
             self._log_denial(route_name, route_name, decision, reading)
         return answer if answer is not None else self.answer(Verdict(route_name, decision, snapshot), wire, render)
+
+    def _front_door_problem(self, doors: FrontDoors, route_label: str, reading: Reading) -> None:
+        """A reading with a problem: counted every time, logged at most once a minute (app.decision_log)."""
+        assert reading.problem is not None
+        self.state.metrics.original_request_problems.labels(route=route_label, problem=reading.problem).inc()
+        self.decision_log.front_door_problem(doors, route_label, reading)
 
     def _resolve_guess(
         self, decision: Decision, route_name: str, snapshot: Snapshot, wire: str, render: Render[Answer]
@@ -177,9 +182,7 @@ class Decider:
         route = snapshot.policy.routes.get(route_name)
         route_label = route_name if route is not None else UNKNOWN_ROUTE_LABEL
         if reading.problem is not None:
-            # Counted every time; logged at most once a minute (app.decision_log).
-            state.metrics.original_request_problems.labels(route=route_label, problem=reading.problem).inc()
-            self.decision_log.front_door_problem(doors, route_label, reading)
+            self._front_door_problem(doors, route_label, reading)
         # The commonest denial (a Bearer token that is no credential: a guess) without building the request's
         # facts, on a route where nothing but the credential can matter (app.decision.is_unknown_bearer).
         if (

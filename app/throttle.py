@@ -149,22 +149,18 @@ class Throttle:
     def _record(self, keys: list[Key], now: float) -> list[tuple[Key, bool]]:
         """Counts one failure against each of ``keys`` (see :meth:`record_failure`)."""
         counted: list[tuple[Key, bool]] = []
-        settings = self.settings
+        window = self.settings.window_seconds
         with self._lock:
             if self._bans:
                 self._sweep_expired(now, _SWEEP_PER_FAILURE)
             for key in keys:
-                limit = settings.max_failures_per_address if key[0] == "address" else settings.max_failures_per_user
+                limit = self.limit(key[0])
                 if limit <= 0:
                     continue
                 # The common case written out (as _count() decides it): a key counting, not banned (a key is
                 # in _counters or in _bans, never both), inside its window, short of its limit.
                 counter = self._counters.get(key)
-                if (
-                    counter is not None
-                    and now - counter.window_start < settings.window_seconds
-                    and counter.failures + 1 < limit
-                ):
+                if counter is not None and now - counter.window_start < window and counter.failures + 1 < limit:
                     counter.failures += 1
                     self._counters.move_to_end(key)
                     counted.append((key, False))

@@ -105,13 +105,12 @@ class FrontDoors:
                 method, path, client = view
                 if method is not None and path is not None:  # complete (View.complete and _text() written out)
                     if client:  # an empty address is none, as in read_all
-                        return Reading(
-                            method.decode("latin-1"), path.decode("latin-1"), client.decode("latin-1"), None, door.name
-                        )
-                    peer = (
-                        (str(scope["client"][0]) if scope.get("client") else None) if door.vouches_for_client else None
-                    )
-                    return Reading(method.decode("latin-1"), path.decode("latin-1"), peer, None, door.name)
+                        address: str | None = client.decode("latin-1")
+                    elif door.vouches_for_client and scope.get("client"):
+                        address = str(scope["client"][0])
+                    else:
+                        address = None
+                    return Reading(method.decode("latin-1"), path.decode("latin-1"), address, None, door.name)
         return self.read_all(headers, rest, scope)
 
     def read_all(self, headers: dict[bytes, bytes], rest: bytes | None, scope: dict[str, Any]) -> Reading:
