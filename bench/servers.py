@@ -293,15 +293,8 @@ class Stack:
                 f"    server {{\n        listen 127.0.0.1:{port};\n        location / {{\n            return 200;\n"
                 "        }\n    }\n}\n"
             )
-            argv = [find_tool("nginx"), "-p", str(prefix), "-c", str(conf)]
-            check = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
-            if check.returncode != 0:
-                raise RuntimeError(f"nginx -t refused {conf}:\n{check.stderr}")
-            proc = NginxProc(argv, prefix / "nginx.out")
-            self._procs.append(proc)
-            wait_for(lambda: _listening(port), timeout=15, what="nginx_free")
+            self._run_nginx("nginx_free", prefix, conf, [port])
             self._started["nginx_free"] = f"http://127.0.0.1:{port}"
-            self.pids["nginx_free"] = proc.proc.pid
         return self._started["nginx_free"]  # type: ignore[return-value]
 
     def nginx_jwt(self, files: dict[str, str], policy: str) -> dict[str, str]:
@@ -324,14 +317,19 @@ class Stack:
         ports = {v: free_port() for v in ("none", "sha", "bcrypt", "backend", *auth)}
         conf = prefix / "nginx.conf"
         conf.write_text(render_nginx_conf(prefix, ports, auth))
+        self._run_nginx(key, prefix, conf, list(ports.values()))
+        self._started[key] = {v: f"http://127.0.0.1:{p}" for v, p in ports.items()}
+
+    def _run_nginx(self, key: str, prefix: Path, conf: Path, ports: list[int]) -> None:
+        """nginx on ``conf`` (checked with ``nginx -t`` first), stopped with the stack and counted as ``key``;
+        returns once every one of ``ports`` listens."""
         argv = [find_tool("nginx"), "-p", str(prefix), "-c", str(conf)]
         check = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
         if check.returncode != 0:
             raise RuntimeError(f"nginx -t refused {conf}:\n{check.stderr}")
         proc = NginxProc(argv, prefix / "nginx.out")
         self._procs.append(proc)
-        wait_for(lambda: all(_listening(p) for p in ports.values()), timeout=15, what=key)
-        self._started[key] = {v: f"http://127.0.0.1:{p}" for v, p in ports.items()}
+        wait_for(lambda: all(_listening(p) for p in ports), timeout=15, what=key)
         self.pids[key] = proc.proc.pid
 
     # -- Traefik ----------------------------------------------------------------------------------

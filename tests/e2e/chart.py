@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +65,11 @@ class RenderedAuthgate:
         server = arg_value(args, "--server") if "--server" in args else None
         return cls(secret_dir, policy, arg_value(args, "--proxy"), arg_value(args, "--log-level"), server)
 
-    def process(self, log_path: Path, *, proxy: str | None = None) -> AuthgateProcess:
-        """authgate on these files, with the rendered ``--proxy`` unless another is given (not yet ready)."""
+    def process(
+        self, log_path: Path, *, proxy: str | None = None, grpc: bool = False, extra_args: Sequence[str] = ()
+    ) -> AuthgateProcess:
+        """authgate on these files, with the rendered ``--proxy`` unless another is given (not yet ready);
+        ``grpc``: with ``--grpc-port`` (a free one); ``extra_args``: more of the rendered arguments."""
         return AuthgateProcess(
             self.secret.path,
             log_path,
@@ -74,6 +77,8 @@ class RenderedAuthgate:
             proxy=proxy or self.proxy,
             log_level=self.log_level,
             server=self.server,
+            grpc=grpc,
+            extra_args=extra_args,
         )
 
 

@@ -125,16 +125,7 @@ def start_door(name: str, workdir: Path, upstream: Upstream, started: list[Any])
     [container] = render.one("Deployment")["spec"]["template"]["spec"]["containers"]
     args: list[str] = container["args"]
     extra = ["--grpc-default-route", arg_value(args, "--grpc-default-route")] if "--grpc-default-route" in args else []
-    authgate = AuthgateProcess(
-        files.secret.path,
-        workdir / "authgate.log",
-        config=files.policy,
-        proxy=files.proxy,
-        log_level=files.log_level,
-        server=files.server,
-        grpc="--grpc-port" in args,
-        extra_args=extra,
-    )
+    authgate = files.process(workdir / "authgate.log", grpc="--grpc-port" in args, extra_args=extra)
     started.append(authgate)
     service = render.one("Service", RELEASE)
     ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}

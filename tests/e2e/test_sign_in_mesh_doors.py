@@ -44,7 +44,7 @@ from tests.e2e.envoy_doors import LISTENER, contour, envoy_gateway
 from tests.e2e.sign_in_http import COOKIE, NAVIGATION, SAME_ORIGIN_FETCH, set_cookies, sign_in
 from tests.e2e.test_istio import ADMIN, ADMIN_PASSWORD, TOKENS, WORKER, istio_gateway
 from tests.support.envoy import EnvoyProcess
-from tests.support.procs import AuthgateProcess, free_port
+from tests.support.procs import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.helm, pytest.mark.xdist_group("sign-in-mesh-doors")]
 
@@ -74,15 +74,7 @@ def _envoy_door(name: str, workdir: Path, upstream: Upstream, stack: ExitStack) 
     values = [*scenario, *credential_values(TOKENS, {ADMIN: ADMIN_PASSWORD})]
     render = Render.of(f"sign-in-mesh-{name}", values)
     files = RenderedAuthgate.lay_out(render, workdir)
-    authgate = AuthgateProcess(
-        files.secret.path,
-        workdir / "authgate.log",
-        config=files.policy,
-        proxy=files.proxy,
-        log_level=files.log_level,
-        server=files.server,
-        grpc=True,
-    )
+    authgate = files.process(workdir / "authgate.log", grpc=True)
     stack.callback(authgate.stop)
     authgate.wait_ready()
     service = render.one("Service", RELEASE)
