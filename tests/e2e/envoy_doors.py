@@ -38,7 +38,8 @@ over xDS for those objects. ``address(ref)`` maps an in-cluster Service referenc
   service to the ``backendRef``, ``allowed_headers`` = ``grpc.allowedHeaders``, no per-route context
   (authgate decides with ``--grpc-default-route``); ``failure_mode_allow: false``. Cilium's own translation
   was not read (it is not in the searchable sources here): the matchers' case-insensitivity and the
-  connection manager's defaults are Envoy Gateway's.
+  connection manager's defaults are Envoy Gateway's, and the service's timeout is 10 s for both protocols
+  (the filter has none; Envoy's gRPC default, 200 ms, refused checks on a loaded test machine).
 """
 
 from __future__ import annotations
@@ -296,7 +297,9 @@ def gateway_api(render: Render, *, listen_port: int, address: Address) -> dict[s
             config: dict[str, Any] = {"failure_mode_allow": False, "transport_api_version": "V3"}
             settings = external["grpc" if grpc else "http"]
             if grpc:
-                config["grpc_service"] = {"envoy_grpc": {"cluster_name": auth_cluster}}
+                # The filter names no timeout; Envoy's default for a gRPC check is 200 ms, which a loaded test
+                # machine can exceed (a bare 403 then): the same 10 s as the HTTP service below.
+                config["grpc_service"] = {"envoy_grpc": {"cluster_name": auth_cluster}, "timeout": "10s"}
             else:
                 assert external["protocol"] == "HTTP"
                 config["http_service"] = {
