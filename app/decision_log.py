@@ -56,8 +56,8 @@ class DenialLog:
     def denied(self, route_label: str, route_name: str, decision: Decision, reading: Reading) -> None:
         if not self.every:
             not_logged = self._not_logged
-            if not_logged and self.clock() - self._opened >= self.window:
-                self.close_window()  # no timer closed it (no running loop)
+            if not_logged and self._timer is None and self.clock() - self._opened >= self.window:
+                self.close_window()  # no timer closes it (no running loop): the first denial after it does
                 not_logged = self._not_logged
             key = (route_label, decision.status, decision.reason, decision.scheme)
             count = not_logged.get(key)

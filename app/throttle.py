@@ -90,6 +90,10 @@ class Throttle:
         self._hashers = {
             kind: hashlib.blake2b(kind.encode() + b"\0", key=key, digest_size=DIGEST_BYTES) for kind in KINDS
         }
+        self._address_hasher = self._hashers["address"]
+        # Told every failure counted, with whether it banned, outside the lock (app.shared_throttle queues them
+        # for the other replicas); None: counted here alone.
+        self.on_counted: Callable[[list[tuple[Key, bool]]], None] | None = None
         self._lock = threading.Lock()
         self._counters: OrderedDict[Key, _Counter] = OrderedDict()  # not banned; least recently failed first
         self._bans: OrderedDict[Key, _Counter] = OrderedDict()  # banned (or expired, not yet swept); expiry order
@@ -127,46 +131,60 @@ class Throttle:
         digested once for both: what a guess (a Bearer token that is no credential) costs the throttle. Returns
         whether the address is banned (nothing is counted then, as with the two calls).
 
-        Every denial of a credential-stuffing flood comes here, so :meth:`key` is written out: one hash, and
-        the lock taken once when no ban is live (docs/benchmarks.md §11)."""
-        if not self.settings.enabled:
+        Every denial of a credential-stuffing flood comes here, so :meth:`key` and :meth:`_record` are written
+        out: one hash, and the ban check, the sweep and the count under one hold of the lock
+        (docs/benchmarks.md §11)."""
+        settings = self.settings
+        if not settings.enabled:
             return False
         now = self._clock()
         if not address:
             self._record([], now)
             return False
-        hasher = self._hashers["address"].copy()
+        hasher = self._address_hasher.copy()
         hasher.update(address.encode("utf-8", "surrogatepass"))
         key: Key = ("address", hasher.digest())
-        if self._bans:
-            with self._lock:
+        limit = settings.max_failures_per_address
+        with self._lock:
+            if self._bans:
                 ban = self._bans.get(key)
                 if ban is not None and ban.banned_until > now:
                     return True
-        self._record([key], now)
+                self._sweep_expired(now, _SWEEP_PER_FAILURE)
+            if limit <= 0:
+                return False
+            banned = self._count_one(key, limit, now)
+        if self.on_counted is not None:
+            self.on_counted([(key, banned)])
         return False
 
     def _record(self, keys: list[Key], now: float) -> list[tuple[Key, bool]]:
         """Counts one failure against each of ``keys`` (see :meth:`record_failure`)."""
         counted: list[tuple[Key, bool]] = []
-        window = self.settings.window_seconds
         with self._lock:
             if self._bans:
                 self._sweep_expired(now, _SWEEP_PER_FAILURE)
             for key in keys:
                 limit = self.limit(key[0])
-                if limit <= 0:
-                    continue
-                # The common case written out (as _count() decides it): a key counting, not banned (a key is
-                # in _counters or in _bans, never both), inside its window, short of its limit.
-                counter = self._counters.get(key)
-                if counter is not None and now - counter.window_start < window and counter.failures + 1 < limit:
-                    counter.failures += 1
-                    self._counters.move_to_end(key)
-                    counted.append((key, False))
-                else:
-                    counted.append((key, self._count(key, limit, now)))
+                if limit > 0:
+                    counted.append((key, self._count_one(key, limit, now)))
+        if counted and self.on_counted is not None:
+            self.on_counted(counted)
         return counted
+
+    def _count_one(self, key: Key, limit: int, now: float) -> bool:
+        """:meth:`_count`, with its common case first: a key counting, not banned (a key is in ``_counters``
+        or in ``_bans``, never both), inside its window, short of its limit, counted in place. Under the lock."""
+        counter = self._counters.get(key)
+        if (
+            counter is not None
+            and now - counter.window_start < self.settings.window_seconds
+            and counter.failures + 1 < limit
+        ):
+            counter.failures += 1
+            self._counters.move_to_end(key)
+            return False
+        return self._count(key, limit, now)
 
     def limit(self, kind: Kind) -> int:
         """Failures within the window that ban a key of this kind (0: never)."""

@@ -80,6 +80,7 @@ class SharedThrottle(Throttle):
         budget = KeyBudget(settings.max_tracked, settings.window_seconds, clock())
         self.pusher = FailurePusher(self, redis, self.outbox, budget, metrics, clock, self.ban_sync.learn, **names)
         self._wake = self.pusher.wake  # bound once: record_failure is on the path of every denial
+        self.on_counted = self._queue
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -89,16 +90,14 @@ class SharedThrottle(Throttle):
 
     # -- called by the decision (event loop or worker thread): O(1), never waits ---------------------------
 
-    def _record(self, keys: list[Key], now: float) -> list[tuple[Key, bool]]:
-        # Under record_failure and banned_else_count alike: every failure counted locally is queued.
-        counted = super()._record(keys, now)
-        if counted:
-            now = self._clock()
-            for key, banned in counted:
-                if not self.outbox.add(key, now, now + self.settings.ban_seconds if banned else 0.0):
-                    self._metrics.throttle_failures_not_shared.inc()
-            self._wake()
-        return counted
+    def _queue(self, counted: list[tuple[Key, bool]]) -> None:
+        # Throttle.on_counted, under record_failure and banned_else_count alike: every failure counted locally is
+        # queued.
+        now = self._clock()
+        for key, banned in counted:
+            if not self.outbox.add(key, now, now + self.settings.ban_seconds if banned else 0.0):
+                self._metrics.throttle_failures_not_shared.inc()
+        self._wake()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 

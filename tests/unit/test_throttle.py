@@ -326,22 +326,23 @@ def test_banned_else_count_keeps_only_a_digest():
 
 
 class _EveryFailureThroughCount(Throttle):
-    """The throttle as it counted before _record's shortcut: every key through _count."""
+    """The throttle as it counted before the shortcuts: every key through _count, and a guess as the two calls
+    it stands for (``banned``, then ``record_failure``)."""
 
-    def _record(self, keys, now):
-        counted = []
-        with self._lock:
-            self._sweep_expired(now, 2)
-            for key in keys:
-                limit = self.limit(key[0])
-                if limit > 0:
-                    counted.append((key, self._count(key, limit, now)))
-        return counted
+    def _count_one(self, key, limit, now):
+        return self._count(key, limit, now)
+
+    def banned_else_count(self, address):
+        if self.banned(address, None):
+            return True
+        self.record_failure(address, None)
+        return False
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_the_counting_shortcut_keeps_every_table_as_count_alone_does(seed):
-    """_record counts a key already counting, inside its window and short of its limit, without _count: over
+    """_count_one counts a key already counting, inside its window and short of its limit, without _count, and
+    banned_else_count checks, sweeps and counts under one hold of the lock: over
     random failures (addresses and users, guesses and password failures, imposed bans, the clock crossing
     windows and bans, a table at its bound) the answers and both tables stay exactly _count's."""
     import random
