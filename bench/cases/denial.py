@@ -15,7 +15,14 @@ The same two floods against the raw-ASGI floor (bench/baseline_app.py) on each s
 there a denial does only what no throttle can skip (the token's digest looked up, the address's keyed digest
 counted in a dict with a window and a ban), so floor denials / floor allows is the most this ratio can be on
 that server, and authgate's denial / floor's denial is what authgate adds on top (the throttle's bounds and
-sweep, the front-door cross-check, the metrics and the denial log)."""
+sweep, the front-door cross-check, the metrics and the denial log).
+
+The same flood against the floor's ``/auth/complete`` (the *complete floor*, same process) measures a denial
+doing all of that required work, written as one lean function with nothing of authgate's structure
+(bench/baseline_app.py's CompleteDenial). Complete floor's denials / floor's allows is the most the ratio can be
+on that server for a denial that does what the product promises: under 0.7 there, 0.7 is a ceiling on that
+server, not a matter of how authgate is written; authgate's denials / the complete floor's is what authgate's
+structure costs."""
 
 from __future__ import annotations
 
@@ -82,13 +89,14 @@ def _denials(base_url: str) -> tuple[float, float]:
     return denied, banned
 
 
-def _check(base_url: str, *, floor: bool = False) -> Callable[[], None]:
-    """A wrong Bearer token gets 401 (from authgate: with ``error="invalid_token"``; the floor names none)."""
+def _check(base_url: str, *, floor: bool = False, path: str = "/auth/api") -> Callable[[], None]:
+    """A wrong Bearer token gets 401 (from authgate and the complete floor: with ``error="invalid_token"``; the
+    floor names none)."""
 
     def check() -> None:
         with httpx.Client(timeout=10.0) as client:
             answer = client.get(
-                base_url + "/auth/api",
+                base_url + path,
                 headers={**ORIGINAL, "X-Real-IP": "192.0.2.1", "Authorization": "Bearer not-a-known-token"},
             )
         challenge = answer.headers.get("www-authenticate", "")
@@ -158,6 +166,21 @@ def run(stack: Stack, wrk: Wrk, p: Params, log: Log) -> dict[str, Any]:
                 ),
             ),
         ]
+        # The complete floor: the same flood on the same process's /auth/complete (its allow is the floor's own).
+        complete_url = floor + "/auth/complete"
+        variants.append(
+            Variant(
+                "deny-complete-floor" + suffix(server),
+                f"raw-ASGI complete floor on {server}: the same flood, each denial doing authgate's required work "
+                "in one function (bounded throttle, door reading, metrics, denial log)",
+                complete_url,
+                {},
+                serves=(floor_component,),
+                load=Flood(wrk, complete_url, {**ORIGINAL, **creds.bearer}, vary_token=True, offset=(8 + index) << 22),
+                check=_check(floor, path="/auth/complete"),
+                denials=True,
+            )
+        )
     before = {server: _denials(base)[0] for server, (base, _) in floods.items()}
     results = measure(stack, wrk, variants, p, log)
     flood_stats = {}
@@ -180,6 +203,18 @@ def run(stack: Stack, wrk: Wrk, p: Params, log: Log) -> dict[str, Any]:
         Ratio(f"floor's denials / floor's allows ({ALT}): the limit", "deny-floor" + ALT_KEY, "allow-floor" + ALT_KEY),
         Ratio(f"authgate's denials / the floor's ({DEF})", "deny", "deny-floor"),
         Ratio(f"authgate's denials / the floor's ({ALT})", "deny" + ALT_KEY, "deny-floor" + ALT_KEY),
+        Ratio(
+            f"complete floor's denials / floor's allows ({DEF}): the limit with the required work",
+            "deny-complete-floor",
+            "allow-floor",
+        ),
+        Ratio(
+            f"complete floor's denials / floor's allows ({ALT}): the limit with the required work",
+            "deny-complete-floor" + ALT_KEY,
+            "allow-floor" + ALT_KEY,
+        ),
+        Ratio(f"authgate's denials / the complete floor's ({DEF})", "deny", "deny-complete-floor"),
+        Ratio(f"authgate's denials / the complete floor's ({ALT})", "deny" + ALT_KEY, "deny-complete-floor" + ALT_KEY),
     ]
     summary = summarize(
         "denial",

@@ -110,14 +110,17 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
         assert targets[("authreq" + server_key, "authreq_free")] == 0.8
         assert ("authreq_keepalive_baseline" + server_key, "authreq_keepalive_free") in targets
     # Denials: the flood against allows on each server, every answer checked against authgate's metrics,
-    # addresses banned by the throttle along the way; the same floods on the raw-ASGI floor with its throttle.
+    # addresses banned by the throttle along the way; the same floods on the raw-ASGI floor with its throttle,
+    # and the flood on the complete floor (the same process's /auth/complete, the required work per denial).
     assert set(denial["variants"]) == {
         f"{kind}{floor}{server}"
         for kind in ("deny", "allow")
         for floor in ("", "-floor")
         for server in ("", "-uvicorn")
-    }
+    } | {"deny-complete-floor", "deny-complete-floor-uvicorn"}
     assert denial["variants"]["deny-floor-uvicorn"]["serves"] == ["baseline-uvicorn"]
+    assert denial["variants"]["deny-complete-floor"]["serves"] == ["baseline"]
+    assert denial["variants"]["deny-complete-floor-uvicorn"]["serves"] == ["baseline-uvicorn"]
     assert all(v["rps_median"] > 0 and v["cpu_us_per_request_median"] for v in denial["variants"].values())
     assert {(r["subject"], r["baseline"], r["target"]) for r in denial["ratios"]} == {
         ("deny", "allow", 0.7),
@@ -126,6 +129,10 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
         ("deny-floor-uvicorn", "allow-floor-uvicorn", None),
         ("deny", "deny-floor", None),
         ("deny-uvicorn", "deny-floor-uvicorn", None),
+        ("deny-complete-floor", "allow-floor", None),
+        ("deny-complete-floor-uvicorn", "allow-floor-uvicorn", None),
+        ("deny", "deny-complete-floor", None),
+        ("deny-uvicorn", "deny-complete-floor-uvicorn", None),
     }
     for server_key in ("granian", "uvicorn"):
         flood = denial["flood"][server_key]
