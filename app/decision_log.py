@@ -33,6 +33,27 @@ DENIAL_WINDOW_SECONDS = 60.0
 DenialKey = tuple[str, int, str, str]  # route (a configured one, or "_unknown"), status, reason, scheme
 
 
+def log_not_logged(not_logged: dict[DenialKey, int], seconds: float, logger: logging.Logger = log) -> None:
+    """The lines that close a window of the denial log: one ``denials_not_logged`` line per kind (route, status,
+    reason, scheme) with denials not logged in those ``seconds``, saying how many."""
+    for (route, status, reason, scheme), count in not_logged.items():
+        if count:
+            logger.info(
+                "not logged: %d more denials of this kind in the last %s s",
+                count,
+                seconds,
+                extra={
+                    "event": "denials_not_logged",
+                    "route": route,
+                    "status": status,
+                    "reason": reason,
+                    "scheme": scheme,
+                    "not_logged": count,
+                    "window_seconds": seconds,
+                },
+            )
+
+
 class DenialLog:
     """The denial lines: per kind (route label, status, reason, scheme: the labels of the denial's
     ``authgate_decisions_total``, so a bounded set), the first denial of each window of ``window`` seconds in
@@ -101,23 +122,7 @@ class DenialLog:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        seconds = round(self.clock() - self._opened, 1)
-        for (route, status, reason, scheme), count in self._not_logged.items():
-            if count:
-                log.info(
-                    "not logged: %d more denials of this kind in the last %s s",
-                    count,
-                    seconds,
-                    extra={
-                        "event": "denials_not_logged",
-                        "route": route,
-                        "status": status,
-                        "reason": reason,
-                        "scheme": scheme,
-                        "not_logged": count,
-                        "window_seconds": seconds,
-                    },
-                )
+        log_not_logged(self._not_logged, round(self.clock() - self._opened, 1))
         self._not_logged = {}
 
 

@@ -57,7 +57,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app.decision import MAX_AUTHORIZATION_BYTES, TOKEN68_BYTES_RE  # noqa: E402
-from app.decision_log import DENIAL_WINDOW_SECONDS  # noqa: E402
+from app.decision_log import DENIAL_WINDOW_SECONDS, log_not_logged  # noqa: E402
 from app.doors import HEADER_DOORS  # noqa: E402
 from app.doors.ingress_nginx import INGRESS_NGINX  # noqa: E402
 from app.logs import JsonFormatter  # noqa: E402
@@ -299,23 +299,7 @@ class CompleteDenial:
     def close_window(self) -> None:
         """The denial log's window closes: one line per kind with denials not logged, and the next denial of
         any kind is logged in full (app.decision_log.DenialLog.close_window)."""
-        seconds = round(self.clock() - self.opened, 1)
-        for (route, status, reason, scheme), count in self.not_logged.items():
-            if count:
-                COMPLETE_LOG.info(
-                    "not logged: %d more denials of this kind in the last %s s",
-                    count,
-                    seconds,
-                    extra={
-                        "event": "denials_not_logged",
-                        "route": route,
-                        "status": status,
-                        "reason": reason,
-                        "scheme": scheme,
-                        "not_logged": count,
-                        "window_seconds": seconds,
-                    },
-                )
+        log_not_logged(self.not_logged, round(self.clock() - self.opened, 1), COMPLETE_LOG)
         self.not_logged.clear()
 
 
