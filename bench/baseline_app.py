@@ -23,8 +23,9 @@ expired ones swept per failure, counters in LRU order, both bounded, one lock ho
 app.metrics.DecisionStats (a counter cell per route, result, reason and scheme; the latency histogram), the
 denial log's aggregation of app.decision_log.DenialLog (the first denial of a kind per 60 s logged in full as a
 JSON line, the rest counted, the window closed by a timer) and authgate's prebuilt 401 or 403. What case 11
-measures with it: if the complete floor's denials stay under 0.7 of the floor's allows on a server, 0.7 is a
-ceiling there for a denial that does what the product promises, however authgate is written.
+measures with it: what the required work of a denial costs on top of an allow, written as leanly as Python
+allows. Where that surcharge is more than 0.7 leaves on top of authgate's own allow, 0.7 is a ceiling there for
+a denial that does what the product promises, however authgate is written (docs/benchmarks.md §11).
 
 Served by the server authgate runs on, with the settings authgate gives it (uvicorn: see ``UVICORN``;
 granian: app/granian_server.py's ``server_options``, embedded the same way), so the ratio authgate /

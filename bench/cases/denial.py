@@ -20,9 +20,10 @@ sweep, the front-door cross-check, the metrics and the denial log).
 The same flood against the floor's ``/auth/complete`` (the *complete floor*, same process) measures a denial
 doing all of that required work, written as one lean function with nothing of authgate's structure
 (bench/baseline_app.py's CompleteDenial). Complete floor's denials / floor's allows is the most the ratio can be
-on that server for a denial that does what the product promises: under 0.7 there, 0.7 is a ceiling on that
-server, not a matter of how authgate is written; authgate's denials / the complete floor's is what authgate's
-structure costs."""
+on that server for a denial that does what the product promises, as long as the floor's allows cost no less than
+authgate's (on uvicorn they cost the same; on granian the floor's are cheaper, so there the CPU each denial adds
+to an allow is the comparison: docs/benchmarks.md §11). authgate's denials / the complete floor's is what
+authgate's structure costs."""
 
 from __future__ import annotations
 
