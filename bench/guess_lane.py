@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """The guess lane's cost in-process (docs/benchmarks.md, section 11): the served app (app.service.create_asgi,
-``--proxy ingress-nginx``, at ``info``, bench's policy) called directly with ASGI scopes, no server. Blocks of
+``--proxy ingress-nginx``, at ``info``, bench's policy), or with ``--complete-floor`` the raw-ASGI floor's
+``/auth/complete`` (bench/baseline_app.py), called directly with ASGI scopes, no server. Blocks of
 denials (case 11's flood: a new wrong Bearer token each request, a new ``X-Real-IP`` every 60) interleaved with
 blocks of allows (the valid token, same headers); prints the median CPU µs per request of each.
 
     .venv/bin/python bench/guess_lane.py                  # 20,000 per block, 5 rounds
     .venv/bin/python bench/guess_lane.py --profile        # cProfile of one denial block instead
+    .venv/bin/python bench/guess_lane.py --complete-floor # the same blocks through the raw-ASGI floor's
+                                                          # /auth/complete (bench/baseline_app.py) instead
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ if str(ROOT) not in sys.path:
 
 from app.service import create_asgi  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from bench.baseline_app import load_digests, make_app  # noqa: E402
 from bench.cases.denial import PER_ADDRESS  # noqa: E402
 from bench.servers import POLICY  # noqa: E402
 
 
-def _scope(authorization: bytes, address: bytes) -> dict[str, Any]:
+def _scope(authorization: bytes, address: bytes, path: str = "/auth/api") -> dict[str, Any]:
     headers = [
         (b"host", b"127.0.0.1:8080"),
         (b"x-original-url", b"http://bench.test/api/ok"),
@@ -48,8 +52,8 @@ def _scope(authorization: bytes, address: bytes) -> dict[str, Any]:
         "http_version": "1.1",
         "method": "GET",
         "scheme": "http",
-        "path": "/auth/api",
-        "raw_path": b"/auth/api",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "headers": headers,
         "client": ("127.0.0.1", 40000),
@@ -62,6 +66,11 @@ async def main(argv: list[str]) -> None:
     parser.add_argument("-n", type=int, default=20_000, help="requests per block")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--complete-floor",
+        action="store_true",
+        help="ask the raw-ASGI floor's /auth/complete (the required work of a denial in one function) instead",
+    )
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="guess-lane-"))
@@ -88,6 +97,11 @@ async def main(argv: list[str]) -> None:
     while state.store.current is None:
         await asyncio.sleep(0.01)
 
+    # What the blocks ask: authgate, or the complete floor (its allow is the floor's own; same token file).
+    asked: Any = served
+    path = "/auth/api"
+    if args.complete_floor:
+        asked, path = make_app(load_digests(secret / "tokens")), "/auth/complete"
     statuses: dict[int, int] = {}
 
     async def send(message: dict[str, Any]) -> None:
@@ -109,14 +123,14 @@ async def main(argv: list[str]) -> None:
             a = n // PER_ADDRESS
             address = f"10.{a // 65536 % 256}.{a // 256 % 256}.{a % 256}".encode()
             authorization = f"Bearer {salt}{n}".encode() if kind == "deny" else good
-            out.append(_scope(authorization, address))
+            out.append(_scope(authorization, address, path))
         return out
 
     async def block(kind: str) -> float:
         batch = scopes(kind)
         begin = time.process_time()
         for scope in batch:
-            await served(scope, receive, send)  # type: ignore[arg-type]
+            await asked(scope, receive, send)
         return (time.process_time() - begin) / len(batch) * 1e6
 
     await block("allow")
