@@ -90,7 +90,6 @@ class Throttle:
         self._hashers = {
             kind: hashlib.blake2b(kind.encode() + b"\0", key=key, digest_size=DIGEST_BYTES) for kind in KINDS
         }
-        self._address_hasher = self._hashers["address"]
         # Told every failure counted, with whether it banned, outside the lock (app.shared_throttle queues them
         # for the other replicas); None: counted here alone.
         self.on_counted: Callable[[list[tuple[Key, bool]]], None] | None = None
@@ -141,7 +140,7 @@ class Throttle:
         if not address:
             self._record([], now)
             return False
-        hasher = self._address_hasher.copy()
+        hasher = self._hashers["address"].copy()
         hasher.update(address.encode("utf-8", "surrogatepass"))
         key: Key = ("address", hasher.digest())
         limit = settings.max_failures_per_address
