@@ -2,7 +2,10 @@
 
 Method: for each case, every variant gets a warm-up, then ``--rounds`` rounds of ``wrk -t1 -c32 -d S``; in
 each round every variant runs once, the order reversed every other round (A B C, C B A, ...), so drift
-on a shared machine hits all variants alike. A ratio is computed per round and the median reported.
+on a shared machine hits all variants alike. A ratio is computed per round and the median reported. In a
+run of several cases the cases take turns (bench/turns.py): one round of each case in turn (two for a case
+measured ``finer``), so each case's rounds are spread over the whole run and a noisy stretch of minutes
+costs each case a round, not a case its every round.
 Every variant is checked first (no credential → 401, the credential → 200), and a round with any socket
 error or non-2xx answer fails the run rather than counting. The gRPC case drives both of its variants
 with h2load instead (HTTP/2 for gRPC, ``--h1`` for HTTP: one load generator for both sides of its ratio).
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +24,7 @@ from typing import Any
 import httpx
 
 from app.settings import DEFAULT_SERVER
-from bench import procstat
+from bench import procstat, turns
 from bench.servers import OTHER_SERVER, Stack, suffix
 from bench.wrk import Wrk, WrkResult
 
@@ -69,6 +73,8 @@ class Params:
     rotations: int
     tokens: int
     users: int
+    turns: bool = False  # the cases take turns (bench/turns.py), rather than run one after another
+    rounds_per_turn: int = 1  # rounds a case runs each turn: finer() doubles it with the rounds
 
 
 class HarnessError(RuntimeError):
@@ -96,7 +102,9 @@ Runs = dict[str, list[tuple[WrkResult, dict[str, float]]]]  # variant -> [(wrk, 
 def finer(p: Params) -> Params:
     """Twice the rounds at half the length, same time: for the cases whose target sits near the ratio they
     measure (direct ≥ 0.9, scale ≥ 0.95, the throttle's p99), where more pairs make the median steadier."""
-    return dataclasses.replace(p, rounds=2 * p.rounds, seconds=max(1, round(p.seconds / 2)))
+    return dataclasses.replace(
+        p, rounds=2 * p.rounds, seconds=max(1, round(p.seconds / 2)), rounds_per_turn=2 * p.rounds_per_turn
+    )
 
 
 def measure(stack: Stack, wrk: Wrk, variants: Sequence[Variant], p: Params, log: Log) -> Runs:
@@ -111,10 +119,13 @@ def measure(stack: Stack, wrk: Wrk, variants: Sequence[Variant], p: Params, log:
         run(v, p.warmup)
     results: Runs = {v.key: [] for v in variants}
     for r in range(p.rounds):
+        if r and r % p.rounds_per_turn == 0:
+            turns.pass_turn()  # taking turns (bench/turns.py): the other cases' rounds come between this case's
         order = variants if r % 2 == 0 else list(reversed(variants))
         for v in order:
             before = {c: procstat.cpu_seconds(tree) for c, tree in pids[v.key].items()}
-            res = run(v, p.seconds)
+            started = time.time()
+            res = dataclasses.replace(run(v, p.seconds), started_unix=started)
             cpu = {
                 c: 1e6 * (procstat.cpu_seconds(tree) - before[c]) / max(res.requests, 1)
                 for c, tree in pids[v.key].items()

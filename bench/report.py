@@ -45,8 +45,13 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [
         f"Run {doc['started_utc']} (UTC), {doc['duration_s']:.0f} s: `{doc['command'].strip()}` — "
         f"{p['rounds']} interleaved rounds x {p['seconds']:g} s per variant, `wrk -t1 -c{p['connections']}`, "
-        "median of the per-round ratios (cases 1, 5 and 8: twice the rounds at half the length). "
-        f"Load average {m['loadavg_start'][0]:.2f} at the start, "
+        "median of the per-round ratios (cases 1, 5 and 8: twice the rounds at half the length); "
+        + (
+            "the cases took turns, one round each in turn, so each case's rounds span the run. "
+            if p.get("turns")
+            else "case by case. "
+        )
+        + f"Load average {m['loadavg_start'][0]:.2f} at the start, "
         f"{m['loadavg_end'][0]:.2f} at the end. CPU-cost ratio: the baseline's server CPU per request over the "
         "subject's, i.e. the ratio a run bound by CPU rather than by a busy machine's scheduling would show.",
         "",

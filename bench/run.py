@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +50,32 @@ if str(ROOT) not in sys.path:
 
 from bench import machine, report  # noqa: E402
 from bench.cases import CASES as RUNNERS  # noqa: E402
-from bench.measure import Params  # noqa: E402
+from bench.measure import Log, Params  # noqa: E402
 from bench.servers import Credentials, Stack, find_tool  # noqa: E402
+from bench.turns import Turns  # noqa: E402
 from bench.wrk import Wrk  # noqa: E402
 
 CASES = tuple(RUNNERS)
+
+
+def _run_cases(cases: Sequence[str], stack: Stack, wrk: Wrk, params: Params, log: Log) -> list[dict[str, Any]]:
+    """Every chosen case's results, in the order given: taking turns (one round of each case in turn, each
+    case's log lines named) or case by case."""
+    if not params.turns:
+        results = []
+        for case in cases:
+            log(f"case {case}")
+            results.append(RUNNERS[case](stack, wrk, params, log))
+        return results
+
+    def job(case: str) -> Callable[[], dict[str, Any]]:
+        def named(msg: str) -> None:
+            log(f"[{case}] {msg.strip()}")
+
+        return lambda: RUNNERS[case](stack, wrk, params, named)
+
+    log(f"cases taking turns, one round each: {', '.join(cases)}")
+    return Turns().run([job(case) for case in cases])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,6 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rotations", type=int, help="Secret swaps timed (default 20, quick 5)")
     parser.add_argument("--tokens", type=int, default=10_000, help="tokens in the scale case (default 10,000)")
     parser.add_argument("--users", type=int, default=1_000, help="htpasswd users in the scale case (default 1,000)")
+    parser.add_argument(
+        "--case-by-case",
+        action="store_true",
+        help="run each case's rounds together, one case after another, instead of the cases taking turns "
+        "(one round of each in turn, bench/turns.py)",
+    )
     args = parser.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
@@ -87,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rotations=args.rotations or (5 if args.quick else 20),
         tokens=args.tokens,
         users=args.users,
+        turns=not args.case_by_case and len(cases) > 1,
     )
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = args.out / stamp
@@ -99,16 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
     info = machine.describe()
     log(f"authgate bench → {out_dir} ({params})")
-    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="authgate-bench-") as tmp:
         work = Path(tmp)
         work.chmod(0o755)
         stack = Stack(work, Credentials.generate())
         wrk = Wrk(find_tool("wrk"), threads=1, connections=params.connections)
         try:
-            for case in cases:
-                log(f"case {case}")
-                results.append(RUNNERS[case](stack, wrk, params, log))
+            results = _run_cases(cases, stack, wrk, params, log)
         except Exception as exc:  # one boundary: say what failed, keep the logs
             traceback.print_exc()
             keep = out_dir / "logs"

@@ -210,8 +210,10 @@ class Stack:
     def authgate_small(self, server: str = DEFAULT_SERVER) -> AuthgateProcess:
         return self.authgate("small", self.small_files(), server=server)
 
-    def baseline(self, server: str = DEFAULT_SERVER) -> str:
-        key = "baseline" + suffix(server)
+    def baseline(self, server: str = DEFAULT_SERVER, name: str = "") -> str:
+        """The raw-ASGI floor on ``server``; a ``name`` starts a process of its own (component
+        ``baseline:NAME``), for a case whose load leaves state behind (the denial flood's throttle tables)."""
+        key = "baseline" + (f":{name}" if name else "") + suffix(server)
         if key not in self._started:
             port = free_port()
             tokens = self.authgate_small().secret.path / "tokens"  # type: ignore[attr-defined]

@@ -37,6 +37,7 @@ class WrkResult:
     mean_ms: float
     max_ms: float
     statuses: int = 0
+    started_unix: float = 0.0  # when the run started (bench/measure.py sets it): shows the order of the rounds
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)

@@ -142,9 +142,10 @@ def run(stack: Stack, wrk: Wrk, p: Params, log: Log) -> dict[str, Any]:
             ),
         ]
         # The floor (bench/baseline_app.py) on the same server, flooded the same way, its own address ranges.
-        floor = stack.baseline(server)
+        # A floor process of its own: the flood fills its throttle tables, which the other cases' floor keeps empty.
+        floor = stack.baseline(server, name="denials")
         floor_url = floor + "/auth/api"
-        floor_component = "baseline" + suffix(server)
+        floor_component = "baseline:denials" + suffix(server)
         variants += [
             Variant(
                 "deny-floor" + suffix(server),

@@ -26,7 +26,7 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
             "--cases",
             "direct,grpc,envoy,nginx,denial,jwt",
             "--rounds",
-            "1",
+            "2",
             "--seconds",
             "1",
             "--warmup",
@@ -57,7 +57,25 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
         "authgate_close-uvicorn",
     }
     # the direct case runs twice the rounds at half the length (bench/measure.py: finer)
-    assert all(v["rps_median"] > 0 and len(v["runs"]) == 2 for v in direct["variants"].values())
+    assert all(v["rps_median"] > 0 and len(v["runs"]) == 4 for v in direct["variants"].values())
+    # The cases took turns (bench/turns.py), one round each (two for a finer case) in the order given: every
+    # case's first turn came before any case's second, so each case's rounds span the run.
+    assert doc["params"]["turns"] is True
+    starts = {
+        case["case"]: sorted(run["started_unix"] for v in case["variants"].values() for run in v["runs"])
+        for case in doc["cases"]
+    }
+    assert all(len(times) >= 2 and min(times) > 0 for times in starts.values()), starts
+    per_turn = {"direct": 2, "jwt": 2}
+    turns = {}
+    for name, times in starts.items():
+        variants = len(doc["cases"][[c["case"] for c in doc["cases"]].index(name)]["variants"])
+        first_turn = variants * per_turn.get(name, 1)
+        turns[name] = (times[:first_turn], times[first_turn:])
+    last_first_turn = max(first[-1] for first, _ in turns.values())
+    assert all(second and min(second) > last_first_turn for _, second in turns.values()), turns
+    order = sorted(turns, key=lambda name: turns[name][0][0])
+    assert order == ["direct", "grpc", "envoy", "nginx", "denial", "jwt"]
     target, *others = direct["ratios"]
     assert (target["subject"], target["baseline"]) == ("authgate", "baseline")  # on the default server
     assert target["target"] == 0.9 and target["met"] == (target["median"] >= 0.9)
@@ -118,9 +136,10 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
         for floor in ("", "-floor")
         for server in ("", "-uvicorn")
     } | {"deny-complete-floor", "deny-complete-floor-uvicorn"}
-    assert denial["variants"]["deny-floor-uvicorn"]["serves"] == ["baseline-uvicorn"]
-    assert denial["variants"]["deny-complete-floor"]["serves"] == ["baseline"]
-    assert denial["variants"]["deny-complete-floor-uvicorn"]["serves"] == ["baseline-uvicorn"]
+    # (the floor a process of its own, so the flood's throttle tables stay out of the other cases' floor)
+    assert denial["variants"]["deny-floor-uvicorn"]["serves"] == ["baseline:denials-uvicorn"]
+    assert denial["variants"]["deny-complete-floor"]["serves"] == ["baseline:denials"]
+    assert denial["variants"]["deny-complete-floor-uvicorn"]["serves"] == ["baseline:denials-uvicorn"]
     assert all(v["rps_median"] > 0 and v["cpu_us_per_request_median"] for v in denial["variants"].values())
     assert {(r["subject"], r["baseline"], r["target"]) for r in denial["ratios"]} == {
         ("deny", "allow", 0.7),
@@ -182,7 +201,7 @@ def test_grpc_levers_prints_a_row_per_variant():
             sys.executable,
             str(REPO_ROOT / "bench" / "grpc_levers.py"),
             "--rounds",
-            "1",
+            "2",
             "--seconds",
             "1",
             "aio",
