@@ -7,6 +7,9 @@
 Writes ``bench/results/<UTC timestamp>/results.{md,json,png}`` and prints the Markdown table. Exit status:
 0 every target met, 1 a target missed (each named on stderr), 2 the harness itself failed.
 
+With several cases, the cases take turns, one round each in turn (bench/turns.py), so each case's rounds span
+the whole run; ``--case-by-case`` runs them one after another instead.
+
 This file is the run: its arguments, the loop over the chosen cases and the writing of the results. Each case
 is a module of bench/cases/ (registered in ``bench.cases.CASES``); the method they share, the interleaved
 rounds, medians and ratios, is bench/measure.py; the processes they drive are bench/servers.py; the table
