@@ -77,12 +77,9 @@ class Turns:
 
     def _leave(self, index: int) -> None:
         with self._cond:
-            if index in self._running:
-                if self._holder == index:
-                    self._running.remove(index)
-                    self._holder = self._next_after(index)
-                else:
-                    self._running.remove(index)
+            self._running.remove(index)
+            if self._holder == index:
+                self._holder = self._next_after(index)
             self._cond.notify_all()
 
     def pass_turn(self, index: int) -> None:

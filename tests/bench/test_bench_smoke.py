@@ -61,17 +61,14 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     # The cases took turns (bench/turns.py), one round each (two for a finer case) in the order given: every
     # case's first turn came before any case's second, so each case's rounds span the run.
     assert doc["params"]["turns"] is True
-    starts = {
-        case["case"]: sorted(run["started_unix"] for v in case["variants"].values() for run in v["runs"])
-        for case in doc["cases"]
-    }
-    assert all(len(times) >= 2 and min(times) > 0 for times in starts.values()), starts
-    per_turn = {"direct": 2, "jwt": 2}
     turns = {}
-    for name, times in starts.items():
-        variants = len(doc["cases"][[c["case"] for c in doc["cases"]].index(name)]["variants"])
-        first_turn = variants * per_turn.get(name, 1)
-        turns[name] = (times[:first_turn], times[first_turn:])
+    for case in doc["cases"]:
+        runs = [run["started_unix"] for v in case["variants"].values() for run in v["runs"]]
+        assert min(runs) > 0, case["case"]
+        rounds = len(runs) // len(case["variants"])  # 2, or 4 for a finer case: half of them in each turn
+        times = sorted(runs)
+        first_turn = len(case["variants"]) * rounds // 2
+        turns[case["case"]] = (times[:first_turn], times[first_turn:])
     last_first_turn = max(first[-1] for first, _ in turns.values())
     assert all(second and min(second) > last_first_turn for _, second in turns.values()), turns
     order = sorted(turns, key=lambda name: turns[name][0][0])
@@ -201,7 +198,7 @@ def test_grpc_levers_prints_a_row_per_variant():
             sys.executable,
             str(REPO_ROOT / "bench" / "grpc_levers.py"),
             "--rounds",
-            "2",
+            "1",
             "--seconds",
             "1",
             "aio",
