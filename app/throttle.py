@@ -133,8 +133,7 @@ class Throttle:
         Every denial of a credential-stuffing flood comes here, so :meth:`key` and :meth:`_record` are written
         out: one hash, and the ban check, the sweep and the count under one hold of the lock
         (docs/benchmarks.md §11)."""
-        settings = self.settings
-        if not settings.enabled:
+        if not self.settings.enabled:
             return False
         now = self._clock()
         if not address:
@@ -143,7 +142,7 @@ class Throttle:
         hasher = self._hashers["address"].copy()
         hasher.update(address.encode("utf-8", "surrogatepass"))
         key: Key = ("address", hasher.digest())
-        limit = settings.max_failures_per_address
+        limit = self.limit("address")
         with self._lock:
             if self._bans:
                 ban = self._bans.get(key)
